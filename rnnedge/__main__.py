@@ -1,0 +1,5 @@
+import sys
+
+from rnnedge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,89 @@
+"""Atomic file writes: a temporary file in the target directory, then a rename.
+
+A reader sees either the old file or the complete new one, never a partial write,
+because `os.replace` within one directory is atomic on POSIX file systems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from rnnedge.errors import InputError
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to `target`; rename it onto `target` on success.
+
+    On any exception the temporary file is removed and `target` is left untouched.
+    """
+    target = Path(target)
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise InputError(
+            f"output directory {str(directory)!r} does not exist; create it or choose "
+            "another output path"
+        )
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise InputError(
+            f"cannot write to {str(directory)!r}: {exc.strerror}; choose a writable "
+            "output directory"
+        ) from exc
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+        _fsync_directory(directory)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `target` atomically."""
+    with atomic_path(target) as tmp:
+        try:
+            tmp.write_bytes(data)
+        except OSError as exc:
+            raise InputError(
+                f"cannot write {str(target)!r}: {exc.strerror}; free some space or "
+                "choose another output path"
+            ) from exc
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; some file systems refuse to open a directory.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def check_output_path(target: str | os.PathLike[str]) -> Path:
+    """Fail early, before any work, if `target` cannot be written."""
+    target = Path(target)
+    if target.is_dir():
+        raise InputError(f"output path {str(target)!r} is a directory; pass a file name")
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise InputError(
+            f"output directory {str(directory)!r} does not exist; create it or choose "
+            "another output path"
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise InputError(
+            f"output directory {str(directory)!r} is not writable; choose another output path"
+        )
+    return target

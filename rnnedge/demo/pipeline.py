@@ -1,0 +1,153 @@
+"""The demo pipeline: train, export, quantize, score with ONNX Runtime, profile.
+
+Every accuracy is computed by ONNX Runtime on the exported or quantized file, from raw
+sensor values; the runtime applies the normalization stored in the model's metadata.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rnnedge.errors import InputError
+from rnnedge.profiling.catalog import USER_DEVICES_DIR, DeviceProfile, default_device, load_device
+from rnnedge.profiling.profile import profile_model
+from rnnedge.quantize import QuantMode, quantize_model
+from rnnedge.runtime.session import Session
+
+logger = logging.getLogger(__name__)
+
+CELLS = ("lstm", "gru")
+DEFAULT_MODES = (QuantMode.DYNAMIC_INT8, QuantMode.FP16)
+
+
+@dataclass(frozen=True)
+class DemoRow:
+    """One artifact: which model, its precision and what it costs and achieves."""
+
+    model: str
+    precision: str
+    accuracy: float
+    size_bytes: int
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    device: str
+    output_dir: Path
+    profile_path: Path | None
+    rows: tuple[DemoRow, ...]
+    notes: tuple[str, ...]
+
+    def as_json(self) -> dict[str, object]:
+        return {"device": self.device, "rows": [asdict(row) for row in self.rows]}
+
+
+def new_output_dir(base: Path = Path(".")) -> Path:
+    """A new, empty folder named after the current time, in `base`."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for suffix in [""] + [f"-{i}" for i in range(1, 100)]:
+        candidate = base / f"rnnedge-demo-{stamp}{suffix}"
+        if not candidate.exists():
+            candidate.mkdir(parents=True)
+            return candidate
+    raise InputError(f"cannot find a free folder name for the demo in {base}; pass --output-dir")
+
+
+def run_demo(
+    output_dir: Path | None = None,
+    device: str | DeviceProfile | None = None,
+    epochs: int = 60,
+    hidden_size: int = 32,
+    runs: int = 200,
+    modes: Sequence[QuantMode] = DEFAULT_MODES,
+    user_dir: Path = USER_DEVICES_DIR,
+    progress: Callable[[str], None] | None = None,
+) -> DemoResult:
+    """Train an LSTM and a GRU on BasicMotions and compare every artifact on this host."""
+    from rnnedge.demo.data import load_basic_motions
+    from rnnedge.demo.train import train_classifier
+    from rnnedge.export import export_checkpoint, save_checkpoint
+
+    say = progress or (lambda message: logger.info("%s", message))
+    if epochs < 1:
+        raise InputError(f"epochs must be at least 1, got {epochs}")
+    profile = _resolve_device(device, user_dir)
+    if output_dir is None:
+        output_dir = new_output_dir()
+    else:
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+    say("loading BasicMotions (sktime)")
+    dataset = load_basic_motions()
+    rows: list[DemoRow] = []
+    notes: list[str] = []
+    profile_path = None
+    for cell in CELLS:
+        say(f"training {cell.upper()} ({epochs} epochs, hidden size {hidden_size})")
+        model = train_classifier(dataset, cell, hidden_size=hidden_size, epochs=epochs)
+        checkpoint = output_dir / f"{cell}.pt"
+        save_checkpoint(model, checkpoint, list(dataset.labels), dataset.normalization())
+
+        float_path = output_dir / f"{cell}.onnx"
+        report = export_checkpoint(checkpoint, float_path)
+        say(f"exported {float_path.name}: parity max abs error {report.parity.max_abs_error:.2g}")
+        artifacts = [("fp32", float_path)]
+        for mode in modes:
+            suffix = "int8" if mode is QuantMode.DYNAMIC_INT8 else mode.precision
+            target = output_dir / f"{cell}.{suffix}.onnx"
+            quantized = quantize_model(float_path, target, mode, samples=_normalized(dataset))
+            notes.extend(f"{cell} {mode.precision}: {note}" for note in quantized.notes)
+            artifacts.append((mode.precision, target))
+
+        for precision, path in artifacts:
+            accuracy = score(path, dataset.x_test, dataset.y_test)
+            result = profile_model(
+                path,
+                device=profile,
+                provider="cpu",
+                batch=1,
+                seq_len=dataset.x_test.shape[1],
+                runs=runs,
+                user_dir=user_dir,
+            )
+            profile_path = result.profile_path
+            say(f"{path.name}: accuracy {accuracy:.3f}, p50 {result.latency.p50_ms:.3f} ms")
+            rows.append(DemoRow(
+                model=cell,
+                precision=precision,
+                accuracy=round(accuracy, 4),
+                size_bytes=path.stat().st_size,
+                p50_ms=round(result.latency.p50_ms, 4),
+                p99_ms=round(result.latency.p99_ms, 4),
+            ))  # fmt: skip
+    return DemoResult(profile.name, output_dir, profile_path, tuple(rows), tuple(notes))
+
+
+def score(model_path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    """Test accuracy of a classification model, computed with ONNX Runtime alone."""
+    session = Session(model_path, provider="cpu")
+    logits = session.run(x)[session.output_names[0]]
+    return float(np.mean(logits.argmax(axis=-1) == y))
+
+
+def _normalized(dataset) -> np.ndarray:
+    stats = dataset.normalization()
+    mean = np.asarray(stats["mean"], dtype=np.float32)
+    std = np.asarray(stats["std"], dtype=np.float32)
+    return np.ascontiguousarray((dataset.x_train - mean) / std, dtype=np.float32)
+
+
+def _resolve_device(device: str | DeviceProfile | None, user_dir: Path) -> DeviceProfile:
+    if isinstance(device, DeviceProfile):
+        return device
+    if device is None:
+        return default_device(user_dir)
+    return load_device(device, user_dir)

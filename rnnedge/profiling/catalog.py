@@ -1,0 +1,293 @@
+"""Device profiles: the YAML schema, the shipped catalog and the user's own `devices/`.
+
+A device profile is one YAML file per device. Profiles in `./devices/` of the working
+directory take precedence over the catalog shipped with rnnedge. Files are read with
+PyYAML's safe loader and validated against schema version 1; an error names the file and
+the field.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import platform
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rnnedge.errors import DeviceProfileError
+from rnnedge.host import board_info, cpu_info
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+USER_DEVICES_DIR = Path("devices")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+# field -> (type, required); a nested mapping is checked one level deep below.
+_TOP_LEVEL: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    "schema_version": (int, True),
+    "name": (str, True),
+    "description": (str, False),
+    "hardware": (dict, True),
+    "recognize": (dict, True),
+    "providers": (dict, True),
+    "quantization": (dict, False),
+    "host": (dict, False),
+    "measurements": (list, False),
+}
+_RECOGNIZE = {"arch", "device_tree_model", "nv_tegra_release", "cpu_model", "generic"}
+_PROVIDERS = {"preference", "options"}
+_QUANTIZATION = {"mode", "reduce_range", "per_channel"}
+
+
+@dataclass
+class DeviceProfile:
+    """One device: hardware facts, how to recognize it, providers and measurements."""
+
+    name: str
+    data: dict[str, Any]
+    path: Path | None = None
+    measurements: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def provider_preference(self) -> list[str]:
+        return list(self.data.get("providers", {}).get("preference", []))
+
+    @property
+    def provider_options(self) -> dict[str, dict[str, Any]]:
+        return dict(self.data.get("providers", {}).get("options", {}) or {})
+
+    @property
+    def quantization(self) -> dict[str, Any]:
+        return dict(self.data.get("quantization", {}) or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        data = copy.deepcopy(self.data)
+        data["measurements"] = copy.deepcopy(self.measurements)
+        return data
+
+
+def catalog_dir() -> Path:
+    """The catalog shipped with rnnedge: inside the wheel, or `devices/` of a checkout."""
+    packaged = Path(__file__).resolve().parent.parent / "_catalog"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "devices"
+
+
+def validate(data: Any, source: str) -> DeviceProfile:
+    """Check a parsed YAML document against the schema; return the profile."""
+    if not isinstance(data, dict):
+        raise DeviceProfileError(f"{source}: a device profile must be a YAML mapping")
+    for key, (kind, required) in _TOP_LEVEL.items():
+        if key not in data:
+            if required:
+                raise DeviceProfileError(f"{source}: missing required field {key!r}")
+            continue
+        if not isinstance(data[key], kind) or isinstance(data[key], bool):
+            raise DeviceProfileError(
+                f"{source}: field {key!r} must be a {_kind_name(kind)}, got "
+                f"{type(data[key]).__name__}"
+            )
+    unknown = sorted(set(data) - set(_TOP_LEVEL))
+    if unknown:
+        raise DeviceProfileError(
+            f"{source}: unknown field {unknown[0]!r}; allowed fields: {', '.join(_TOP_LEVEL)}"
+        )
+    version = data["schema_version"]
+    if version != SCHEMA_VERSION:
+        raise DeviceProfileError(
+            f"{source}: schema_version {version} is not supported; this rnnedge reads "
+            f"version {SCHEMA_VERSION}"
+        )
+    if not _NAME.match(data["name"]):
+        raise DeviceProfileError(
+            f"{source}: field 'name' {data['name']!r} must be lowercase letters, digits, "
+            "'.', '-' or '_'"
+        )
+    for key, allowed in (
+        ("recognize", _RECOGNIZE),
+        ("providers", _PROVIDERS),
+        ("quantization", _QUANTIZATION),
+    ):
+        extra = sorted(set(data.get(key, {}) or {}) - allowed)
+        if extra:
+            raise DeviceProfileError(
+                f"{source}: unknown field '{key}.{extra[0]}'; allowed: {', '.join(sorted(allowed))}"
+            )
+    preference = data["providers"].get("preference", [])
+    if not isinstance(preference, list):
+        raise DeviceProfileError(f"{source}: field 'providers.preference' must be a list")
+    from rnnedge.runtime.providers import parse_provider
+
+    for name in preference:
+        try:
+            parse_provider(str(name))
+        except Exception as exc:
+            raise DeviceProfileError(f"{source}: field 'providers.preference': {exc}") from exc
+    measurements = data.get("measurements", []) or []
+    for index, entry in enumerate(measurements):
+        if not isinstance(entry, dict):
+            raise DeviceProfileError(f"{source}: measurements[{index}] must be a mapping")
+    profile_data = {k: v for k, v in data.items() if k != "measurements"}
+    return DeviceProfile(name=data["name"], data=profile_data, measurements=list(measurements))
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {dict: "mapping", list: "list", str: "string", int: "integer"}
+    if isinstance(kind, tuple):
+        return " or ".join(names.get(k, k.__name__) for k in kind)
+    return names.get(kind, kind.__name__)
+
+
+def read_profile(path: Path) -> DeviceProfile:
+    """Read and validate one device profile file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DeviceProfileError(f"{path}: cannot read device profile: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise DeviceProfileError(
+            f"{path}: invalid YAML{where}; fix the file or delete it to start a new profile"
+        ) from exc
+    profile = validate(data, str(path))
+    if profile.name != path.stem:
+        raise DeviceProfileError(
+            f"{path}: field 'name' is {profile.name!r} but the file is named {path.name!r}; "
+            "make them agree"
+        )
+    profile.path = path
+    return profile
+
+
+def catalog_names() -> list[str]:
+    return sorted(p.stem for p in catalog_dir().glob("*.yaml"))
+
+
+def known_names(user_dir: Path = USER_DEVICES_DIR) -> list[str]:
+    names = set(catalog_names())
+    if user_dir.is_dir():
+        names.update(p.stem for p in user_dir.glob("*.yaml"))
+    return sorted(names)
+
+
+def load_device(name: str, user_dir: Path = USER_DEVICES_DIR) -> DeviceProfile:
+    """Load a device by name: `user_dir/<name>.yaml` first, then the catalog."""
+    if not _NAME.match(name):
+        raise DeviceProfileError(
+            f"invalid device name {name!r}; use lowercase letters, digits, '.', '-' or '_'"
+        )
+    for directory in (user_dir, catalog_dir()):
+        path = directory / f"{name}.yaml"
+        if path.is_file():
+            return read_profile(path)
+    raise DeviceProfileError(
+        f"unknown device {name!r}; known devices: {', '.join(known_names(user_dir))}. "
+        "Omit --device to profile this host under its own name"
+    )
+
+
+def recognize_host(user_dir: Path = USER_DEVICES_DIR) -> DeviceProfile | None:
+    """Find the catalog or user profile that describes this host, or None.
+
+    A board match (device tree model, Jetson release file) wins over a generic one
+    (architecture only).
+    """
+    board = board_info()
+    cpu = cpu_info()
+    arch = platform.machine().lower()
+    candidates: list[tuple[int, DeviceProfile]] = []
+    seen: set[str] = set()
+    for directory in (user_dir, catalog_dir()):
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.glob("*.yaml")):
+            if path.stem in seen:
+                continue
+            seen.add(path.stem)
+            try:
+                profile = read_profile(path)
+            except DeviceProfileError as exc:
+                logger.warning("skipping device profile: %s", exc)
+                continue
+            score = _match_score(profile.data.get("recognize", {}), board, cpu, arch)
+            if score > 0:
+                candidates.append((score, profile))
+    if not candidates:
+        return None
+    candidates.sort(key=lambda item: -item[0])
+    return candidates[0][1]
+
+
+def _match_score(
+    rule: dict[str, Any], board: dict[str, Any], cpu: dict[str, Any], arch: str
+) -> int:
+    arches = [a.lower() for a in rule.get("arch", [])]
+    if arches and arch not in arches:
+        return 0
+    if rule.get("nv_tegra_release") and not board.get("nv_tegra_release"):
+        return 0
+    score = 0
+    models = rule.get("device_tree_model", [])
+    if models:
+        tree = board.get("device_tree_model") or ""
+        if not any(m.lower() in tree.lower() for m in models):
+            return 0
+        score += 10
+    cpu_models = rule.get("cpu_model", [])
+    if cpu_models:
+        if not any(m.lower() in str(cpu.get("model", "")).lower() for m in cpu_models):
+            return 0
+        score += 5
+    if rule.get("generic"):
+        return 1
+    return score
+
+
+def host_device_name() -> str:
+    """A device name made from this host's CPU model, for hosts no profile recognizes."""
+    model = str(cpu_info().get("model", "unknown")).lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", model).strip("-")[:40] or "unknown"
+    return f"host-{platform.machine().lower()}-{slug}"[:64]
+
+
+def new_profile_for_host(name: str) -> DeviceProfile:
+    """A fresh profile for an unrecognized host, filled from its fingerprint."""
+    cpu = cpu_info()
+    data = {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "description": f"{cpu['model']} ({cpu['arch']}), created from this host's fingerprint",
+        "hardware": {
+            "cpu": cpu["model"],
+            "cores": cpu["physical_cores"],
+            "source": "measured on the host by rnnedge",
+        },
+        "recognize": {"arch": [cpu["arch"]], "cpu_model": [cpu["model"]]},
+        "providers": {"preference": ["cpu"], "options": {}},
+    }
+    return validate(data, f"new profile {name!r}")
+
+
+def default_device(user_dir: Path = USER_DEVICES_DIR) -> DeviceProfile:
+    """The profile for this host: a recognized one, or a new one from its fingerprint."""
+    found = recognize_host(user_dir)
+    if found is not None:
+        logger.info("recognized this host as device %r", found.name)
+        return found
+    name = host_device_name()
+    logger.info("no device profile matches this host; using %r", name)
+    return new_profile_for_host(name)
+
+
+def user_profile_path(name: str, user_dir: Path = USER_DEVICES_DIR) -> Path:
+    return Path(os.fspath(user_dir)) / f"{name}.yaml"

@@ -1,0 +1,134 @@
+"""Measuring one model configuration on this host and recording it in a device profile."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnedge import __version__
+from rnnedge.errors import InputError
+from rnnedge.host import host_fingerprint
+from rnnedge.profiling.catalog import USER_DEVICES_DIR, DeviceProfile, default_device, load_device
+from rnnedge.profiling.store import add_measurements
+from rnnedge.profiling.timing import LatencyStats, measure
+from rnnedge.runtime.providers import Provider
+from rnnedge.runtime.session import Session, open_model_file
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    """One measured configuration and where it was stored."""
+
+    device: str
+    measurement: dict[str, Any]
+    latency: LatencyStats
+    profile_path: Path | None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def synthetic_input(
+    session: Session, batch: int, seq_len: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """A standard-normal input of the given batch and length for every model input."""
+    if batch < 1:
+        raise InputError(f"batch must be at least 1, got {batch}")
+    if seq_len < 1:
+        raise InputError(f"sequence length must be at least 1, got {seq_len}")
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for info in session.inputs:
+        shape = []
+        for axis, dim in enumerate(info.shape):
+            if isinstance(dim, int) and dim > 0:
+                shape.append(dim)
+            elif axis == (0 if session.batch_major else 1):
+                shape.append(batch)
+            else:
+                shape.append(seq_len)
+        feed[info.name] = rng.standard_normal(shape).astype(np.float32)
+    return feed
+
+
+def profile_model(
+    model: str | Path,
+    device: str | DeviceProfile | None = None,
+    provider: Provider | str = Provider.AUTO,
+    batch: int = 1,
+    seq_len: int = 100,
+    threads: int | None = None,
+    warmup: int = 20,
+    runs: int = 200,
+    budget_s: float | None = None,
+    strict_provider: bool = False,
+    store: bool = True,
+    user_dir: Path = USER_DEVICES_DIR,
+) -> ProfileResult:
+    """Measure latency of `model` and, if `store`, append it to the device's profile.
+
+    Args:
+        device: a device name or profile; this host's recognized profile if None.
+        warmup: untimed runs before measuring.
+        runs: timed runs (fewer if `budget_s` seconds run out first).
+    """
+    path = open_model_file(model)
+    if isinstance(device, str):
+        profile = load_device(device, user_dir)
+    elif device is None:
+        profile = default_device(user_dir)
+    else:
+        profile = device
+
+    started = time.perf_counter()
+    session = Session(
+        path, device=profile, provider=provider, strict_provider=strict_provider,
+        threads=threads, normalize=False,
+    )  # fmt: skip
+    created = time.perf_counter()
+    feed = synthetic_input(session, batch, seq_len)
+    session.run_prepared(feed)
+    cold_start_ms = (time.perf_counter() - started) * 1e3
+    session_ms = (created - started) * 1e3
+    logger.info("cold start %.2f ms (session creation %.2f ms)", cold_start_ms, session_ms)
+
+    stats, _ = measure(
+        lambda: session.run_prepared(feed), warmup=warmup, runs=runs, budget_s=budget_s
+    )
+    peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    measurement = {
+        "model": path.name,
+        "model_sha256": file_sha256(path),
+        "precision": session.metadata.precision,
+        "provider": session.primary_provider,
+        "providers": list(session.providers),
+        "batch": batch,
+        "seq_len": seq_len,
+        "threads": session.threads,
+        "warmup": warmup,
+        "latency_ms": stats.as_dict(),
+        "throughput_seq_per_s": round(batch * 1e3 / stats.mean_ms, 3),
+        "cold_start_ms": round(cold_start_ms, 3),
+        "session_create_ms": round(session_ms, 3),
+        "peak_rss_mb": round(peak_rss_kb / 1024, 1),
+        "host": host_fingerprint(),
+        "rnnedge": __version__,
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    written = add_measurements(profile, [measurement], user_dir) if store else None
+    return ProfileResult(profile.name, measurement, stats, written)

@@ -1,0 +1,140 @@
+"""Reading input arrays from files and checking them against a model's inputs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rnnedge.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+_ORT_TO_NUMPY = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+}
+
+
+def load_array_file(path: str | os.PathLike[str]) -> np.ndarray | dict[str, np.ndarray]:
+    """Load `.npy` (one array), `.npz` (arrays by input name) or `.csv` (time along rows).
+
+    Files are read with `allow_pickle=False`: a pickled object array is rejected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(
+            f"input file {str(path)!r} not found; pass an existing .npy, .npz or .csv file"
+        )
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                return {name: archive[name] for name in archive.files}
+        if suffix == ".csv":
+            return _load_csv(path)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(
+            f"cannot read {str(path)!r} as {suffix[1:]}: {_first_line(exc)}; check that "
+            "the file is complete and was written by numpy"
+        ) from exc
+    raise InputError(
+        f"unsupported input file type {suffix or '(none)'!r} for {str(path)!r}; "
+        "use .npy, .npz or .csv"
+    )
+
+
+def _load_csv(path: Path) -> np.ndarray:
+    """Read a CSV of numbers: one row per time step, one column per feature."""
+    try:
+        return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+    except ValueError:
+        # A header row of column names is the usual cause; skip it and try once more.
+        return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2, skiprows=1)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def describe(array: np.ndarray) -> str:
+    """Summarize an array as dtype, shape and range, never its raw values."""
+    summary = f"{array.dtype}{list(array.shape)}"
+    if array.size and np.issubdtype(array.dtype, np.number):
+        summary += f" min={np.nanmin(array):.4g} max={np.nanmax(array):.4g}"
+    return summary
+
+
+def check_sequence_input(
+    array: np.ndarray,
+    name: str,
+    expected_shape: Sequence[int | str | None],
+    expected_type: str,
+    source: str = "input",
+) -> np.ndarray:
+    """Check one input array against the model's declared shape and element type.
+
+    Float arrays of another width are cast to the model's float type; a rank-2 array
+    for a rank-3 input is taken as one sequence and given a batch axis of 1.
+
+    Returns the array to feed, C-contiguous and of the model's dtype.
+    """
+    if not isinstance(array, np.ndarray):
+        raise InputError(f"{source} for {name!r} is not a numpy array")
+    target = _ORT_TO_NUMPY.get(expected_type)
+    expected = _format_shape(expected_shape)
+    if target is not None and np.issubdtype(target, np.floating):
+        if not np.issubdtype(array.dtype, np.floating):
+            raise InputError(
+                f"{source} has dtype {array.dtype}, but model input {name!r} expects "
+                f"{np.dtype(target).name}; convert it with array.astype('float32')"
+            )
+        if array.dtype != target:
+            logger.debug("casting %s from %s to %s", name, array.dtype, np.dtype(target).name)
+            array = array.astype(target)
+    rank = len(expected_shape)
+    if array.ndim == rank - 1 and rank == 3:
+        logger.info("%s has rank 2; running it as one sequence (batch of 1)", source)
+        array = array[np.newaxis] if _batch_axis_first(expected_shape) else array[:, np.newaxis]
+    if array.ndim != rank:
+        raise InputError(
+            f"{source} has shape {tuple(array.shape)}, but model input {name!r} expects "
+            f"rank {rank} {expected}"
+        )
+    for axis, (size, want) in enumerate(zip(array.shape, expected_shape, strict=True)):
+        if isinstance(want, int) and want > 0 and size != want:
+            raise InputError(
+                f"{source} has shape {tuple(array.shape)}, but model input {name!r} "
+                f"expects {expected}: axis {axis} must be {want}"
+            )
+        if size == 0:
+            raise InputError(
+                f"{source} has shape {tuple(array.shape)} with an empty axis {axis}; "
+                "every axis needs at least one element"
+            )
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise InputError(
+            f"{source} contains {bad} NaN or infinite values; clean or impute them first"
+        )
+    return np.ascontiguousarray(array)
+
+
+def _batch_axis_first(shape: Sequence[int | str | None]) -> bool:
+    first = shape[0]
+    return not (isinstance(first, str) and first.lower().startswith(("seq", "time")))
+
+
+def _format_shape(shape: Sequence[int | str | None]) -> str:
+    parts = [str(dim) if dim not in (None, "") else "?" for dim in shape]
+    return "(" + ", ".join(parts) + ")"

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from rnnedge.errors import DeviceProfileError, InputError
+from rnnedge.profiling import profile_model
+from rnnedge.profiling.catalog import (
+    catalog_names,
+    load_device,
+    read_profile,
+    recognize_host,
+    validate,
+)
+from rnnedge.profiling.store import add_measurements
+from rnnedge.profiling.timing import measure, summarize
+
+CATALOG = ["jetson-nano", "jetson-orin-nano", "raspberry-pi-4", "raspberry-pi-5", "x86-64"]
+
+
+def test_summarize_percentiles():
+    samples = list(range(1, 101))
+    stats = summarize(samples)
+    assert stats.count == 100
+    assert stats.p50_ms == pytest.approx(np.percentile(samples, 50))
+    assert stats.p90_ms == pytest.approx(90.1)
+    assert stats.p99_ms == pytest.approx(99.01)
+    assert stats.min_ms == 1
+    assert stats.max_ms == 100
+    assert stats.mean_ms == pytest.approx(50.5)
+
+
+def test_measure_keeps_warmup_apart():
+    calls = []
+    ticks = iter(range(0, 10**9, 1_000_000))  # each clock read advances 1 ms
+    stats, samples = measure(lambda: calls.append(1), warmup=5, runs=10, clock=lambda: next(ticks))
+    assert len(calls) == 15
+    assert len(samples) == 10
+    assert stats.p50_ms == pytest.approx(1.0)
+
+
+def test_measure_budget_stops_early():
+    ticks = iter(range(0, 10**12, 10_000_000))  # 10 ms per call
+    stats, _ = measure(lambda: None, warmup=0, runs=1000, budget_s=0.05, clock=lambda: next(ticks))
+    assert stats.count == 5
+
+
+@pytest.mark.parametrize(("warmup", "runs"), [(-1, 10), (0, 0)])
+def test_measure_rejects_bad_counts(warmup, runs):
+    with pytest.raises(InputError):
+        measure(lambda: None, warmup=warmup, runs=runs)
+
+
+def test_catalog_ships_five_devices():
+    assert catalog_names() == CATALOG
+    for name in CATALOG:
+        profile = load_device(name, Path("/nonexistent"))
+        assert profile.measurements == []
+        assert profile.provider_preference
+
+
+def test_catalog_recognizes_this_x86_host(tmp_path):
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.skip("recognition of the generic entry is checked on x86-64 hosts")
+    assert recognize_host(tmp_path).name == "x86-64"
+
+
+def _valid() -> dict:
+    return yaml.safe_load((Path(__file__).parents[1] / "devices" / "x86-64.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(
+            lambda d: d.pop("hardware"), "missing required field 'hardware'", id="missing"
+        ),
+        pytest.param(lambda d: d.update(colour="red"), "unknown field 'colour'", id="unknown"),
+        pytest.param(lambda d: d.update(schema_version=7), "schema_version 7", id="version"),
+        pytest.param(
+            lambda d: d.update(measurements={}), "'measurements' must be a list", id="type"
+        ),
+        pytest.param(
+            lambda d: d["providers"].update(preference=["tpu"]), "unknown provider", id="provider"
+        ),
+        pytest.param(lambda d: d["recognize"].update(serial=1), "'recognize.serial'", id="nested"),
+        pytest.param(lambda d: d.update(name="Bad Name"), "field 'name'", id="name"),
+    ],
+)
+def test_profile_validation_names_field(change, message):
+    data = _valid()
+    change(data)
+    with pytest.raises(DeviceProfileError, match=message):
+        validate(data, "x86-64.yaml")
+
+
+def test_corrupt_profile_file(tmp_path):
+    (tmp_path / "x86-64.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(DeviceProfileError, match="invalid YAML at line"):
+        read_profile(tmp_path / "x86-64.yaml")
+
+
+def test_unknown_device_lists_known(tmp_path):
+    with pytest.raises(
+        DeviceProfileError, match="unknown device 'pi9'; known devices: jetson-nano"
+    ):
+        load_device("pi9", tmp_path)
+
+
+def test_add_measurements_keeps_earlier(tmp_path):
+    base = load_device("raspberry-pi-4", tmp_path)
+    add_measurements(base, [{"model": "a", "n": 1}], tmp_path)
+    add_measurements(base, [{"model": "b", "n": 2}, {"model": "c", "n": 3}], tmp_path)
+    stored = read_profile(tmp_path / "raspberry-pi-4.yaml")
+    assert [m["model"] for m in stored.measurements] == ["a", "b", "c"]
+    assert stored.data["hardware"] == base.data["hardware"]
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+
+
+def _append_many(directory: str, worker: int, count: int) -> None:
+    base = load_device("x86-64", Path(directory))
+    for index in range(count):
+        add_measurements(base, [{"worker": worker, "index": index}], Path(directory))
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_append_many, args=(str(tmp_path), w, 20)) for w in (1, 2)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    stored = read_profile(tmp_path / "x86-64.yaml").measurements
+    assert len(stored) == 40
+    assert {(m["worker"], m["index"]) for m in stored} == {
+        (w, i) for w in (1, 2) for i in range(20)
+    }
+
+
+def test_profile_model_records_measurement(exported, tmp_path):
+    result = profile_model(exported["gru"], device="raspberry-pi-5", provider="cpu", batch=2,
+                           seq_len=30, warmup=2, runs=15, user_dir=tmp_path)  # fmt: skip
+    stored = read_profile(tmp_path / "raspberry-pi-5.yaml").measurements
+    assert len(stored) == 1
+    entry = stored[0]
+    assert entry["batch"] == 2
+    assert entry["seq_len"] == 30
+    assert entry["precision"] == "fp32"
+    assert entry["provider"] == "CPUExecutionProvider"
+    assert entry["latency_ms"]["count"] == 15
+    assert entry["latency_ms"]["p50_ms"] <= entry["latency_ms"]["p99_ms"]
+    assert entry["host"]["onnxruntime"]
+    assert len(entry["model_sha256"]) == 64
+    assert result.latency.count == 15
+
+
+def test_profile_model_no_store(exported, tmp_path):
+    profile_model(exported["lstm"], runs=3, warmup=0, store=False, user_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,205 @@
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from rnnedge.errors import InputError, ProviderError
+from rnnedge.export import load_checkpoint
+from rnnedge.runtime import Session
+from rnnedge.runtime.inputs import check_sequence_input, load_array_file
+from rnnedge.runtime.metadata import ModelMetadata
+from rnnedge.runtime.providers import (
+    CPU_EP,
+    CUDA_EP,
+    TENSORRT_EP,
+    Provider,
+    check_session_providers,
+    parse_provider,
+    plan_providers,
+)
+from tests.conftest import FEATURES, LABELS
+
+
+def test_session_normalizes_like_training(exported, rng):
+    checkpoint = load_checkpoint(exported["gru.pt"])
+    raw = rng.normal(3.0, 5.0, (5, 40, FEATURES)).astype(np.float32)
+    normalized = (raw - 0.5) / 2.0
+    expected = checkpoint.model(torch.from_numpy(normalized)).detach().numpy()
+    session = Session(exported["gru"], provider="cpu")
+    actual = session.run(raw)["output"]
+    np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=0)
+
+
+def test_session_predict_returns_labels(exported, rng):
+    session = Session(exported["lstm"], provider="cpu")
+    labels = session.predict(rng.standard_normal((6, 20, FEATURES)).astype(np.float32))
+    assert labels.shape == (6,)
+    assert set(labels) <= set(LABELS)
+
+
+def test_session_reads_metadata(exported):
+    session = Session(exported["lstm"], provider="cpu")
+    assert session.metadata.features == FEATURES
+    assert session.metadata.labels == tuple(LABELS)
+    assert session.providers == [CPU_EP]
+
+
+def test_rank2_input_is_one_sequence(exported, rng):
+    session = Session(exported["lstm"], provider="cpu")
+    x = rng.standard_normal((20, FEATURES)).astype(np.float32)
+    single = session.run(x)["output"]
+    batched = session.run(x[np.newaxis])["output"]
+    assert single.shape == (1, len(LABELS))
+    np.testing.assert_array_equal(single, batched)
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        pytest.param(np.zeros((2, 10, 5), np.float32), "axis 2 must be 6", id="features"),
+        pytest.param(np.zeros((2, 10, 6), np.int64), "dtype int64", id="dtype"),
+        pytest.param(np.zeros((6,), np.float32), "expects rank 3", id="rank1"),
+        pytest.param(np.zeros((1, 2, 10, 6), np.float32), "expects rank 3", id="rank4"),
+        pytest.param(np.zeros((2, 0, 6), np.float32), "empty axis 1", id="empty-sequence"),
+        pytest.param(np.zeros((0, 10, 6), np.float32), "empty axis 0", id="empty-batch"),
+        pytest.param(np.full((1, 3, 6), np.nan, np.float32), "18 NaN or infinite", id="nan"),
+    ],
+)
+def test_bad_input_rejected(exported, array, message):
+    session = Session(exported["lstm"], provider="cpu")
+    with pytest.raises(InputError, match=message):
+        session.run(array)
+
+
+def test_float64_input_cast():
+    out = check_sequence_input(np.ones((1, 2, 3)), "x", ["batch", "sequence", 3], "tensor(float)")
+    assert out.dtype == np.float32
+
+
+def test_missing_and_invalid_model_files(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        Session(tmp_path / "missing.onnx")
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match="is empty"):
+        Session(empty)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"this is not a protobuf" * 10)
+    with pytest.raises(InputError, match="not a valid ONNX model"):
+        Session(junk)
+
+
+def test_load_array_file_formats(tmp_path):
+    array = np.arange(12, dtype=np.float32).reshape(4, 3)
+    np.save(tmp_path / "a.npy", array)
+    np.savez(tmp_path / "a.npz", input=array)
+    np.savetxt(tmp_path / "a.csv", array, delimiter=",", header="x,y,z", comments="")
+    np.testing.assert_array_equal(load_array_file(tmp_path / "a.npy"), array)
+    np.testing.assert_array_equal(load_array_file(tmp_path / "a.npz")["input"], array)
+    np.testing.assert_array_equal(load_array_file(tmp_path / "a.csv"), array)
+
+
+def test_load_array_file_rejects_pickle_and_truncation(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(InputError, match="cannot read"):
+        load_array_file(tmp_path / "obj.npy")
+    np.save(tmp_path / "ok.npy", np.zeros((100, 6), np.float32))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "ok.npy").read_bytes()[:300])
+    with pytest.raises(InputError, match="cannot read"):
+        load_array_file(tmp_path / "cut.npy")
+    with pytest.raises(InputError, match=r"unsupported input file type '\.txt'"):
+        (tmp_path / "a.txt").write_text("1,2")
+        load_array_file(tmp_path / "a.txt")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("auto", Provider.AUTO), ("CPU", Provider.CPU), ("CUDAExecutionProvider", Provider.CUDA),
+     ("trt", Provider.TENSORRT), ("arm", Provider.ARM)],
+)  # fmt: skip
+def test_parse_provider(name, expected):
+    assert parse_provider(name) is expected
+
+
+def test_parse_provider_unknown():
+    with pytest.raises(InputError, match="unknown provider 'tpu'; choose one of: auto, cpu"):
+        parse_provider("tpu")
+
+
+def test_plan_cuda_unavailable_warns(caplog):
+    with caplog.at_level(logging.WARNING, logger="rnnedge"):
+        plan = plan_providers("cuda", available=[CPU_EP])
+    assert plan.providers == (CPU_EP,)
+    assert "falling back to CPUExecutionProvider" in caplog.text
+
+
+def test_plan_cuda_unavailable_strict():
+    with pytest.raises(ProviderError, match="needs CUDAExecutionProvider"):
+        plan_providers("cuda", available=[CPU_EP], strict=True)
+
+
+def test_plan_tensorrt_available_with_options():
+    plan = plan_providers(
+        "tensorrt",
+        options={"tensorrt": {"trt_fp16_enable": True}, "cuda": {"device_id": 1}},
+        available=[TENSORRT_EP, CUDA_EP, CPU_EP],
+    )
+    assert plan.providers == (TENSORRT_EP, CUDA_EP, CPU_EP)
+    assert plan.options == ({"trt_fp16_enable": True}, {"device_id": 1}, {})
+
+
+def test_plan_auto_follows_preference():
+    plan = plan_providers("auto", preference=["cuda", "cpu"], available=[CUDA_EP, CPU_EP])
+    assert plan.providers == (CUDA_EP, CPU_EP)
+    plan = plan_providers("auto", preference=["tensorrt", "cuda", "cpu"], available=[CPU_EP])
+    assert plan.providers == (CPU_EP,)
+
+
+def test_plan_arm_on_x86(monkeypatch, caplog):
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    with caplog.at_level(logging.WARNING, logger="rnnedge"):
+        plan_providers("arm", available=[CPU_EP])
+    assert "needs an ARM CPU" in caplog.text
+    with pytest.raises(ProviderError, match="needs an ARM CPU"):
+        plan_providers("arm", available=[CPU_EP], strict=True)
+
+
+def test_session_fallback_detected():
+    plan = plan_providers("cuda", available=[CUDA_EP, CPU_EP])
+    with pytest.raises(ProviderError, match="CUDAExecutionProvider failed to load"):
+        check_session_providers(plan, [CPU_EP], strict=True)
+
+
+def test_metadata_roundtrip():
+    props = {
+        "rnnedge.layout": "time-major",
+        "rnnedge.features": "12",
+        "rnnedge.labels": '["a", "b"]',
+        "rnnedge.normalization": '{"mean": [1, 2], "std": [3, 4]}',
+        "rnnedge.task": "classification",
+        "rnnedge.hidden_size": "64",
+        "other": "ignored",
+    }
+    metadata = ModelMetadata.from_props(props)
+    assert metadata.features == 12
+    assert metadata.labels == ("a", "b")
+    assert metadata.extra == {"hidden_size": "64"}
+    assert ModelMetadata.from_props(metadata.to_props()) == metadata
+
+
+@pytest.mark.parametrize(
+    "props",
+    [{"rnnedge.features": "six"}, {"rnnedge.labels": "[not json"},
+     {"rnnedge.layout": "sideways"}, {"rnnedge.normalization": '{"mean": [1]}'}],
+)  # fmt: skip
+def test_metadata_invalid(props):
+    with pytest.raises(InputError, match="invalid rnnedge metadata"):
+        ModelMetadata.from_props(props)
+
+
+def test_metadata_newer_format_rejected():
+    with pytest.raises(InputError, match="upgrade rnnedge"):
+        ModelMetadata.from_props({"rnnedge.format_version": "99"})
