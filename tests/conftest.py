@@ -60,6 +60,6 @@ def _reset_rnnedge_logging():
         if getattr(handler, "_rnnedge_cli", False):
             package.removeHandler(handler)
     package.setLevel(logging.NOTSET)
-    from rnnedge import cli
+    from rnnedge.commands._common import reset_verbosity
 
-    cli._verbosity["level"] = 0
+    reset_verbosity()

@@ -1,0 +1,1 @@
+"""One module per `rnnedge` command; `rnnedge.cli` assembles them."""

@@ -1,0 +1,68 @@
+"""`rnnedge demo`: LSTM against GRU, float against int8, on BasicMotions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from rnnedge.commands._common import emit_json, verbosity, verbosity_options
+from rnnedge.errors import InputError
+
+
+@click.command("demo")
+@click.option(
+    "--output-dir",
+    type=click.Path(path_type=Path),
+    help="Folder for the artifacts [default: a new rnnedge-demo-<time> folder].",
+)
+@click.option("--device", help="Device name for the profile [default: this host's].")
+@click.option("--epochs", type=int, default=60, show_default=True, help="Training epochs.")
+@click.option("--runs", type=int, default=200, show_default=True, help="Timed runs per artifact.")
+@click.option(
+    "--devices-dir",
+    type=click.Path(path_type=Path),
+    default=Path("devices"),
+    show_default=True,
+    help="Folder of the device profiles to update.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print only a JSON document of the results on stdout."
+)
+@verbosity_options
+def demo_command(output_dir: Path | None, device: str | None, epochs: int, runs: int,
+                 devices_dir: Path, as_json: bool) -> None:  # fmt: skip
+    """Train an LSTM and a GRU on BasicMotions and compare float and int8 on this host."""
+    from rnnedge.demo import run_demo
+    from rnnedge.profiling.catalog import load_device
+
+    if device is not None:
+        load_device(device, devices_dir)  # an unknown name fails before training
+    if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"--output-dir {str(output_dir)!r} is a file; pass a folder")
+
+    def progress(message: str) -> None:
+        if verbosity() >= 0:
+            click.echo(message, err=True)
+
+    result = run_demo(output_dir=output_dir, device=device, epochs=epochs, runs=runs,
+                      user_dir=devices_dir, progress=progress)  # fmt: skip
+    if as_json:
+        emit_json(result.as_json())
+        return
+    click.echo(f"\nBasicMotions test split, device {result.device}:\n")
+    header = (
+        f"{'model':<6} {'precision':<9} {'accuracy':>8} {'size':>10} {'p50 ms':>8} {'p99 ms':>8}"
+    )
+    click.echo(header)
+    click.echo("-" * len(header))
+    for row in result.rows:
+        click.echo(
+            f"{row.model:<6} {row.precision:<9} {row.accuracy:>8.3f} "
+            f"{row.size_bytes / 1024:>8.1f}KB {row.p50_ms:>8.3f} {row.p99_ms:>8.3f}"
+        )
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"\nartifacts in {result.output_dir}/")
+    if result.profile_path is not None:
+        click.echo(f"device profile: {result.profile_path}")
