@@ -49,6 +49,9 @@ class ModelMetadata:
     normalization: Normalization | None = None
     cell: str | None = None
     precision: str = "fp32"
+    # (state input, state output) name pairs of a streaming graph: the output of one
+    # call is fed to the paired input of the next.
+    state_pairs: tuple[tuple[str, str], ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def to_props(self) -> dict[str, str]:
@@ -70,6 +73,8 @@ class ModelMetadata:
             )
         if self.cell is not None:
             props[f"{PREFIX}cell"] = self.cell
+        if self.state_pairs:
+            props[f"{PREFIX}state_pairs"] = json.dumps([list(p) for p in self.state_pairs])
         props.update({f"{PREFIX}{key}": value for key, value in self.extra.items()})
         return props
 
@@ -79,7 +84,7 @@ class ModelMetadata:
         ours = {k[len(PREFIX) :]: v for k, v in props.items() if k.startswith(PREFIX)}
         known = {
             "format_version", "layout", "precision", "features", "task", "labels",
-            "normalization", "cell",
+            "normalization", "cell", "state_pairs",
         }  # fmt: skip
         try:
             version = int(ours.get("format_version", FORMAT_VERSION))
@@ -97,7 +102,11 @@ class ModelMetadata:
                     mean=tuple(float(x) for x in stats["mean"]),
                     std=tuple(float(x) for x in stats["std"]),
                 )
+            pairs = tuple(
+                (str(a), str(b)) for a, b in json.loads(ours.get("state_pairs", "[]"))
+            )
             return cls(
+                state_pairs=pairs,
                 layout=Layout(ours.get("layout", Layout.BATCH_MAJOR.value)),
                 features=features,
                 task=Task(ours["task"]) if "task" in ours else None,
