@@ -100,6 +100,13 @@ def check_sequence_input(
                 f"{np.dtype(target).name}; convert it with array.astype('float32')"
             )
         if array.dtype != target:
+            limit = np.finfo(target).max
+            finite = array[np.isfinite(array)]
+            if finite.size and np.abs(finite).max() > limit:
+                raise InputError(
+                    f"{source} has values up to {np.abs(finite).max():.3g}, beyond the "
+                    f"{np.dtype(target).name} range ({limit:.3g}); rescale the input"
+                )
             logger.debug("casting %s from %s to %s", name, array.dtype, np.dtype(target).name)
             array = array.astype(target)
     rank = len(expected_shape)
