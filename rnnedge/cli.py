@@ -14,6 +14,7 @@ import click
 from rnnedge import __version__
 from rnnedge.commands import demo, export, profile, quantize, run
 from rnnedge.commands._common import configure_logging, verbosity, verbosity_options
+from rnnedge.commands.doctor import doctor_command
 from rnnedge.errors import RnnedgeError
 
 
@@ -30,6 +31,7 @@ cli.add_command(quantize.quantize_command)
 cli.add_command(run.run_command)
 cli.add_command(profile.profile_command)
 cli.add_command(demo.demo_command)
+cli.add_command(doctor_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,3 +87,234 @@ def host_fingerprint() -> dict[str, Any]:
         "onnxruntime": ort.__version__,
         "providers": list(ort.get_available_providers()),
     }
+
+
+# Measurement conditions: facts that change a latency figure without changing the model.
+# Every reader takes `root` so that a copied sysfs/procfs tree can stand in for "/".
+
+# Bits of `vcgencmd get_throttled` (Raspberry Pi firmware): low half is the state now,
+# bits 16 and up report whether it happened since boot.
+_PI_THROTTLE_BITS = {
+    0: "under-voltage",
+    1: "arm frequency capped",
+    2: "throttled",
+    3: "soft temperature limit",
+}
+_SINCE_BOOT_SHIFT = 16
+
+
+def _read_under(root: str | os.PathLike[str], path: str) -> str | None:
+    return _read(os.path.join(os.fspath(root), path.lstrip("/")))
+
+
+def _int_under(root: str | os.PathLike[str], path: str) -> int | None:
+    text = _read_under(root, path)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def cpufreq_info(root: str | os.PathLike[str] = "/") -> list[dict[str, Any]]:
+    """Governor and clocks of every CPU that exposes cpufreq; empty in most VMs."""
+    base = Path(root) / "sys/devices/system/cpu"
+    cpus = sorted(
+        (p for p in base.glob("cpu[0-9]*") if (p / "cpufreq").is_dir()),
+        key=lambda p: int(p.name[3:]),
+    )
+    result = []
+    for cpu in cpus:
+        freq = f"/sys/devices/system/cpu/{cpu.name}/cpufreq"
+        current = _int_under(root, f"{freq}/scaling_cur_freq")
+        maximum = _int_under(root, f"{freq}/cpuinfo_max_freq")
+        capped = _int_under(root, f"{freq}/scaling_max_freq")
+        result.append({
+            "cpu": int(cpu.name[3:]),
+            "governor": _read_under(root, f"{freq}/scaling_governor"),
+            "current_mhz": current // 1000 if current is not None else None,
+            "max_mhz": maximum // 1000 if maximum is not None else None,
+            "scaling_max_mhz": capped // 1000 if capped is not None else None,
+        })  # fmt: skip
+    return result
+
+
+def thermal_info(root: str | os.PathLike[str] = "/") -> dict[str, Any]:
+    """Thermal zones (temperature and trip points, in °C) and CPU cooling devices.
+
+    The kernel throttles a zone at or above a `passive` trip point. A cooling device of the
+    cpufreq kind with a state above 0 caps the clock.
+    """
+    base = Path(root) / "sys/class/thermal"
+    zones = []
+    for zone in sorted(base.glob("thermal_zone*")):
+        rel = f"/sys/class/thermal/{zone.name}"
+        temp = _int_under(root, f"{rel}/temp")
+        trips = []
+        for trip_type in sorted(zone.glob("trip_point_*_type")):
+            prefix = trip_type.name[: -len("_type")]
+            trip_temp = _int_under(root, f"{rel}/{prefix}_temp")
+            if trip_temp is not None:
+                trips.append({"type": _read(str(trip_type)), "temp_c": trip_temp / 1000})
+        zones.append({
+            "zone": zone.name,
+            "type": _read_under(root, f"{rel}/type"),
+            "temp_c": temp / 1000 if temp is not None else None,
+            "trips": trips,
+        })  # fmt: skip
+    cooling = []
+    for device in sorted(base.glob("cooling_device*")):
+        rel = f"/sys/class/thermal/{device.name}"
+        cooling.append({
+            "device": device.name,
+            "type": _read_under(root, f"{rel}/type"),
+            "cur_state": _int_under(root, f"{rel}/cur_state"),
+            "max_state": _int_under(root, f"{rel}/max_state"),
+        })  # fmt: skip
+    return {"zones": zones, "cooling": cooling}
+
+
+def _run_tool(argv: list[str], timeout_s: float = 3.0) -> str | None:
+    """Output of a board tool such as `vcgencmd`, or None where it is absent or fails."""
+    import shutil
+    import subprocess
+
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def parse_pi_throttled(text: str) -> dict[str, Any] | None:
+    """Decode `throttled=0x50005` as printed by `vcgencmd get_throttled`."""
+    match = re.search(r"throttled=(0x[0-9a-fA-F]+|\d+)", text)
+    if not match:
+        return None
+    value = int(match.group(1), 0)
+    now = [name for bit, name in _PI_THROTTLE_BITS.items() if value & (1 << bit)]
+    since = [
+        name for bit, name in _PI_THROTTLE_BITS.items() if value & (1 << (bit + _SINCE_BOOT_SHIFT))
+    ]
+    return {"raw": hex(value), "now": now, "since_boot": since}
+
+
+def raspberry_pi_throttled() -> dict[str, Any] | None:
+    """Read the Raspberry Pi firmware's throttling flags; None where `vcgencmd` is absent."""
+    output = _run_tool(["vcgencmd", "get_throttled"])
+    return parse_pi_throttled(output) if output else None
+
+
+def parse_nvpmodel_conf(text: str) -> list[dict[str, Any]]:
+    """Power modes (id and name) listed in a Jetson `/etc/nvpmodel.conf`."""
+    return [
+        {"id": int(m.group(1)), "name": m.group(2)}
+        for m in re.finditer(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=([^\s>]+)", text)
+    ]
+
+
+def _max_power_mode(modes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Pick the fastest mode: MAXN_SUPER, then MAXN, else the most watts in the name."""
+    for wanted in ("MAXN_SUPER", "MAXN"):
+        for mode in modes:
+            if mode["name"].upper() == wanted:
+                return mode
+    watts = [(int(m.group(1)), mode) for mode in modes if (m := re.match(r"(\d+)W", mode["name"]))]
+    return max(watts, key=lambda item: item[0])[1] if watts else None
+
+
+def jetson_power_mode(root: str | os.PathLike[str] = "/") -> dict[str, Any] | None:
+    """Read the Jetson power mode from `nvpmodel -q`, with the fastest mode the board offers.
+
+    None where `nvpmodel` is absent (every host but a Jetson).
+    """
+    output = _run_tool(["nvpmodel", "-q"])
+    if output is None:
+        return None
+    # `nvpmodel -q` prints "NV Power Mode: <name>" and then the mode id on its own line.
+    # NOTE: this format and that of /etc/nvpmodel.conf were not checked on a board here.
+    name_match = re.search(r"NV Power Mode:\s*(\S+)", output)
+    id_match = re.search(r"^\s*(\d+)\s*$", output, re.MULTILINE)
+    modes = parse_nvpmodel_conf(_read_under(root, "/etc/nvpmodel.conf") or "")
+    return {
+        "name": name_match.group(1) if name_match else None,
+        "id": int(id_match.group(1)) if id_match else None,
+        "max": _max_power_mode(modes),
+        "modes": modes,
+    }
+
+
+def swap_used_mb(root: str | os.PathLike[str] = "/") -> int | None:
+    """Swap in use, from `/proc/meminfo`; None where it cannot be read."""
+    text = _read_under(root, "/proc/meminfo") or ""
+    total = re.search(r"^SwapTotal:\s*(\d+) kB", text, re.MULTILINE)
+    free = re.search(r"^SwapFree:\s*(\d+) kB", text, re.MULTILINE)
+    if not total or not free:
+        return None
+    return (int(total.group(1)) - int(free.group(1))) // 1024
+
+
+def load_average_1min() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def measurement_conditions(root: str | os.PathLike[str] = "/") -> dict[str, Any]:
+    """Record the conditions that spoil a latency figure, compactly, for each measurement.
+
+    Fields are None (or empty) where this host does not expose them: cpufreq and thermal
+    zones are absent in most VMs and containers, `vcgencmd` exists only on a Raspberry Pi
+    and `nvpmodel` only on a Jetson.
+    """
+    cpus = cpufreq_info(root)
+    currents = [c["current_mhz"] for c in cpus if c["current_mhz"] is not None]
+    maxima = [c["max_mhz"] for c in cpus if c["max_mhz"] is not None]
+    thermal = thermal_info(root)
+    temps = [z["temp_c"] for z in thermal["zones"] if z["temp_c"] is not None]
+    power = jetson_power_mode(root)
+    if power is not None:
+        power = {key: power[key] for key in ("name", "id", "max")}
+    return {
+        "governors": sorted({c["governor"] for c in cpus if c["governor"]}),
+        "clock_mhz": {
+            "current_min": min(currents) if currents else None,
+            "current_max": max(currents) if currents else None,
+            "max": max(maxima) if maxima else None,
+        },
+        "thermal": {
+            "max_temp_c": max(temps) if temps else None,
+            "passive_trips_reached": passive_trips_reached(thermal),
+            "cpu_cooling_active": cpu_cooling_active(thermal),
+        },
+        "pi_throttled": raspberry_pi_throttled(),
+        "jetson_power_mode": power,
+        "swap_used_mb": swap_used_mb(root),
+        "load_1min": load_average_1min(),
+    }
+
+
+def passive_trips_reached(thermal: dict[str, Any]) -> list[str]:
+    """Thermal zones at or above one of their `passive` trip points (kernel throttling)."""
+    reached = []
+    for zone in thermal["zones"]:
+        if zone["temp_c"] is None:
+            continue
+        for trip in zone["trips"]:
+            if trip["type"] == "passive" and zone["temp_c"] >= trip["temp_c"]:
+                reached.append(f"{zone['type'] or zone['zone']} {zone['temp_c']:.1f} °C")
+                break
+    return reached
+
+
+def cpu_cooling_active(thermal: dict[str, Any]) -> list[str]:
+    """CPU-frequency cooling devices in a state above 0, that is, capping the clock."""
+    return [
+        f"{device['type']} state {device['cur_state']}/{device['max_state']}"
+        for device in thermal["cooling"]
+        if device["type"]
+        and ("cpufreq" in device["type"] or device["type"] == "Processor")
+        and (device["cur_state"] or 0) > 0
+    ]

@@ -111,6 +111,12 @@ def profile_model(
         lambda: session.run_prepared(feed), warmup=warmup, runs=runs, budget_s=budget_s
     )
     peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from rnnedge.doctor.conditions import spoilers  # judged as `rnnedge doctor` judges them
+    from rnnedge.host import measurement_conditions
+
+    conditions = measurement_conditions()
+    for spoiler in spoilers(conditions):
+        logger.warning("%s: %s; %s", path.name, spoiler.message, spoiler.fix)
     measurement = {
         "model": path.name,
         "model_sha256": file_sha256(path),
@@ -127,6 +133,7 @@ def profile_model(
         "session_create_ms": round(session_ms, 3),
         "peak_rss_mb": round(peak_rss_kb / 1024, 1),
         "host": host_fingerprint(),
+        "conditions": conditions,
         "rnnedge": __version__,
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
