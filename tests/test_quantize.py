@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 
 from rnnedge.errors import InputError
-from rnnedge.quantize import quantize_model
+from rnnedge.quantize import QuantMode, quantize_model
 from rnnedge.quantize.report import count_ops
 from tests.conftest import FEATURES
 
@@ -28,9 +28,12 @@ def test_dynamic_int8_lstm_uses_int8_kernel(exported, tmp_path):
     assert report.size_after == output.stat().st_size
 
 
-def test_dynamic_int8_reports_float_gru(exported, tmp_path):
+def test_dynamic_int8_reports_small_gru_float(exported, tmp_path):
+    # Hidden size 32 is below the threshold where the int8 Scan path beats the float GRU.
     report = quantize_model(exported["gru"], tmp_path / "gru.int8.onnx", "dynamic-int8")
     assert report.float_compute_ops == {"GRU": 2}
+    assert len(report.recurrent_left_float) == 2
+    assert all("below 384" in reason for _, reason in report.recurrent_left_float)
     assert any("GRU stays float" in note for note in report.notes)
 
 
@@ -91,3 +94,186 @@ def test_reduce_range_setting_reported(exported, tmp_path):
         exported["lstm"], tmp_path / "b.onnx", "dynamic-int8", reduce_range=False
     )
     assert report.settings["reduce_range"] is False
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("mode", ["static-int8", "weight-int8"])
+def test_int8_modes_shrink_and_keep_metadata(exported, tmp_path, rng, cell, mode):
+    output = tmp_path / f"{cell}.{mode}.onnx"
+    calibration = rng.standard_normal((20, 30, FEATURES)).astype(np.float32)
+    report = quantize_model(exported[cell], output, mode, calibration=calibration, latency_runs=0)
+    model = onnx.load(output)
+    onnx.checker.check_model(model)
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["rnnedge.quantization"] == mode
+    assert props["rnnedge.precision"] == QuantMode(mode).precision
+    assert props["rnnedge.features"] == str(FEATURES)
+    # int8 storage of the recurrent weights: the file shrinks well past half.
+    assert report.size_after < 0.45 * report.size_before
+    assert report.float_compute_ops.get(cell.upper()) == 2
+    assert report.recurrent_left_float
+    x = rng.standard_normal((4, 25, FEATURES)).astype(np.float32)
+    # Weight rounding and (static) activation rounding move logits by about 1e-3.
+    np.testing.assert_allclose(_run(output, x), _run(exported[cell], x), atol=0.05)
+
+
+def test_static_int8_quantizes_head_as_qdq(exported, tmp_path, rng):
+    calibration = rng.standard_normal((20, 30, FEATURES)).astype(np.float32)
+    report = quantize_model(
+        exported["lstm"], tmp_path / "q.onnx", "static-int8", calibration=calibration,
+        calibration_method="percentile", latency_runs=0,
+    )  # fmt: skip
+    assert report.quantized_ops["Gemm (QDQ)"] == 1
+    assert "Gemm" not in report.float_compute_ops
+    assert report.settings["calibration_method"] == "percentile"
+    assert report.settings["format"] == "QDQ"
+
+
+def test_static_int8_needs_calibration(exported, tmp_path):
+    with pytest.raises(InputError, match="needs calibration data"):
+        quantize_model(exported["lstm"], tmp_path / "q.onnx", "static-int8")
+    assert not (tmp_path / "q.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        pytest.param((0, 30, FEATURES), "empty axis 0", id="empty"),
+        pytest.param((5, 30, FEATURES + 1), "axis 2 must be", id="wrong-features"),
+        pytest.param((5, 30, FEATURES, 1), "rank 3", id="wrong-rank"),
+    ],
+)
+def test_bad_calibration_rejected(exported, tmp_path, shape, message):
+    data = np.zeros(shape, np.float32)
+    with pytest.raises(InputError, match=message):
+        quantize_model(exported["gru"], tmp_path / "q.onnx", "static-int8", calibration=data)
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_model_without_compute_ops_rejected(tmp_path):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["input"], ["output"])], "relu",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["b", "t", 3])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["b", "t", 3])],
+    )  # fmt: skip
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(InputError, match="no LSTM, GRU, RNN, MatMul, Gemm or Conv"):
+        quantize_model(path, tmp_path / "q.onnx")
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_quantized_graph_without_metadata_rejected(exported, tmp_path):
+    first = tmp_path / "lstm.int8.onnx"
+    quantize_model(exported["lstm"], first, latency_runs=0)
+    model = onnx.load(first)
+    del model.metadata_props[:]
+    stripped = tmp_path / "stripped.onnx"
+    onnx.save(model, stripped)
+    with pytest.raises(InputError, match=r"already quantized \(it contains DynamicQuantizeLSTM"):
+        quantize_model(stripped, tmp_path / "again.onnx")
+
+
+def test_gru_int8_always_removes_float_gru(exported, tmp_path):
+    report = quantize_model(exported["gru"], tmp_path / "g.onnx", gru_int8="always", latency_runs=0)
+    assert report.float_compute_ops == {}
+    assert report.quantized_ops["DynamicQuantizeMatMul"] == 4
+    assert report.recurrent_left_float == ()
+    assert report.drift.max_abs_error < 0.05
+
+
+def test_eval_reports_metric_and_latency(exported, tmp_path, rng):
+    x = rng.standard_normal((24, 30, FEATURES)).astype(np.float32)
+    y = rng.integers(0, 4, 24)
+    report = quantize_model(exported["lstm"], tmp_path / "q.onnx", eval_data=(x, y),
+                            latency_runs=5)  # fmt: skip
+    data = report.as_dict()
+    for key in ("size_bytes_before", "size_bytes_after", "quantized_ops", "float_ops",
+                "max_abs_drift", "metric_before", "metric_after", "p50_ms_before",
+                "p50_ms_after"):  # fmt: skip
+        assert key in data
+    assert data["metric"] == "accuracy"
+    assert 0.0 <= data["metric_before"] <= 1.0
+    assert data["p50_ms_before"] > 0
+    assert data["p50_ms_after"] > 0
+
+
+def test_metric_budget_blocks_output(exported, tmp_path, rng):
+    from rnnedge.errors import CheckFailedError
+
+    x = rng.standard_normal((24, 30, FEATURES)).astype(np.float32)
+    # Labels equal to the float model's own predictions: accuracy 1.0 before quantization,
+    # so any flipped prediction is a drop. The budget is below zero to force a failure.
+    session = ort.InferenceSession(str(exported["gru"]), providers=["CPUExecutionProvider"])
+    stats = _normalization(exported["gru"])
+    y = session.run(None, {"input": (x - stats[0]) / stats[1]})[0].argmax(-1)
+    report = quantize_model(exported["gru"], tmp_path / "ok.onnx", eval_data=(x, y),
+                            max_metric_drop=0.5, latency_runs=0)  # fmt: skip
+    assert report.metric_before == 1.0
+    assert (tmp_path / "ok.onnx").exists()
+    with pytest.raises(CheckFailedError, match="more than --max-metric-drop"):
+        quantize_model(exported["gru"], tmp_path / "no.onnx", "weight-int8", eval_data=(x, y),
+                       max_metric_drop=-1.0, latency_runs=0)  # fmt: skip
+    assert not (tmp_path / "no.onnx").exists()
+
+
+def _normalization(path):
+    import json
+
+    props = {p.key: p.value for p in onnx.load(path).metadata_props}
+    stats = json.loads(props["rnnedge.normalization"])
+    return np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
+
+
+@pytest.mark.parametrize(
+    ("device", "mode", "reduce_range"),
+    [
+        pytest.param("raspberry-pi-4", "dynamic-int8", False, id="arm-full-range"),
+        pytest.param("jetson-orin-nano", "fp16", None, id="tensorrt-fp16"),
+    ],
+)
+def test_target_preset_settings(exported, tmp_path, device, mode, reduce_range):
+    report = quantize_model(exported["lstm"], tmp_path / "t.onnx", None, target=device,
+                            latency_runs=0)  # fmt: skip
+    assert report.mode == mode
+    assert report.settings["target"] == device
+    assert report.settings.get("reduce_range") == reduce_range
+
+
+def test_x86_target_follows_host_vnni(exported, tmp_path):
+    from rnnedge.quantize.presets import host_needs_reduced_range
+
+    report = quantize_model(exported["lstm"], tmp_path / "t.onnx", None, target="x86-64",
+                            latency_runs=0)  # fmt: skip
+    assert report.settings["reduce_range"] is host_needs_reduced_range()
+
+
+def test_cli_json_keys_and_bad_input(exported, tmp_path, rng, capsys):
+    import json
+
+    from rnnedge.cli import main
+
+    data = tmp_path / "eval.npz"
+    np.savez(data, x=rng.standard_normal((8, 20, FEATURES)).astype(np.float32),
+             y=rng.integers(0, 4, 8))  # fmt: skip
+    output = tmp_path / "cli.onnx"
+    code = main(["quantize", str(exported["gru"]), "-o", str(output), "--eval", str(data),
+                 "--latency-runs", "3", "--json"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(captured.out)
+    assert report["size_bytes_after"] == output.stat().st_size
+    assert report["float_ops"] == {"GRU": 2}
+    assert report["metric"] == "accuracy"
+    empty = tmp_path / "empty.npy"
+    np.save(empty, np.zeros((0, 20, FEATURES), np.float32))
+    bad = tmp_path / "bad.onnx"
+    code = main(["quantize", str(exported["gru"]), "-o", str(bad), "--mode", "static-int8",
+                 "--calibration", str(empty)])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "empty axis 0" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert not bad.exists()

@@ -42,7 +42,9 @@ _TOP_LEVEL: dict[str, tuple[type | tuple[type, ...], bool]] = {
 }
 _RECOGNIZE = {"arch", "device_tree_model", "nv_tegra_release", "cpu_model", "generic"}
 _PROVIDERS = {"preference", "options"}
-_QUANTIZATION = {"mode", "reduce_range", "per_channel"}
+_QUANTIZATION = {
+    "mode", "reduce_range", "per_channel", "calibration_method", "gru_int8_min_hidden",
+}  # fmt: skip
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rnnedge.quantize.modes import QuantMode
+from rnnedge.quantize.modes import CalibrationMethod, GruInt8, QuantMode
 from rnnedge.quantize.quantizer import quantize_model
 from rnnedge.quantize.report import Drift, QuantizeReport
 
-__all__ = ["Drift", "QuantMode", "QuantizeReport", "quantize_model"]
+__all__ = ["CalibrationMethod", "Drift", "GruInt8", "QuantMode", "QuantizeReport", "quantize_model"]

@@ -1,4 +1,4 @@
-"""Quantization modes offered by `rnnedge quantize`."""
+"""Quantization modes, calibration methods and the int8 GRU policy offered by `rnnedge quantize`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,44 @@ class QuantMode(str, enum.Enum):
 
     # int8 weights; activations quantized at run time, per batch.
     DYNAMIC_INT8 = "dynamic-int8"
+    # int8 weights and activations in QDQ format; activation ranges from calibration data.
+    STATIC_INT8 = "static-int8"
     # float16 weights and compute, float32 inputs and outputs.
     FP16 = "fp16"
+    # int8 storage of every weight, dequantized to float32 when the session loads.
+    WEIGHT_INT8 = "weight-int8"
 
     @property
     def precision(self) -> str:
-        return "fp16" if self is QuantMode.FP16 else "int8"
+        """The value stored as `rnnedge.precision`; weight-only int8 computes in float32."""
+        return {
+            QuantMode.FP16: "fp16",
+            QuantMode.WEIGHT_INT8: "int8-weights",
+        }.get(self, "int8")
+
+    @property
+    def file_suffix(self) -> str:
+        """The default output suffix, as in `model.int8.onnx`."""
+        return {
+            QuantMode.DYNAMIC_INT8: ".int8.onnx",
+            QuantMode.STATIC_INT8: ".qdq.onnx",
+            QuantMode.FP16: ".fp16.onnx",
+            QuantMode.WEIGHT_INT8: ".int8w.onnx",
+        }[self]
+
+
+class CalibrationMethod(str, enum.Enum):
+    """How static quantization derives activation ranges from calibration data."""
+
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class GruInt8(str, enum.Enum):
+    """Whether dynamic int8 rewrites GRU nodes into the int8 Scan path."""
+
+    # Only GRU nodes at or above the hidden-size threshold, where the rewrite is faster.
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"

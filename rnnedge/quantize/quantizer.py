@@ -1,38 +1,56 @@
-"""Quantization of an exported float model into an int8 or fp16 model.
+"""Quantization of an exported float model into an int8 or fp16 model, with a report.
 
-Dynamic int8 uses ONNX Runtime's `quantize_dynamic` after its recommended pre-processing
-(shape inference and graph optimization). It turns `LSTM` into the int8
-`DynamicQuantizeLSTM` kernel and MatMul/Gemm into integer products, but has no int8 GRU,
-so a GRU stays float; the report lists it among the float compute operators.
-
-fp16 converts weights and compute to float16 and keeps float32 inputs and outputs. The
-CPU provider has no float16 LSTM or GRU kernels and inserts casts back to float32, so on
-a CPU fp16 halves the file but saves no time; it is meant for CUDA and TensorRT.
+`quantize_model` picks the settings (explicit arguments first, then the target device's
+preset, then the defaults), runs one mode's pass, compares the result with the float model
+(output drift on sample or calibration data, task metric on labelled data, latency on this
+host), enforces the metric budget and only then writes the output file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rnnedge._fileio import write_bytes_atomic
-from rnnedge.errors import InputError, RnnedgeError, require
-from rnnedge.host import cpu_info
-from rnnedge.quantize.modes import QuantMode
-from rnnedge.quantize.report import QuantizeReport, count_ops, measure_drift
+from rnnedge.errors import CheckFailedError, InputError, require
+from rnnedge.quantize import evaluate
+from rnnedge.quantize.dynamic import DEFAULT_GRU_INT8_MIN_HIDDEN, quantize_dynamic_int8
+from rnnedge.quantize.feeds import build_feed, normalize, sequence_input
+from rnnedge.quantize.fp16 import convert_fp16
+from rnnedge.quantize.gru_int8 import GruRewrite
+from rnnedge.quantize.modes import CalibrationMethod, GruInt8, QuantMode
+from rnnedge.quantize.presets import (
+    Preset,
+    check_mode_for_target,
+    host_needs_reduced_range,
+    preset_for,
+    resolve_reduce_range,
+)
+from rnnedge.quantize.report import (
+    COMPUTE_OPS,
+    QUANTIZED_OPS,
+    RECURRENT_OPS,
+    QuantizeReport,
+    count_ops,
+    count_qdq_compute,
+)
+from rnnedge.quantize.static import CALIBRATION_BATCH, quantize_static_int8
+from rnnedge.quantize.weight_only import quantize_weights
+from rnnedge.runtime.inputs import check_sequence_input
 from rnnedge.runtime.metadata import ModelMetadata, Task
 from rnnedge.runtime.session import open_model_file
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_SHAPE = (16, 50)  # (batch, seq_len) of the random drift inputs
+LATENCY_RUNS = 50  # timed calls per model for the latency change; 0 skips it
+
+__all__ = ["host_needs_reduced_range", "parse_mode", "quantize_model"]
 
 
 def parse_mode(name: str | QuantMode) -> QuantMode:
@@ -45,169 +63,260 @@ def parse_mode(name: str | QuantMode) -> QuantMode:
         raise InputError(f"unknown quantization mode {name!r}; choose one of: {choices}") from None
 
 
-def host_needs_reduced_range() -> bool:
-    """Whether int8 weights should use 7 bits on this host.
-
-    x86 CPUs without VNNI compute u8s8 products with `vpmaddubsw`, whose int16
-    intermediate sums saturate for full-range weights; ARM and VNNI hosts do not.
-    """
-    info = cpu_info()
-    if info["arch"].lower() not in {"x86_64", "amd64", "i686"}:
-        return False
-    return not ({"avx512_vnni", "avx_vnni"} & set(info["flags"]))
-
-
 def quantize_model(
     model: str | os.PathLike[str],
     output: str | os.PathLike[str],
-    mode: QuantMode | str = QuantMode.DYNAMIC_INT8,
+    mode: QuantMode | str | None = QuantMode.DYNAMIC_INT8,
     reduce_range: bool | str = "auto",
-    per_channel: bool = False,
+    per_channel: bool | None = False,
     samples: np.ndarray | None = None,
+    *,
+    calibration: np.ndarray | Mapping[str, np.ndarray] | None = None,
+    calibration_method: CalibrationMethod | str | None = None,
+    gru_int8: GruInt8 | str = GruInt8.AUTO,
+    gru_int8_min_hidden: int | None = None,
+    eval_data: tuple[np.ndarray, np.ndarray] | None = None,
+    max_metric_drop: float | None = None,
+    target: Any = None,
+    latency_runs: int = LATENCY_RUNS,
 ) -> QuantizeReport:
-    """Quantize `model` into `output` and report sizes, operators and drift.
+    """Quantize `model` into `output` and report sizes, operators, drift, metric and latency.
 
     Args:
-        mode: `dynamic-int8` or `fp16`.
-        reduce_range: 7-bit int8 weights; `auto` decides from this host's CPU.
-        per_channel: one scale per output channel of MatMul/Gemm weights.
-        samples: float32 (batch, time, features) inputs for the drift check; random
-            standard-normal inputs when None.
+        mode: `dynamic-int8`, `static-int8`, `fp16` or `weight-int8`; None takes the
+            target's preset, or `dynamic-int8` without a target.
+        reduce_range: 7-bit int8 weights; `auto` decides from the target, else this host.
+        per_channel: one scale per output channel of MatMul/Gemm weights; None takes the
+            target's preset.
+        samples: float32 (batch, time, features) model inputs (already normalized) for the
+            drift check; the calibration data, else random standard-normal inputs, when None.
+        calibration: raw (batch, time, features) inputs for static-int8, normalized with
+            the statistics stored in the model like `rnnedge run` does.
+        calibration_method: `minmax`, `entropy` or `percentile` (static-int8 only).
+        gru_int8: `auto` rewrites GRU nodes from `gru_int8_min_hidden` on into the int8
+            Scan path (dynamic-int8 only); `always` and `never` override the threshold.
+        eval_data: raw inputs `x` and labels or targets `y` for the task metric.
+        max_metric_drop: raise `CheckFailedError` and write nothing if the metric gets
+            worse by more than this (accuracy lost, or mean squared error gained).
+        target: a device profile or its name; its preset fills the unset settings.
+        latency_runs: timed batch-1 calls per model for the latency change; 0 skips it.
     """
     onnx = require("onnx", "export")
-    mode = parse_mode(mode)
     source = open_model_file(model)
     try:
         float_model = onnx.load(str(source))
     except Exception as exc:  # protobuf raises DecodeError, onnx raises its own
         raise InputError(f"{str(source)!r} is not a valid ONNX model; pass an .onnx file") from exc
     metadata = ModelMetadata.from_props({p.key: p.value for p in float_model.metadata_props})
-    if metadata.precision != "fp32":
+    ops_before = count_ops(float_model)
+    _check_quantizable(source, metadata, ops_before)
+    if max_metric_drop is not None and eval_data is None:
+        raise InputError("--max-metric-drop needs labelled data; pass --eval data.npz")
+
+    preset = preset_for(target) if target is not None else None
+    mode = parse_mode(mode if mode is not None else (preset and preset.mode) or "dynamic-int8")
+    check_mode_for_target(mode, preset)
+    settings = _settings(mode, reduce_range, per_channel, calibration_method, gru_int8,
+                         gru_int8_min_hidden, preset)  # fmt: skip
+    reference = evaluate.open_session(str(source))
+    classification = metadata.task is Task.CLASSIFICATION
+    calibration_x = _model_inputs(calibration, reference, metadata, "--calibration")
+    if mode is QuantMode.STATIC_INT8 and calibration_x is None:
         raise InputError(
-            f"{str(source)!r} is already quantized ({metadata.precision}); quantize the "
-            "float32 model instead"
+            "static-int8 needs calibration data; pass --calibration data.npy with raw inputs "
+            "shaped (batch, time, features)"
         )
-    if reduce_range == "auto":
-        reduce_range = host_needs_reduced_range()
-    settings: dict[str, Any] = {"mode": mode.value}
 
-    if mode is QuantMode.DYNAMIC_INT8:
-        settings.update(
-            reduce_range=bool(reduce_range), per_channel=per_channel, weight_type="int8"
-        )
-        quantized = _dynamic_int8(source, bool(reduce_range), per_channel)
-    else:
-        settings.update(keep_io_types=True)
-        quantized = _fp16(float_model)
-
+    quantized, rewrite = _run_pass(mode, source, float_model, settings, calibration_x, reference)
     _set_props(quantized, {
         "rnnedge.precision": mode.precision,
         "rnnedge.quantization": mode.value,
     })  # fmt: skip
     data = quantized.SerializeToString()
+    candidate = evaluate.open_session(data)
 
-    inputs = _drift_inputs(float_model, metadata, samples)
-    drift = measure_drift(
-        str(source), data, inputs, classification=metadata.task is Task.CLASSIFICATION
-    )
-    write_bytes_atomic(output, data)
-    notes = []
-    ops_after = count_ops(quantized)
-    if mode is QuantMode.DYNAMIC_INT8 and ops_after.get("GRU"):
-        notes.append("GRU stays float: ONNX Runtime's dynamic quantization has no int8 GRU kernel")
-    if mode is QuantMode.FP16:
-        notes.append(
-            "the CPU provider casts fp16 LSTM/GRU back to float32: smaller file, no speed-up"
+    drift_x = _drift_inputs(float_model, metadata, samples, calibration_x)
+    expected = evaluate.first_output(reference, drift_x)
+    drift = evaluate.drift(expected, evaluate.first_output(candidate, drift_x), classification)
+    metrics = _metrics(eval_data, reference, candidate, metadata)
+    report_fields: dict[str, Any] = {}
+    if metrics is not None:
+        before, after = metrics
+        report_fields.update(
+            metric_name=before.name, metric_before=before.value, metric_after=after.value
         )
-    return QuantizeReport(
+    ops_after = count_ops(quantized)
+    left_float = _recurrent_left_float(mode, ops_after, rewrite)
+    report = QuantizeReport(
         mode=mode.value,
         output=os.fspath(output),
         size_before=source.stat().st_size,
         size_after=len(data),
-        ops_before=count_ops(float_model),
+        ops_before=ops_before,
         ops_after=ops_after,
         drift=drift,
         settings=settings,
-        notes=tuple(notes),
+        notes=tuple(_notes(mode, left_float)),
+        recurrent_left_float=tuple(left_float),
+        qdq_compute_ops=count_qdq_compute(quantized) if mode is QuantMode.STATIC_INT8 else {},
+        **report_fields,
+    )
+    _check_budget(report, max_metric_drop)
+    if latency_runs > 0:
+        one = drift_x[:1]
+        report = _with_latency(report, reference, candidate, one, latency_runs)
+    write_bytes_atomic(output, data)
+    return report
+
+
+def _check_quantizable(source: Path, metadata: ModelMetadata, ops: dict[str, int]) -> None:
+    if metadata.precision != "fp32":
+        raise InputError(
+            f"{str(source)!r} is already quantized ({metadata.precision}); quantize the "
+            "float32 model instead"
+        )
+    found = sorted(op for op in ops if op in QUANTIZED_OPS)
+    if found:
+        raise InputError(
+            f"{str(source)!r} is already quantized (it contains {', '.join(found)}); quantize "
+            "the float32 model instead"
+        )
+    if not any(op in COMPUTE_OPS for op in ops):
+        raise InputError(
+            f"{str(source)!r} has no LSTM, GRU, RNN, MatMul, Gemm or Conv operator to "
+            "quantize; pass a model with recurrent or matrix operators"
+        )
+
+
+def _settings(
+    mode: QuantMode,
+    reduce_range: bool | str,
+    per_channel: bool | None,
+    calibration_method: CalibrationMethod | str | None,
+    gru_int8: GruInt8 | str,
+    gru_int8_min_hidden: int | None,
+    preset: Preset | None,
+) -> dict[str, Any]:
+    """The settings this run uses, explicit values first, then the target's preset."""
+    settings: dict[str, Any] = {"mode": mode.value}
+    if preset is not None:
+        settings["target"] = preset.device
+    if mode is QuantMode.FP16:
+        settings["keep_io_types"] = True
+        return settings
+    if per_channel is None:
+        per_channel = (
+            bool(preset.per_channel) if preset and preset.per_channel is not None else False
+        )
+    settings["per_channel"] = bool(per_channel)
+    if mode is QuantMode.WEIGHT_INT8:
+        # Weights are dequantized to float32, so no integer kernel can saturate: full range.
+        settings["weight_type"] = "int8"
+        return settings
+    explicit = reduce_range if isinstance(reduce_range, bool) else None
+    settings.update(reduce_range=resolve_reduce_range(explicit, preset), weight_type="int8")
+    if mode is QuantMode.STATIC_INT8:
+        method = calibration_method or (preset and preset.calibration_method) or "minmax"
+        settings["calibration_method"] = _parse_method(method).value
+        settings["format"] = "QDQ"
+        return settings
+    try:
+        policy = GruInt8(gru_int8)
+    except ValueError:
+        raise InputError(
+            f"unknown GRU int8 policy {gru_int8!r}; choose one of: auto, always, never"
+        ) from None
+    min_hidden = gru_int8_min_hidden
+    if min_hidden is None and preset is not None:
+        min_hidden = preset.gru_int8_min_hidden
+    settings["gru_int8"] = policy.value
+    settings["gru_int8_min_hidden"] = (
+        DEFAULT_GRU_INT8_MIN_HIDDEN if min_hidden is None else int(min_hidden)
+    )
+    return settings
+
+
+def _parse_method(value: CalibrationMethod | str) -> CalibrationMethod:
+    try:
+        return CalibrationMethod(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in CalibrationMethod)
+        raise InputError(
+            f"unknown calibration method {value!r}; choose one of: {choices}"
+        ) from None
+
+
+def _run_pass(mode, source, float_model, settings, calibration_x, reference):
+    """Run one mode's pass; return the quantized model and what happened to GRU nodes."""
+    rewrite = GruRewrite()
+    if mode is QuantMode.DYNAMIC_INT8:
+        return quantize_dynamic_int8(
+            source,
+            settings["reduce_range"],
+            settings["per_channel"],
+            GruInt8(settings["gru_int8"]),
+            settings["gru_int8_min_hidden"],
+        )
+    if mode is QuantMode.STATIC_INT8:
+        method = CalibrationMethod(settings["calibration_method"])
+        # The histogram calibrators (entropy, percentile) stack the batches into one array,
+        # so every batch must have the same shape: one sequence each.
+        batch = CALIBRATION_BATCH if method is CalibrationMethod.MINMAX else 1
+        inputs = reference.get_inputs()
+        feeds = [
+            build_feed(inputs, calibration_x[start : start + batch])
+            for start in range(0, calibration_x.shape[0], batch)
+        ]
+        quantized = quantize_static_int8(
+            source,
+            feeds,
+            method,
+            settings["per_channel"],
+            settings["reduce_range"],
+        )
+        return quantized, rewrite
+    if mode is QuantMode.WEIGHT_INT8:
+        import onnx
+
+        quantized = onnx.ModelProto()
+        quantized.CopyFrom(float_model)
+        quantize_weights(quantized, per_channel=settings["per_channel"])
+        return quantized, rewrite
+    return convert_fp16(float_model), rewrite
+
+
+def _model_inputs(
+    data: np.ndarray | Mapping[str, np.ndarray] | None,
+    session,
+    metadata: ModelMetadata,
+    option: str,
+) -> np.ndarray | None:
+    """Check raw (batch, time, features) data against the model and normalize it."""
+    if data is None:
+        return None
+    if isinstance(data, Mapping):
+        data = _pick_array(data, sequence_input(session.get_inputs()).name, option)
+    info = sequence_input(session.get_inputs())
+    array = check_sequence_input(np.asarray(data), info.name, info.shape, info.type, option)
+    return normalize(array, metadata)
+
+
+def _pick_array(arrays: Mapping[str, np.ndarray], input_name: str, option: str) -> np.ndarray:
+    for key in ("x", input_name):
+        if key in arrays:
+            return arrays[key]
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))
+    raise InputError(
+        f"{option} holds arrays {sorted(arrays)}; name the input array 'x' or {input_name!r}"
     )
 
 
-def _dynamic_int8(source: Path, reduce_range: bool, per_channel: bool):
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    with tempfile.TemporaryDirectory(prefix="rnnedge-quant-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quantized = Path(tmp) / "quantized.onnx"
-        try:
-            with _no_root_logging():
-                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-                quantize_dynamic(
-                    str(prepared),
-                    str(quantized),
-                    weight_type=QuantType.QInt8,
-                    per_channel=per_channel,
-                    reduce_range=reduce_range,
-                )
-        except RnnedgeError:
-            raise
-        except Exception as exc:  # onnxruntime's quantizer raises untyped errors
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(
-                f"dynamic quantization of {str(source)!r} failed: {first[:300]}"
-            ) from exc
-        return onnx.load(str(quantized))
-
-
-def _fp16(float_model):
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    return convert_float_to_float16(float_model, keep_io_types=True, disable_shape_infer=False)
-
-
-@contextlib.contextmanager
-def _no_root_logging() -> Iterator[None]:
-    """Keep the quantizer's calls to `logging.warning` from configuring the root logger.
-
-    onnxruntime.quantization logs through the root logger, which installs a stderr
-    handler on the first call when none exists; a NullHandler prevents that, and its
-    messages go to rnnedge's log at debug level instead.
-    """
-    root = logging.getLogger()
-    null = logging.NullHandler()
-    added = not root.handlers
-    if added:
-        root.addHandler(null)
-
-    def demote(record: logging.LogRecord) -> bool:
-        if record.name == "root":
-            logger.debug("onnxruntime.quantization: %s", record.getMessage())
-            return False
-        return True
-
-    root.addFilter(demote)
-    try:
-        yield
-    finally:
-        root.removeFilter(demote)
-        if added:
-            root.removeHandler(null)
-
-
-def _set_props(model, values: dict[str, str]) -> None:
-    kept = [p for p in model.metadata_props if p.key not in values]
-    del model.metadata_props[:]
-    for prop in kept:
-        model.metadata_props.append(prop)
-    for key, value in values.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-
-
-def _drift_inputs(float_model, metadata: ModelMetadata, samples: np.ndarray | None) -> np.ndarray:
+def _drift_inputs(float_model, metadata, samples, calibration_x) -> np.ndarray:
     if samples is not None:
         return np.ascontiguousarray(samples, dtype=np.float32)
+    if calibration_x is not None:
+        return calibration_x
     features = metadata.features
     if features is None:
         dims = float_model.graph.input[0].type.tensor_type.shape.dim
@@ -218,3 +327,80 @@ def _drift_inputs(float_model, metadata: ModelMetadata, samples: np.ndarray | No
         )
     rng = np.random.default_rng(0)
     return rng.standard_normal((*SAMPLE_SHAPE, features)).astype(np.float32)
+
+
+def _metrics(eval_data, reference, candidate, metadata: ModelMetadata):
+    if eval_data is None:
+        return None
+    x, y = eval_data
+    x = _model_inputs(x, reference, metadata, "--eval x")
+    y = np.asarray(y)
+    if y.shape[:1] != x.shape[:1]:
+        raise InputError(
+            f"--eval has {x.shape[0]} sequences in x but {y.shape[0] if y.ndim else 0} "
+            "labels in y; pass one label or target per sequence"
+        )
+    classification = metadata.task is Task.CLASSIFICATION or (
+        metadata.task is None and np.issubdtype(y.dtype, np.integer)
+    )
+    before = evaluate.task_metric(evaluate.first_output(reference, x), y, classification)
+    after = evaluate.task_metric(evaluate.first_output(candidate, x), y, classification)
+    return before, after
+
+
+def _check_budget(report: QuantizeReport, max_metric_drop: float | None) -> None:
+    drop = report.metric_drop
+    if max_metric_drop is None or drop is None or drop <= max_metric_drop:
+        return
+    raise CheckFailedError(
+        f"{report.mode} loses {drop:.4g} {report.metric_name} ({report.metric_before:.4g} -> "
+        f"{report.metric_after:.4g}), more than --max-metric-drop {max_metric_drop:g}; no "
+        "output written. Try --per-channel, static-int8 with calibration, or fp16"
+    )
+
+
+def _with_latency(report, reference, candidate, x, runs) -> QuantizeReport:
+    from dataclasses import replace
+
+    before = evaluate.p50_latency_ms(reference, x, runs)
+    after = evaluate.p50_latency_ms(candidate, x, runs)
+    return replace(report, p50_ms_before=before, p50_ms_after=after)
+
+
+def _recurrent_left_float(
+    mode: QuantMode, ops_after: dict[str, int], rewrite: GruRewrite
+) -> list[tuple[str, str]]:
+    if mode is QuantMode.FP16:
+        return []
+    left = list(rewrite.kept_float)
+    reasons = {
+        QuantMode.DYNAMIC_INT8: "ONNX Runtime's dynamic quantization has no int8 kernel for it",
+        QuantMode.STATIC_INT8: "ONNX Runtime's QDQ format has no int8 recurrent operator; "
+        "its weights are stored in int8 and computed in float32",
+        QuantMode.WEIGHT_INT8: "weight-only int8 dequantizes weights and computes in float32",
+    }
+    counted = {"GRU": len(rewrite.kept_float)}
+    for op in sorted(RECURRENT_OPS):
+        extra = ops_after.get(op, 0) - counted.get(op, 0)
+        if extra > 0:
+            left.append((f"{op} x{extra}", reasons[mode]))
+    return left
+
+
+def _notes(mode: QuantMode, left_float: list[tuple[str, str]]) -> list[str]:
+    notes = [f"{node} stays float: {reason}" for node, reason in left_float]
+    if mode is QuantMode.FP16:
+        notes.append(
+            "the CPU provider casts fp16 LSTM/GRU back to float32: smaller file, no speed-up"
+        )
+    return notes
+
+
+def _set_props(model, values: dict[str, str]) -> None:
+    kept = [p for p in model.metadata_props if p.key not in values]
+    del model.metadata_props[:]
+    for prop in kept:
+        model.metadata_props.append(prop)
+    for key, value in values.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value

@@ -1,4 +1,4 @@
-"""What quantization did to a model: operators by type, size, and output drift.
+"""What quantization did to a model: operators by type, size, output drift, metric, latency.
 
 Needs onnx and onnxruntime, not torch.
 """
@@ -9,9 +9,6 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
-import onnxruntime as ort
-
 # Operators that compute in integer arithmetic or carry quantized tensors.
 QUANTIZED_OPS = frozenset({
     "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulInteger", "MatMulIntegerToFloat",
@@ -21,8 +18,10 @@ QUANTIZED_OPS = frozenset({
 })  # fmt: skip
 
 # Operators that carry most of a recurrent model's arithmetic; if they remain float after
-# an int8 pass, the model did not get the speed-up the user asked for.
-COMPUTE_OPS = frozenset({"LSTM", "GRU", "RNN", "MatMul", "Gemm", "Conv", "Scan", "Loop"})
+# an int8 pass, the model did not get the speed-up the user asked for. Scan and Loop are
+# containers: count_ops counts the operators of their bodies instead.
+COMPUTE_OPS = frozenset({"LSTM", "GRU", "RNN", "MatMul", "Gemm", "Conv"})
+RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
 
 
 @dataclass(frozen=True)
@@ -56,29 +55,71 @@ class QuantizeReport:
     drift: Drift
     settings: Mapping[str, object] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    # Task metric on --eval data: "accuracy" or "mse", None without labels.
+    metric_name: str | None = None
+    metric_before: float | None = None
+    metric_after: float | None = None
+    # Median latency of one batch-1 call on this host, one thread; None when not measured.
+    p50_ms_before: float | None = None
+    p50_ms_after: float | None = None
+    # Recurrent nodes that stayed float, with the reason.
+    recurrent_left_float: tuple[tuple[str, str], ...] = ()
+    # Compute operators between DequantizeLinear and QuantizeLinear (QDQ format), which
+    # ONNX Runtime fuses into integer kernels; they count as quantized, not float.
+    qdq_compute_ops: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def quantized_ops(self) -> dict[str, int]:
-        return {op: n for op, n in sorted(self.ops_after.items()) if op in QUANTIZED_OPS}
+        ops = {op: n for op, n in sorted(self.ops_after.items()) if op in QUANTIZED_OPS}
+        ops.update({f"{op} (QDQ)": n for op, n in sorted(self.qdq_compute_ops.items())})
+        return ops
 
     @property
     def float_compute_ops(self) -> dict[str, int]:
         """Compute operators that still run in float after the pass."""
         if self.mode == "fp16":
             return {}
-        return {op: n for op, n in sorted(self.ops_after.items()) if op in COMPUTE_OPS}
+        ops = {}
+        for op, n in sorted(self.ops_after.items()):
+            left = n - self.qdq_compute_ops.get(op, 0)
+            if op in COMPUTE_OPS and left > 0:
+                ops[op] = left
+        return ops
 
     @property
     def size_ratio(self) -> float:
         return self.size_before / self.size_after if self.size_after else float("inf")
 
+    @property
+    def metric_drop(self) -> float | None:
+        """How much the metric got worse: accuracy lost, or mean squared error gained."""
+        if self.metric_before is None or self.metric_after is None:
+            return None
+        if self.metric_name == "accuracy":
+            return self.metric_before - self.metric_after
+        return self.metric_after - self.metric_before
+
     def as_dict(self) -> dict[str, object]:
         return {
             "mode": self.mode,
             "output": self.output,
+            "size_bytes_before": self.size_before,
+            "size_bytes_after": self.size_after,
+            "quantized_ops": self.quantized_ops,
+            "float_ops": self.float_compute_ops,
+            "max_abs_drift": self.drift.max_abs_error,
+            "mean_abs_drift": self.drift.mean_abs_error,
+            "metric": self.metric_name,
+            "metric_before": self.metric_before,
+            "metric_after": self.metric_after,
+            "p50_ms_before": self.p50_ms_before,
+            "p50_ms_after": self.p50_ms_after,
+            "recurrent_left_float": [
+                {"node": node, "reason": reason} for node, reason in self.recurrent_left_float
+            ],
+            # The names of earlier rnnedge versions, kept for scripts that read them.
             "size_before": self.size_before,
             "size_after": self.size_after,
-            "quantized_ops": self.quantized_ops,
             "float_compute_ops": self.float_compute_ops,
             "ops_before": dict(self.ops_before),
             "ops_after": dict(self.ops_after),
@@ -105,27 +146,20 @@ def count_ops(model) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def measure_drift(
-    reference: bytes | str,
-    candidate: bytes | str,
-    inputs: np.ndarray,
-    classification: bool,
-) -> Drift:
-    """Run both models on `inputs` (CPU provider) and compare their first outputs."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    ref = ort.InferenceSession(reference, options, providers=["CPUExecutionProvider"])
-    cand = ort.InferenceSession(candidate, options, providers=["CPUExecutionProvider"])
-    name = ref.get_inputs()[0].name
-    expected = ref.run(None, {name: inputs})[0].astype(np.float64)
-    actual = cand.run(None, {cand.get_inputs()[0].name: inputs})[0].astype(np.float64)
-    difference = np.abs(actual - expected)
-    agreement = None
-    if classification and expected.ndim >= 2:
-        agreement = float(np.mean(expected.argmax(-1) == actual.argmax(-1)))
-    return Drift(
-        samples=int(inputs.shape[0]),
-        max_abs_error=float(difference.max()),
-        mean_abs_error=float(difference.mean()),
-        top1_agreement=agreement,
-    )
+def count_qdq_compute(model) -> dict[str, int]:
+    """Count compute nodes whose activation input comes from a DequantizeLinear node."""
+    counts: Counter[str] = Counter()
+
+    def visit(graph) -> None:
+        dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        for node in graph.node:
+            if node.op_type in COMPUTE_OPS and node.input and node.input[0] in dequantized:
+                counts[node.op_type] += 1
+            for attribute in node.attribute:
+                if attribute.g is not None and attribute.g.node:
+                    visit(attribute.g)
+                for sub in attribute.graphs:
+                    visit(sub)
+
+    visit(model.graph)
+    return dict(sorted(counts.items()))

@@ -1,0 +1,67 @@
+"""Calling onnxruntime.quantization: its logging and its untyped errors."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from rnnedge.errors import InputError, RnnedgeError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def call_quantizer(step: str, source: Path, function: Callable[[], T]) -> T:
+    """Run one onnxruntime.quantization call, turning its errors into `InputError`."""
+    try:
+        with no_root_logging():
+            return function()
+    except RnnedgeError:
+        raise
+    except Exception as exc:  # onnxruntime's quantizer raises untyped errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{step} of {str(source)!r} failed: {first[:300]}") from exc
+
+
+@contextlib.contextmanager
+def no_root_logging() -> Iterator[None]:
+    """Keep the quantizer's calls to `logging.warning` from configuring the root logger.
+
+    onnxruntime.quantization logs through the root logger, which installs a stderr
+    handler on the first call when none exists; a NullHandler prevents that, and its
+    messages go to rnnedge's log at debug level instead.
+    """
+    root = logging.getLogger()
+    null = logging.NullHandler()
+    added = not root.handlers
+    if added:
+        root.addHandler(null)
+
+    def demote(record: logging.LogRecord) -> bool:
+        if record.name == "root":
+            logger.debug("onnxruntime.quantization: %s", record.getMessage())
+            return False
+        return True
+
+    root.addFilter(demote)
+    try:
+        yield
+    finally:
+        root.removeFilter(demote)
+        if added:
+            root.removeHandler(null)
+
+
+def preprocess(source: Path, target: Path) -> None:
+    """ONNX Runtime's recommended preparation: shape inference and graph optimization."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    call_quantizer(
+        "pre-processing",
+        source,
+        lambda: quant_pre_process(str(source), str(target), skip_symbolic_shape=True),
+    )

@@ -1,0 +1,94 @@
+"""Compare a quantized model with its float source: output drift, task metric, latency.
+
+Every comparison runs both models in plain ONNX Runtime CPU sessions with one thread, so the
+figures of the two models are measured under the same conditions. Latency comes from the
+shared timing helper, `rnnedge.profiling.timing.measure`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from rnnedge.errors import InputError
+from rnnedge.profiling.timing import measure
+from rnnedge.quantize.feeds import build_feed
+from rnnedge.quantize.report import Drift
+
+# Sequences per session call when running a data set; bounds memory for long data sets.
+EVAL_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A task metric: accuracy for classes (higher is better), MSE for values (lower)."""
+
+    name: str
+    value: float
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.name == "accuracy"
+
+
+def open_session(model: bytes | str) -> ort.InferenceSession:
+    """A one-thread CPU session over a model file or serialized model."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def first_output(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+    """The first output over all sequences of `x`, run in batches of `EVAL_BATCH`."""
+    inputs = session.get_inputs()
+    parts = []
+    for start in range(0, x.shape[0], EVAL_BATCH):
+        feed = build_feed(inputs, x[start : start + EVAL_BATCH])
+        parts.append(session.run(None, feed)[0])
+    return np.concatenate(parts, axis=0)
+
+
+def drift(expected: np.ndarray, actual: np.ndarray, classification: bool) -> Drift:
+    """Absolute output difference of `actual` against the float model's `expected`."""
+    difference = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    agreement = None
+    if classification and expected.ndim >= 2:
+        agreement = float(np.mean(expected.argmax(-1) == actual.argmax(-1)))
+    return Drift(
+        samples=int(expected.shape[0]),
+        max_abs_error=float(difference.max()),
+        mean_abs_error=float(difference.mean()),
+        top1_agreement=agreement,
+    )
+
+
+def task_metric(outputs: np.ndarray, y: np.ndarray, classification: bool) -> Metric:
+    """Accuracy of argmax against integer labels, or mean squared error against targets."""
+    if classification:
+        if outputs.ndim < 2 or y.shape != outputs.shape[:-1]:
+            raise InputError(
+                f"--eval labels y have shape {tuple(y.shape)}, but the model's outputs "
+                f"{tuple(outputs.shape)} need one class index per sequence, shape "
+                f"{tuple(outputs.shape[:-1])}"
+            )
+        return Metric("accuracy", float(np.mean(outputs.argmax(-1) == y)))
+    target = y.astype(np.float64)
+    if target.shape != outputs.shape:
+        try:
+            target = np.broadcast_to(target.reshape(outputs.shape), outputs.shape)
+        except ValueError:
+            raise InputError(
+                f"--eval targets y have shape {tuple(y.shape)}, but the model's outputs "
+                f"have shape {tuple(outputs.shape)}; pass one target per output value"
+            ) from None
+    return Metric("mse", float(np.mean((outputs.astype(np.float64) - target) ** 2)))
+
+
+def p50_latency_ms(session: ort.InferenceSession, x: np.ndarray, runs: int) -> float:
+    """Median latency of one call on `x`, after a short warm-up."""
+    feed = build_feed(session.get_inputs(), x)
+    stats, _ = measure(lambda: session.run(None, feed), warmup=5, runs=runs, budget_s=2.0)
+    return stats.p50_ms

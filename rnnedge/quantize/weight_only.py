@@ -1,0 +1,114 @@
+"""Weight-only int8: int8 storage of float weights, dequantized back to float32 at load.
+
+Each float32 weight initializer read by `LSTM`, `GRU`, `RNN` (W and R), `MatMul`, `Gemm` or
+`Conv` (the weight input) becomes an int8 initializer with a symmetric scale and a
+`DequantizeLinear` node that recreates the original tensor name, so every consumer sees the
+same float32 values minus the rounding error, and the file shrinks about 4x. ONNX Runtime
+computes in float32, so this saves file size and download time, not latency.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from rnnedge.quantize._graph import Namer, default_opset, iter_graphs
+
+logger = logging.getLogger(__name__)
+
+# op type -> input indices that hold weights worth storing in int8.
+RECURRENT_WEIGHT_INPUTS = {"LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2)}
+MATRIX_WEIGHT_INPUTS = {"MatMul": (1,), "Gemm": (1,), "Conv": (1,)}
+# Smaller tensors (biases, tiny heads) gain nothing from int8 and only add nodes.
+MIN_ELEMENTS = 64
+# Per-axis DequantizeLinear exists from opset 13 on.
+PER_AXIS_OPSET = 13
+
+
+def quantize_weights(
+    model: onnx.ModelProto,
+    op_types: dict[str, tuple[int, ...]] | None = None,
+    per_channel: bool = False,
+) -> list[str]:
+    """Store the weights of `op_types` nodes in int8, in place; return their names.
+
+    Args:
+        op_types: op type -> weight input indices; recurrent and matrix ops when None.
+        per_channel: one scale per output channel (the gate rows of recurrent weights).
+    """
+    op_types = op_types or {**RECURRENT_WEIGHT_INPUTS, **MATRIX_WEIGHT_INPUTS}
+    per_channel = per_channel and default_opset(model) >= PER_AXIS_OPSET
+    namer = Namer(model)
+    converted: list[str] = []
+    for graph, _ in iter_graphs(model.graph, []):
+        axes = _weight_axes(graph, op_types)
+        initializers = {t.name: t for t in graph.initializer}
+        new_nodes = []
+        for name, axis in axes.items():
+            tensor = initializers.get(name)
+            if tensor is None or tensor.data_type != onnx.TensorProto.FLOAT:
+                continue
+            value = numpy_helper.to_array(tensor)
+            if value.size < MIN_ELEMENTS or value.ndim < 2:
+                continue
+            graph.initializer.remove(tensor)
+            new_nodes.append(_dequantize(graph, namer, name, value, axis if per_channel else None))
+            converted.append(name)
+            logger.debug("weight %s stored as int8 %s", name, value.shape)
+        if new_nodes:
+            nodes = new_nodes + list(graph.node)
+            del graph.node[:]
+            graph.node.extend(nodes)
+    return converted
+
+
+def _weight_axes(graph: onnx.GraphProto, op_types: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """Weight tensor name -> its output-channel axis, for the nodes of `graph`."""
+    axes: dict[str, int] = {}
+    for node in graph.node:
+        for index in op_types.get(node.op_type, ()):
+            if index >= len(node.input) or not node.input[index]:
+                continue
+            if node.op_type in RECURRENT_WEIGHT_INPUTS:
+                axis = 1  # (directions, gates * hidden, inputs)
+            elif node.op_type == "Gemm":
+                trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+                axis = 0 if trans_b else 1
+            elif node.op_type == "Conv":
+                axis = 0
+            else:
+                axis = 1  # MatMul with a 2-D (K, N) weight
+            axes.setdefault(node.input[index], axis)
+    return axes
+
+
+def _dequantize(
+    graph: onnx.GraphProto, namer: Namer, name: str, value: np.ndarray, axis: int | None
+) -> onnx.NodeProto:
+    if axis is None:
+        peak = np.asarray(np.abs(value).max())
+        shape = [1] * value.ndim
+    else:
+        other = tuple(i for i in range(value.ndim) if i != axis)
+        peak = np.abs(value).max(axis=other)
+        shape = [1] * value.ndim
+        shape[axis] = -1
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    quantized = np.clip(np.rint(value / scale.reshape(shape)), -127, 127).astype(np.int8)
+    names = {role: namer(f"{name}_{role}") for role in ("int8", "scale", "zero_point")}
+    graph.initializer.extend([
+        numpy_helper.from_array(quantized, names["int8"]),
+        numpy_helper.from_array(scale, names["scale"]),
+        numpy_helper.from_array(np.zeros(scale.shape, np.int8), names["zero_point"]),
+    ])  # fmt: skip
+    attributes = {} if axis is None else {"axis": axis}
+    return helper.make_node(
+        "DequantizeLinear",
+        [names["int8"], names["scale"], names["zero_point"]],
+        [name],
+        name=namer(f"{name}_dequantize"),
+        **attributes,
+    )
