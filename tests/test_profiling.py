@@ -17,7 +17,8 @@ from rnnedge.profiling.catalog import (
     validate,
 )
 from rnnedge.profiling.store import add_measurements
-from rnnedge.profiling.timing import measure, summarize
+from rnnedge.profiling.sweeps import parse_sweep, sweep_points
+from rnnedge.profiling.timing import measure, median_ci_ranks, summarize
 
 CATALOG = ["jetson-nano", "jetson-orin-nano", "raspberry-pi-4", "raspberry-pi-5", "x86-64"]
 
@@ -164,3 +165,109 @@ def test_profile_model_records_measurement(exported, tmp_path):
 def test_profile_model_no_store(exported, tmp_path):
     profile_model(exported["lstm"], runs=3, warmup=0, store=False, user_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_version_1_file_migrates_on_write(tmp_path):
+    data = _valid()
+    data["schema_version"] = 1
+    data["measurements"] = [{"model": "old.onnx", "seq_len": 5}]
+    path = tmp_path / "x86-64.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    profile = read_profile(path)
+    assert profile.data["schema_version"] == 2
+    add_measurements(profile, [{"model": "new.onnx", "seq_len": 7}], tmp_path)
+    stored = yaml.safe_load(path.read_text())
+    assert stored["schema_version"] == 2
+    assert [m["model"] for m in stored["measurements"]] == ["old.onnx", "new.onnx"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param(lambda d: d.update(schema_version=3), "newer than 2", id="newer"),
+        pytest.param(
+            lambda d: d.update(schema_version=1, remote={"ssh": "pi@board"}),
+            "'remote' needs schema_version 2",
+            id="remote-in-v1",
+        ),
+        pytest.param(lambda d: d.update(remote={"port": 22}), "'remote.ssh'", id="remote-ssh"),
+        pytest.param(
+            lambda d: d.update(remote={"ssh": "-oProxyCommand=x"}), "must not start", id="dash"
+        ),
+        pytest.param(
+            lambda d: d.update(measurements=[{"seq_len": "long"}]),
+            r"measurements\[0\]: field 'seq_len' must be of type integer",
+            id="measurement-type",
+        ),
+    ],
+)
+def test_schema_2_validation(change, message):
+    data = _valid()
+    change(data)
+    with pytest.raises(DeviceProfileError, match=message):
+        validate(data, "x86-64.yaml")
+
+
+def test_corrupt_user_file_is_kept(tmp_path):
+    path = tmp_path / "x86-64.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(DeviceProfileError, match="invalid YAML"):
+        add_measurements(load_device("x86-64", Path("/nonexistent")), [{"model": "a"}], tmp_path)
+    assert path.read_text() == "name: [unclosed\n"
+
+
+@pytest.mark.parametrize(("n", "ranks"), [(6, (1, 6)), (10, (2, 9)), (20, (6, 15)),
+                                          (100, (40, 61))])  # fmt: skip
+def test_median_ci_ranks_match_binomial_table(n, ranks):
+    assert median_ci_ranks(n) == ranks
+
+
+def test_median_ci_covers_95_percent():
+    rng = np.random.default_rng(7)
+    trials = 2000
+    # The median of an exponential distribution with scale 1 is ln 2.
+    covered = 0
+    for _ in range(trials):
+        stats = summarize(rng.exponential(1.0, size=40))
+        covered += stats.p50_ci_low_ms <= np.log(2) <= stats.p50_ci_high_ms
+    # Ranks (14, 27) for n = 40 cover 96.2%; 2000 trials put the estimate within +-1.3%.
+    assert covered / trials > 0.93
+
+
+def test_profile_records_operators_and_memory(exported, tmp_path):
+    result = profile_model(exported["lstm"], device="x86-64", provider="cpu", seq_len=20,
+                           warmup=1, runs=10, operators=3, store=False)  # fmt: skip
+    m = result.measurement
+    assert [o["op"] for o in m["top_operators"]][:1] == ["LSTM"]
+    assert len(m["top_operators"]) == 3
+    assert m["peak_rss_mb"] >= m["rss_before_mb"] > 0
+    assert m["architecture"] == {"cell": "lstm", "features": 6, "hidden_size": 32,
+                                 "num_layers": 2, "bidirectional": False}  # fmt: skip
+    latency = m["latency_ms"]
+    assert latency["p50_ci_low_ms"] <= latency["p50_ms"] <= latency["p50_ci_high_ms"]
+    assert m["throughput_seq_per_s"] > 0
+
+
+def test_budget_limits_runs(exported):
+    result = profile_model(exported["gru"], provider="cpu", warmup=0, runs=100000,
+                           budget_s=0.05, operators=0, store=False)  # fmt: skip
+    assert 1 <= result.latency.count < 100000
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        pytest.param("colour=1,2", "invalid sweep", id="axis"),
+        pytest.param("seq-len", "invalid sweep", id="no-values"),
+        pytest.param("batch=1,x", "must be integers", id="not-int"),
+        pytest.param("threads=0,1", "at least 1", id="zero"),
+    ],
+)
+def test_parse_sweep_rejects(spec, message):
+    with pytest.raises(InputError, match=message):
+        parse_sweep([spec])
+
+
+def test_precision_sweep_needs_every_file(exported):
+    with pytest.raises(InputError, match="no model of precision 'int8'"):
+        sweep_points([exported["lstm"]], {"precision": ["fp32", "int8"]})

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from rnnedge.commands._common import PROVIDER_CHOICES, emit_json, verbosity_options
+from rnnedge.commands._common import PROVIDER_CHOICES, emit_json, verbosity, verbosity_options
 
 
 @click.command("profile")
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option("--device", help="Device name [default: the profile that matches this host].")
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--device",
+    help="Device name, or 'all' for every device with an SSH address "
+    "[default: the profile that matches this host].",
+)
 @click.option("--batch", type=int, default=1, show_default=True, help="Batch size.")
 @click.option("--seq-len", type=int, default=100, show_default=True, help="Sequence length.")
 @click.option(
@@ -28,6 +34,48 @@ from rnnedge.commands._common import PROVIDER_CHOICES, emit_json, verbosity_opti
 @click.option("--threads", type=int, help="CPU threads per operator [default: physical cores].")
 @click.option("--warmup", type=int, default=20, show_default=True, help="Untimed runs first.")
 @click.option("--runs", type=int, default=200, show_default=True, help="Timed runs.")
+@click.option("--budget-s", type=float, help="Stop timing after this many seconds of runs.")
+@click.option(
+    "--sweep",
+    multiple=True,
+    metavar="AXIS=V1,V2",
+    help="Measure every value of an axis: batch, seq-len, threads or precision (precision "
+    "selects among the MODELS given). Repeat to sweep the product.",
+)
+@click.option(
+    "--operators",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Operator types to rank with ONNX Runtime's profiler (0: skip that pass).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Re-measure and exit with code 3 if latency regressed against the stored "
+    "measurements of the same model and configuration; stores nothing.",
+)
+@click.option(
+    "--tolerance",
+    type=float,
+    default=0.10,
+    show_default=True,
+    help="With --check: the smallest relative slowdown that fails, raised to the "
+    "measurement noise where that is larger.",
+)
+@click.option("--remote", metavar="USER@HOST", help="Profile on this board over SSH.")
+@click.option(
+    "--remote-rnnedge",
+    default="rnnedge",
+    show_default=True,
+    help="The rnnedge command on the board (a path, or a name on its PATH).",
+)
+@click.option("--ssh-port", type=int, help="SSH port of the board.")
+@click.option(
+    "--ssh-config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="An ssh_config file to use instead of ~/.ssh/config.",
+)
 @click.option(
     "--devices-dir",
     type=click.Path(path_type=Path),
@@ -36,36 +84,213 @@ from rnnedge.commands._common import PROVIDER_CHOICES, emit_json, verbosity_opti
     help="Folder of the device profiles to update.",
 )
 @click.option("--no-store", is_flag=True, help="Measure only; leave the device profile as it is.")
-@click.option("--json", "as_json", is_flag=True, help="Print the measurement as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
 @verbosity_options
-def profile_command(model: Path, device: str | None, batch: int, seq_len: int, provider: str,
-                    strict_provider: bool, threads: int | None, warmup: int, runs: int,
-                    devices_dir: Path, no_store: bool, as_json: bool) -> None:  # fmt: skip
+def profile_command(
+    models: tuple[Path, ...],
+    device: str | None,
+    batch: int,
+    seq_len: int,
+    provider: str,
+    strict_provider: bool,
+    threads: int | None,
+    warmup: int,
+    runs: int,
+    budget_s: float | None,
+    sweep: tuple[str, ...],
+    operators: int,
+    check: bool,
+    tolerance: float,
+    remote: str | None,
+    remote_rnnedge: str,
+    ssh_port: int | None,
+    ssh_config: Path | None,
+    devices_dir: Path,
+    no_store: bool,
+    as_json: bool,
+) -> None:
     """Measure latency and record it in devices/<device>.yaml."""
-    from rnnedge.profiling import profile_model
+    from rnnedge.errors import InputError
+
+    remote_options = {
+        "provider": provider,
+        "batch": batch,
+        "seq_len": seq_len,
+        "threads": threads,
+        "warmup": warmup,
+        "runs": runs,
+        "budget_s": budget_s,
+        "strict_provider": strict_provider,
+        "user_dir": devices_dir,
+    }
+    if remote is not None or device == "all":
+        if sweep or check or len(models) != 1:
+            raise InputError(
+                "--remote and --device all take one model and no --sweep or --check; "
+                "run them on the board itself for those"
+            )
+        if remote is not None:
+            _profile_remote(
+                models[0],
+                remote,
+                device,
+                remote_rnnedge,
+                ssh_port,
+                ssh_config,
+                no_store,
+                as_json,
+                remote_options,
+            )
+        else:
+            _profile_fleet(models[0], ssh_config, no_store, as_json, remote_options)
+        return
+
+    from rnnedge.profiling.sweeps import parse_sweep, sweep_points
     from rnnedge.runtime.providers import parse_provider
 
-    result = profile_model(
-        model, device=device, provider=parse_provider(provider), batch=batch,
-        seq_len=seq_len, threads=threads, warmup=warmup, runs=runs,
-        strict_provider=strict_provider, store=not no_store, user_dir=devices_dir,
-    )  # fmt: skip
-    if as_json:
-        emit_json({"device": result.device, "profile": result.profile_path, **result.measurement})
+    points = sweep_points(models, parse_sweep(sweep), batch=batch, seq_len=seq_len, threads=threads)
+    options: dict[str, Any] = {
+        "provider": parse_provider(provider),
+        "warmup": warmup,
+        "runs": runs,
+        "budget_s": budget_s,
+        "operators": operators,
+        "strict_provider": strict_provider,
+    }
+    progress = _progress if len(points) > 1 and verbosity() >= 0 else None
+    if check:
+        _check(points, device, tolerance, devices_dir, progress, as_json, options)
         return
+    from rnnedge.profiling.sweeps import run_sweep
+
+    results = run_sweep(
+        points, device, store=not no_store, user_dir=devices_dir, on_point=progress, **options
+    )
+    if as_json:
+        documents = [_document(r) for r in results]
+        emit_json(documents[0] if len(documents) == 1 and not sweep else documents)
+        return
+    for result in results:
+        _print_result(result)
+
+
+def _progress(done: int, total: int, point: Any, result: Any) -> None:
+    width = 24
+    filled = width * done // total
+    bar = "#" * filled + "-" * (width - filled)
+    end = "\r" if sys.stderr.isatty() and done < total else "\n"
+    click.echo(
+        f"[{bar}] {done}/{total} {point.label()}: p50 {result.latency.p50_ms:.4f} ms",
+        err=True,
+        nl=False,
+    )
+    click.echo(end, err=True, nl=False)
+
+
+def _document(result: Any) -> dict[str, Any]:
+    return {"device": result.device, "profile": result.profile_path, **result.measurement}
+
+
+def _print_result(result: Any) -> None:
     m = result.measurement
     stats = result.latency
     click.echo(
-        f"{m['model']} on {result.device} ({m['provider']}, {m['precision']}, batch {batch}, "
-        f"length {seq_len}, {m['threads']} threads)"
+        f"{m['model']} on {result.device} ({m['provider']}, {m['precision']}, batch "
+        f"{m['batch']}, length {m['seq_len']}, {m['threads']} threads)"
     )
     click.echo(
-        f"latency ms: p50 {stats.p50_ms:.4f}  p90 {stats.p90_ms:.4f}  p99 {stats.p99_ms:.4f}  "
-        f"mean {stats.mean_ms:.4f}  ({stats.count} runs after {warmup} warm-up)"
+        f"latency ms: p50 {stats.p50_ms:.4f} (95% CI {stats.p50_ci_low_ms:.4f} to "
+        f"{stats.p50_ci_high_ms:.4f})  p90 {stats.p90_ms:.4f}  p99 {stats.p99_ms:.4f}  "
+        f"max {stats.max_ms:.4f}  mean {stats.mean_ms:.4f}  std {stats.std_ms:.4f}  "
+        f"({stats.count} runs after {m['warmup']} warm-up)"
     )
     click.echo(
         f"throughput {m['throughput_seq_per_s']:,.1f} sequences/s; cold start "
-        f"{m['cold_start_ms']:.1f} ms"
+        f"{m['cold_start_ms']:.1f} ms; peak RSS {m.get('peak_rss_mb')} MB"
     )
+    top = m.get("top_operators") or []
+    if top:
+        ranked = ", ".join(f"{o['op']} {o['share']:.0%}" for o in top[:5])
+        click.echo(f"top operators: {ranked}")
     if result.profile_path is not None:
         click.echo(f"recorded in {result.profile_path}")
+
+
+def _check(
+    points: list[Any],
+    device: str | None,
+    tolerance: float,
+    devices_dir: Path,
+    progress: Any,
+    as_json: bool,
+    options: dict[str, Any],
+) -> None:
+    from rnnedge.errors import CheckFailedError
+    from rnnedge.profiling.check import check_points
+
+    checked = check_points(points, device, tolerance, devices_dir, progress, **options)
+    if as_json:
+        emit_json([{**_document(r), "check": c.as_dict()} for r, c in checked])
+    else:
+        for result, outcome in checked:
+            m = result.measurement
+            verdict = "REGRESSED" if outcome.regressed else "ok"
+            click.echo(
+                f"{verdict}: {m['model']} batch {m['batch']} length {m['seq_len']} on "
+                f"{result.device}: p50 {outcome.new_p50_ms:.4f} ms vs {outcome.baseline_p50_ms:.4f}"
+                f" ms stored ({outcome.change:+.1%}, threshold +{outcome.threshold:.1%})"
+            )
+    failed = [r for r, c in checked if c.regressed]
+    if failed:
+        raise CheckFailedError(
+            f"latency regressed in {len(failed)} of {len(checked)} configurations beyond the "
+            "recorded noise; see the lines above"
+        )
+
+
+def _profile_remote(
+    model: Path,
+    address: str,
+    device: str | None,
+    rnnedge: str,
+    port: int | None,
+    ssh_config: Path | None,
+    no_store: bool,
+    as_json: bool,
+    options: dict[str, Any],
+) -> None:
+    from rnnedge.profiling.remote import RemoteTarget, profile_remote
+
+    target = RemoteTarget(address, port, rnnedge, ssh_config)
+    result = profile_remote(model, target, device=device, store=not no_store, **options)
+    if as_json:
+        emit_json(_document(result))
+    else:
+        _print_result(result)
+
+
+def _profile_fleet(
+    model: Path, ssh_config: Path | None, no_store: bool, as_json: bool, options: dict[str, Any]
+) -> None:
+    from rnnedge.profiling.remote import RemoteError, profile_fleet
+
+    outcomes = profile_fleet(model, ssh_config=ssh_config, store=not no_store, **options)
+    failures = [(name, o) for name, o in outcomes if isinstance(o, Exception)]
+    if as_json:
+        emit_json(
+            [
+                _document(o) if not isinstance(o, Exception) else {"device": name, "error": str(o)}
+                for name, o in outcomes
+            ]
+        )
+    else:
+        for name, outcome in outcomes:
+            if isinstance(outcome, Exception):
+                click.echo(f"{name}: failed: {outcome}")
+            else:
+                _print_result(outcome)
+    if failures:
+        raise RemoteError(
+            f"profiling failed on {len(failures)} of {len(outcomes)} devices: "
+            + "; ".join(f"{name}: {exc}" for name, exc in failures)
+        )

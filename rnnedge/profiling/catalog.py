@@ -2,8 +2,15 @@
 
 A device profile is one YAML file per device. Profiles in `./devices/` of the working
 directory take precedence over the catalog shipped with rnnedge. Files are read with
-PyYAML's safe loader and validated against schema version 1; an error names the file and
-the field.
+PyYAML's safe loader and validated against the schema; an error names the file and the
+field.
+
+Schema versions:
+    1  hardware, recognize, providers, quantization, host, measurements.
+    2  adds the optional `remote` mapping (`ssh`: the `[user@]host` that `rnnedge profile
+       --device` reaches the board at, `port`, `rnnedge`: the command on the board).
+       A version 1 file is read as version 2 without change, since every version 1 file
+       is a valid version 2 file, and is written back as version 2.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from rnnedge.host import board_info, cpu_info
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 USER_DEVICES_DIR = Path("devices")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
@@ -38,6 +46,7 @@ _TOP_LEVEL: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "providers": (dict, True),
     "quantization": (dict, False),
     "host": (dict, False),
+    "remote": (dict, False),
     "measurements": (list, False),
 }
 _RECOGNIZE = {"arch", "device_tree_model", "nv_tegra_release", "cpu_model", "generic"}
@@ -45,6 +54,17 @@ _PROVIDERS = {"preference", "options"}
 _QUANTIZATION = {
     "mode", "reduce_range", "per_channel", "calibration_method", "gru_int8_min_hidden",
 }  # fmt: skip
+_REMOTE: dict[str, type] = {"ssh": str, "port": int, "rnnedge": str}
+# measurement field -> type, checked where present; older entries may lack fields.
+_MEASUREMENT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "model_sha256": str,
+    "precision": str,
+    "provider": str,
+    "batch": int,
+    "seq_len": int,
+    "threads": int,
+    "latency_ms": dict,
+}
 
 
 @dataclass
@@ -67,6 +87,12 @@ class DeviceProfile:
     @property
     def quantization(self) -> dict[str, Any]:
         return dict(self.data.get("quantization", {}) or {})
+
+    @property
+    def remote(self) -> dict[str, Any] | None:
+        """The board's SSH address (`ssh`, `port`, `rnnedge`), or None for a local device."""
+        remote = self.data.get("remote")
+        return dict(remote) if remote else None
 
     def to_dict(self) -> dict[str, Any]:
         data = copy.deepcopy(self.data)
@@ -102,10 +128,19 @@ def validate(data: Any, source: str) -> DeviceProfile:
             f"{source}: unknown field {unknown[0]!r}; allowed fields: {', '.join(_TOP_LEVEL)}"
         )
     version = data["schema_version"]
-    if version != SCHEMA_VERSION:
+    if version > SCHEMA_VERSION:
+        raise DeviceProfileError(
+            f"{source}: schema_version {version} is newer than {SCHEMA_VERSION}, the newest "
+            "this rnnedge reads; upgrade rnnedge (pip install -U rnnedge)"
+        )
+    if version not in READABLE_VERSIONS:
         raise DeviceProfileError(
             f"{source}: schema_version {version} is not supported; this rnnedge reads "
-            f"version {SCHEMA_VERSION}"
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}"
+        )
+    if version == 1 and "remote" in data:
+        raise DeviceProfileError(
+            f"{source}: field 'remote' needs schema_version 2; set schema_version: 2"
         )
     if not _NAME.match(data["name"]):
         raise DeviceProfileError(
@@ -133,11 +168,46 @@ def validate(data: Any, source: str) -> DeviceProfile:
         except Exception as exc:
             raise DeviceProfileError(f"{source}: field 'providers.preference': {exc}") from exc
     measurements = data.get("measurements", []) or []
+    _check_remote(data.get("remote"), source)
     for index, entry in enumerate(measurements):
-        if not isinstance(entry, dict):
-            raise DeviceProfileError(f"{source}: measurements[{index}] must be a mapping")
+        _check_measurement(entry, f"{source}: measurements[{index}]")
     profile_data = {k: v for k, v in data.items() if k != "measurements"}
+    # Migration on read: version 1 files become version 2 without further change.
+    profile_data["schema_version"] = SCHEMA_VERSION
     return DeviceProfile(name=data["name"], data=profile_data, measurements=list(measurements))
+
+
+def _check_remote(remote: dict[str, Any] | None, source: str) -> None:
+    if remote is None:
+        return
+    for key, value in remote.items():
+        if key not in _REMOTE:
+            raise DeviceProfileError(
+                f"{source}: unknown field 'remote.{key}'; allowed: {', '.join(sorted(_REMOTE))}"
+            )
+        if not isinstance(value, _REMOTE[key]) or isinstance(value, bool):
+            raise DeviceProfileError(
+                f"{source}: field 'remote.{key}' must be of type {_kind_name(_REMOTE[key])}"
+            )
+    if "ssh" not in remote:
+        raise DeviceProfileError(f"{source}: missing required field 'remote.ssh'")
+    if remote["ssh"].startswith("-") or not remote["ssh"].strip():
+        raise DeviceProfileError(
+            f"{source}: field 'remote.ssh' {remote['ssh']!r} must be [user@]host and must not "
+            "start with '-'"
+        )
+
+
+def _check_measurement(entry: Any, where: str) -> None:
+    if not isinstance(entry, dict):
+        raise DeviceProfileError(f"{where} must be a mapping")
+    for key, kind in _MEASUREMENT_FIELDS.items():
+        value = entry.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise DeviceProfileError(
+                f"{where}: field {key!r} must be of type {_kind_name(kind)}, got "
+                f"{type(value).__name__}"
+            )
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,9 @@ import numpy as np
 
 from rnnedge import __version__
 from rnnedge.errors import InputError
-from rnnedge.host import host_fingerprint
 from rnnedge.profiling.catalog import USER_DEVICES_DIR, DeviceProfile, default_device, load_device
+from rnnedge.profiling.fingerprint import measurement_host, reset_peak_rss, rss_mb
+from rnnedge.profiling.operators import top_operators
 from rnnedge.profiling.store import add_measurements
 from rnnedge.profiling.timing import LatencyStats, measure
 from rnnedge.runtime.providers import Provider
@@ -79,6 +79,8 @@ def profile_model(
     strict_provider: bool = False,
     store: bool = True,
     user_dir: Path = USER_DEVICES_DIR,
+    operators: int = 10,
+    operator_runs: int = 10,
 ) -> ProfileResult:
     """Measure latency of `model` and, if `store`, append it to the device's profile.
 
@@ -86,15 +88,17 @@ def profile_model(
         device: a device name or profile; this host's recognized profile if None.
         warmup: untimed runs before measuring.
         runs: timed runs (fewer if `budget_s` seconds run out first).
+        budget_s: seconds of timed runs after which measuring stops early.
+        operators: how many operator types to rank with ONNX Runtime's profiler (0: none).
+        operator_runs: runs of the separate, profiled session that ranks the operators.
     """
     path = open_model_file(model)
-    if isinstance(device, str):
-        profile = load_device(device, user_dir)
-    elif device is None:
-        profile = default_device(user_dir)
-    else:
-        profile = device
+    profile = resolve_device(device, user_dir)
+    if budget_s is not None and budget_s <= 0:
+        raise InputError(f"time budget must be positive, got {budget_s} s")
 
+    memory_before = rss_mb()
+    peak_reset = reset_peak_rss()
     started = time.perf_counter()
     session = Session(
         path, device=profile, provider=provider, strict_provider=strict_provider,
@@ -110,32 +114,66 @@ def profile_model(
     stats, _ = measure(
         lambda: session.run_prepared(feed), warmup=warmup, runs=runs, budget_s=budget_s
     )
-    peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    memory_after = rss_mb()
     from rnnedge.doctor.conditions import spoilers  # judged as `rnnedge doctor` judges them
     from rnnedge.host import measurement_conditions
 
     conditions = measurement_conditions()
     for spoiler in spoilers(conditions):
         logger.warning("%s: %s; %s", path.name, spoiler.message, spoiler.fix)
+    ranked = top_operators(
+        path, session.plan.as_ort_list(), session.threads, feed, operator_runs, operators
+    )
     measurement = {
         "model": path.name,
         "model_sha256": file_sha256(path),
         "precision": session.metadata.precision,
+        "architecture": model_architecture(session),
         "provider": session.primary_provider,
         "providers": list(session.providers),
         "batch": batch,
         "seq_len": seq_len,
         "threads": session.threads,
         "warmup": warmup,
+        "budget_s": budget_s,
         "latency_ms": stats.as_dict(),
         "throughput_seq_per_s": round(batch * 1e3 / stats.mean_ms, 3),
         "cold_start_ms": round(cold_start_ms, 3),
         "session_create_ms": round(session_ms, 3),
-        "peak_rss_mb": round(peak_rss_kb / 1024, 1),
-        "host": host_fingerprint(),
+        # The process's peak RSS since just before the session was created, or since the
+        # process started where the kernel cannot reset the peak.
+        "peak_rss_mb": memory_after["peak_rss_mb"],
+        "rss_before_mb": memory_before["rss_mb"],
+        "peak_rss_since": "session" if peak_reset else "process",
+        "top_operators": ranked,
+        "host": measurement_host(),
         "conditions": conditions,
         "rnnedge": __version__,
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     written = add_measurements(profile, [measurement], user_dir) if store else None
     return ProfileResult(profile.name, measurement, stats, written)
+
+
+def resolve_device(
+    device: str | DeviceProfile | None, user_dir: Path = USER_DEVICES_DIR
+) -> DeviceProfile:
+    """Return the profile for a device name, a profile as given, or this host's profile."""
+    if isinstance(device, str):
+        return load_device(device, user_dir)
+    if device is None:
+        return default_device(user_dir)
+    return device
+
+
+def model_architecture(session: Session) -> dict[str, Any]:
+    """The recurrent architecture recorded in the model's rnnedge metadata, where present."""
+    meta = session.metadata
+    extra = dict(meta.extra)
+    architecture: dict[str, Any] = {"cell": meta.cell, "features": meta.features}
+    for key in ("hidden_size", "num_layers"):
+        value = extra.get(key)
+        architecture[key] = int(value) if value is not None and value.isdigit() else None
+    bidirectional = extra.get("bidirectional")
+    architecture["bidirectional"] = None if bidirectional is None else bidirectional == "true"
+    return architecture

@@ -1,0 +1,232 @@
+"""`rnnedge devices`: list, show, compare, plot and predict from the device profiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rnnedge.commands._common import emit_json, verbosity_options
+
+_DEVICES_DIR = click.option(
+    "--devices-dir",
+    type=click.Path(path_type=Path),
+    default=Path("devices"),
+    show_default=True,
+    help="Folder of the user's device profiles (they take precedence over the catalog).",
+)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+@click.group("devices")
+@verbosity_options
+def devices_command() -> None:
+    """Device profiles: list, show, compare, plot and predict latency."""
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Format rows as a plain-text table with one header line."""
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines.append("-" * len(lines[0]))
+    for row in cells:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value).replace("ExecutionProvider", "")
+
+
+@devices_command.command("list")
+@_DEVICES_DIR
+@_JSON
+@verbosity_options
+def list_command(devices_dir: Path, as_json: bool) -> None:
+    """List the known devices with their measurement counts."""
+    from rnnedge.profiling.compare import device_rows, load_profiles
+
+    rows = device_rows(load_profiles((), devices_dir))
+    if as_json:
+        emit_json(rows)
+        return
+    click.echo(
+        table(rows, ["name", "measurements", "providers", "remote", "source", "description"])
+    )
+
+
+@devices_command.command("show")
+@click.argument("name")
+@_DEVICES_DIR
+@_JSON
+@verbosity_options
+def show_command(name: str, devices_dir: Path, as_json: bool) -> None:
+    """Show one device: hardware facts, providers and its latest measurements."""
+    from rnnedge.profiling.catalog import load_device
+    from rnnedge.profiling.compare import compare_rows
+
+    profile = load_device(name, devices_dir)
+    if as_json:
+        emit_json({**profile.to_dict(), "path": profile.path})
+        return
+    click.echo(f"{profile.name}: {profile.data.get('description', '')}  ({profile.path})")
+    for key, value in (profile.data.get("hardware") or {}).items():
+        click.echo(f"  {key}: {value}")
+    click.echo(f"  providers: {', '.join(profile.provider_preference)}")
+    if profile.remote:
+        click.echo(f"  remote: {profile.remote['ssh']}")
+    rows = compare_rows([profile])
+    click.echo(f"{len(profile.measurements)} measurements, {len(rows)} configurations")
+    if rows:
+        click.echo(table(rows, _MEASUREMENT_COLUMNS))
+
+
+_MEASUREMENT_COLUMNS = [
+    "model",
+    "precision",
+    "provider",
+    "batch",
+    "seq_len",
+    "threads",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "throughput_seq_per_s",
+    "peak_rss_mb",
+]
+
+
+@devices_command.command("compare")
+@click.argument("names", nargs=-1)
+@click.option("--model", help="Only this model (file name or sha256 prefix).")
+@_DEVICES_DIR
+@_JSON
+@verbosity_options
+def compare_command(
+    names: tuple[str, ...], model: str | None, devices_dir: Path, as_json: bool
+) -> None:
+    """Compare the latest measurements of devices (all known devices by default)."""
+    from rnnedge.profiling.compare import compare_rows, load_profiles
+
+    rows = compare_rows(load_profiles(names, devices_dir), model)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("no measurements; record some with rnnedge profile MODEL")
+        return
+    click.echo(table(rows, ["device", *_MEASUREMENT_COLUMNS]))
+
+
+@devices_command.command("plot")
+@click.argument("names", nargs=-1)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("latency.png"),
+    show_default=True,
+    help="PNG file to write.",
+)
+@click.option("--model", help="Only this model (file name or sha256 prefix).")
+@click.option("--batch", type=int, default=1, show_default=True, help="Batch size to plot.")
+@_DEVICES_DIR
+@verbosity_options
+def plot_command(
+    names: tuple[str, ...], output: Path, model: str | None, batch: int, devices_dir: Path
+) -> None:
+    """Plot p50 latency against sequence length per device and precision (needs the
+    `plot` extra)."""
+    from rnnedge.profiling.compare import load_profiles
+    from rnnedge.profiling.plot import plot_latency
+
+    written = plot_latency(load_profiles(names, devices_dir), output, model=model, batch=batch)
+    click.echo(f"wrote {written}")
+
+
+@devices_command.command("predict")
+@click.argument("name")
+@click.option("--cell", type=click.Choice(["lstm", "gru"]), required=True, help="Recurrent cell.")
+@click.option("--hidden-size", type=int, required=True, help="Hidden size.")
+@click.option("--features", type=int, required=True, help="Input features per time step.")
+@click.option("--layers", type=int, default=1, show_default=True, help="Stacked layers.")
+@click.option("--bidirectional", is_flag=True, help="Bidirectional layers.")
+@click.option("--seq-len", type=int, default=100, show_default=True, help="Sequence length.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Batch size.")
+@click.option("--precision", default="fp32", show_default=True, help="fp32, fp16 or int8.")
+@click.option(
+    "--provider",
+    help="Execution provider name as stored, e.g. CPUExecutionProvider "
+    "[default: the most measured].",
+)
+@click.option("--threads", type=int, help="Threads [default: the most measured].")
+@_DEVICES_DIR
+@_JSON
+@verbosity_options
+def predict_command(
+    name: str,
+    cell: str,
+    hidden_size: int,
+    features: int,
+    layers: int,
+    bidirectional: bool,
+    seq_len: int,
+    batch: int,
+    precision: str,
+    provider: str | None,
+    threads: int | None,
+    devices_dir: Path,
+    as_json: bool,
+) -> None:
+    """Predict p50 latency of an unmeasured model from the device's stored measurements."""
+    from rnnedge.errors import InputError
+    from rnnedge.profiling.catalog import load_device
+    from rnnedge.profiling.predict import Architecture, predict_latency
+
+    for label, value in (
+        ("--hidden-size", hidden_size),
+        ("--features", features),
+        ("--layers", layers),
+    ):
+        if value < 1:
+            raise InputError(f"{label} must be at least 1, got {value}")
+    arch = Architecture(cell, features, hidden_size, layers, bidirectional)
+    prediction = predict_latency(
+        load_device(name, devices_dir), arch, batch, seq_len, precision, provider, threads
+    )
+    if as_json:
+        emit_json(
+            {
+                "device": name,
+                "architecture": arch.__dict__,
+                "batch": batch,
+                "seq_len": seq_len,
+                **prediction.as_dict(),
+            }
+        )
+        return
+    click.echo(
+        f"predicted p50 {prediction.p50_ms:.4f} ms for {cell} hidden {hidden_size}, "
+        f"{layers} layers{', bidirectional' if bidirectional else ''}, batch {batch}, length "
+        f"{seq_len} on {name} ({prediction.group['provider']}, {precision}, "
+        f"{prediction.group['threads']} threads)"
+    )
+    if prediction.held_out_median_error is None:
+        click.echo(
+            f"fitted on {prediction.samples} measurements of one architecture; measure "
+            "another to get a held-out error"
+        )
+    else:
+        click.echo(
+            f"fitted on {prediction.samples} measurements of {prediction.architectures} "
+            f"architectures; held-out |error| median {prediction.held_out_median_error:.1%}, "
+            f"max {prediction.held_out_max_error:.1%}"
+        )

@@ -1,0 +1,208 @@
+"""Reading stored measurements back: device listings, per-configuration comparisons and
+the regression check of `rnnedge profile --check`.
+
+A configuration is (model hash, precision, provider, batch, sequence length, threads).
+Where a device holds several measurements of one configuration, tables show the latest.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rnnedge.errors import InputError
+from rnnedge.profiling.catalog import (
+    USER_DEVICES_DIR,
+    DeviceProfile,
+    catalog_dir,
+    known_names,
+    load_device,
+)
+
+CONFIG_FIELDS = ("model_sha256", "precision", "provider", "batch", "seq_len", "threads")
+DEFAULT_TOLERANCE = 0.10
+
+
+def config_key(measurement: dict[str, Any]) -> tuple[Any, ...]:
+    """The configuration a measurement belongs to."""
+    return tuple(measurement.get(field) for field in CONFIG_FIELDS)
+
+
+def load_profiles(
+    names: Sequence[str] = (), user_dir: Path = USER_DEVICES_DIR
+) -> list[DeviceProfile]:
+    """Load the named devices, or every known device when `names` is empty."""
+    return [load_device(name, user_dir) for name in (names or known_names(user_dir))]
+
+
+def p50(measurement: dict[str, Any]) -> float:
+    return float(measurement["latency_ms"]["p50_ms"])
+
+
+def latest_by_config(
+    measurements: Iterable[dict[str, Any]],
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The last stored measurement of each configuration, in first-seen order."""
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for entry in measurements:
+        if isinstance(entry.get("latency_ms"), dict) and "p50_ms" in entry["latency_ms"]:
+            latest[config_key(entry)] = entry
+    return latest
+
+
+def device_rows(profiles: Sequence[DeviceProfile]) -> list[dict[str, Any]]:
+    """One row per device for `rnnedge devices list`."""
+    rows = []
+    for profile in profiles:
+        source = "catalog" if profile.path and profile.path.parent == catalog_dir() else "user"
+        remote = profile.remote or {}
+        rows.append(
+            {
+                "name": profile.name,
+                "description": profile.data.get("description", ""),
+                "providers": profile.provider_preference,
+                "measurements": len(profile.measurements),
+                "remote": remote.get("ssh"),
+                "source": source,
+                "path": str(profile.path) if profile.path else None,
+            }
+        )
+    return rows
+
+
+def measurement_row(device: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """The fields of one measurement that the tables print."""
+    latency = entry.get("latency_ms", {})
+    return {
+        "device": device,
+        "model": entry.get("model"),
+        "model_sha256": entry.get("model_sha256"),
+        "precision": entry.get("precision"),
+        "provider": entry.get("provider"),
+        "batch": entry.get("batch"),
+        "seq_len": entry.get("seq_len"),
+        "threads": entry.get("threads"),
+        "p50_ms": latency.get("p50_ms"),
+        "p90_ms": latency.get("p90_ms"),
+        "p99_ms": latency.get("p99_ms"),
+        "throughput_seq_per_s": entry.get("throughput_seq_per_s"),
+        "cold_start_ms": entry.get("cold_start_ms"),
+        "peak_rss_mb": entry.get("peak_rss_mb"),
+        "timestamp": entry.get("timestamp"),
+    }
+
+
+def compare_rows(
+    profiles: Sequence[DeviceProfile], model: str | None = None
+) -> list[dict[str, Any]]:
+    """Rows of the latest measurement per device and configuration, sorted for reading.
+
+    `model` keeps only measurements whose file name or hash (a prefix suffices) matches.
+    """
+    rows = []
+    for profile in profiles:
+        for entry in latest_by_config(profile.measurements).values():
+            if model and not _matches_model(entry, model):
+                continue
+            rows.append(measurement_row(profile.name, entry))
+    rows.sort(
+        key=lambda r: (
+            str(r["model"]),
+            str(r["precision"]),
+            r["batch"] or 0,
+            r["seq_len"] or 0,
+            r["device"],
+        )
+    )
+    return rows
+
+
+def _matches_model(entry: dict[str, Any], model: str) -> bool:
+    return entry.get("model") == model or str(entry.get("model_sha256", "")).startswith(model)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of comparing a new measurement with its stored baseline."""
+
+    regressed: bool
+    baseline_p50_ms: float
+    new_p50_ms: float
+    change: float  # relative: +0.25 is 25% slower
+    threshold: float  # relative change above which the check fails
+    baseline_count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "regressed": self.regressed,
+            "baseline_p50_ms": round(self.baseline_p50_ms, 6),
+            "new_p50_ms": round(self.new_p50_ms, 6),
+            "change": round(self.change, 4),
+            "threshold": round(self.threshold, 4),
+            "baseline_measurements": self.baseline_count,
+        }
+
+
+def baseline_for(
+    measurement: dict[str, Any], stored: Sequence[dict[str, Any]], source: str
+) -> list[dict[str, Any]]:
+    """The stored measurements of the same configuration as `measurement`.
+
+    Raises:
+        InputError: none match; the message says whether the model changed (another hash
+            under the same file name) or the configuration was never measured.
+    """
+    key = config_key(measurement)
+    matching = [m for m in stored if config_key(m) == key and "latency_ms" in m]
+    if matching:
+        return matching
+    same_name = [m for m in stored if m.get("model") == measurement.get("model")]
+    if same_name and all(m.get("model_sha256") != measurement["model_sha256"] for m in same_name):
+        raise InputError(
+            f"{source} has measurements of {measurement['model']} only from a different model "
+            f"(sha256 {str(same_name[-1].get('model_sha256'))[:12]}, now "
+            f"{measurement['model_sha256'][:12]}); profile the new model without --check first "
+            "to record a baseline"
+        )
+    described = ", ".join(f"{f} {measurement.get(f)}" for f in CONFIG_FIELDS[1:])
+    raise InputError(
+        f"{source} has no measurement of {measurement.get('model')} with {described}; "
+        "profile it without --check first to record a baseline"
+    )
+
+
+def check_regression(
+    measurement: dict[str, Any],
+    baseline: Sequence[dict[str, Any]],
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> CheckResult:
+    """Decide whether `measurement` is slower than its baseline beyond the noise.
+
+    The baseline p50 is the median of the stored p50s. The threshold on the relative
+    change is the largest of `tolerance` and the noise: the relative half-widths of the
+    95% confidence intervals of the baseline's and the new median, plus twice the
+    relative standard deviation of the stored p50s (run-to-run drift, where two or more
+    are stored).
+    """
+    if tolerance < 0:
+        raise InputError(f"tolerance must be 0 or more, got {tolerance}")
+    stored_p50 = [p50(m) for m in baseline]
+    base = statistics.median(stored_p50)
+    new = p50(measurement)
+    noise = _ci_halfwidth(measurement) + statistics.median(_ci_halfwidth(m) for m in baseline)
+    if len(stored_p50) >= 2 and base > 0:
+        noise += 2 * statistics.stdev(stored_p50) / base
+    threshold = max(tolerance, noise)
+    change = new / base - 1 if base > 0 else 0.0
+    return CheckResult(change > threshold, base, new, change, threshold, len(stored_p50))
+
+
+def _ci_halfwidth(measurement: dict[str, Any]) -> float:
+    latency = measurement["latency_ms"]
+    low, high, median = (latency.get(k) for k in ("p50_ci_low_ms", "p50_ci_high_ms", "p50_ms"))
+    if low is None or high is None or not median:
+        return 0.0  # measured before rnnedge stored the interval
+    return (float(high) - float(low)) / 2 / float(median)

@@ -1,0 +1,159 @@
+"""Sweeps: one measurement per point of the product of the swept axes.
+
+Axes are batch, sequence length, threads and precision. A precision axis selects among
+the model files given (their precision comes from the rnnedge metadata), because
+quantizing needs the onnx package, which a board may not have.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rnnedge.errors import InputError
+from rnnedge.profiling.catalog import USER_DEVICES_DIR, DeviceProfile
+from rnnedge.profiling.profile import ProfileResult, profile_model, resolve_device
+from rnnedge.profiling.store import add_measurements
+from rnnedge.runtime.session import open_model_file
+
+logger = logging.getLogger(__name__)
+
+AXES = ("batch", "seq_len", "threads", "precision")
+_ALIASES = {
+    "seq-len": "seq_len",
+    "seq_len": "seq_len",
+    "batch": "batch",
+    "threads": "threads",
+    "precision": "precision",
+}
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One configuration of a sweep."""
+
+    model: Path
+    batch: int
+    seq_len: int
+    threads: int | None
+
+    def label(self) -> str:
+        threads = "default" if self.threads is None else self.threads
+        return f"{self.model.name} batch {self.batch} seq_len {self.seq_len} threads {threads}"
+
+
+def parse_sweep(specs: Sequence[str]) -> dict[str, list[Any]]:
+    """Parse `axis=v1,v2,...` strings, e.g. `seq-len=1,10,100`, into axis -> values."""
+    axes: dict[str, list[Any]] = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        axis = _ALIASES.get(name.strip())
+        if not sep or axis is None:
+            raise InputError(
+                f"invalid sweep {spec!r}; use AXIS=V1,V2,... with AXIS one of batch, seq-len, "
+                "threads, precision"
+            )
+        if axis in axes:
+            raise InputError(f"sweep axis {name!r} given twice; list all its values once")
+        items = [v.strip() for v in values.split(",") if v.strip()]
+        if not items:
+            raise InputError(f"sweep {spec!r} lists no values; e.g. seq-len=1,10,100")
+        if axis == "precision":
+            axes[axis] = items
+            continue
+        try:
+            numbers = [int(v) for v in items]
+        except ValueError as exc:
+            raise InputError(f"sweep {spec!r}: values must be integers") from exc
+        if min(numbers) < 1:
+            raise InputError(f"sweep {spec!r}: values must be at least 1")
+        axes[axis] = numbers
+    return axes
+
+
+def sweep_points(
+    models: Sequence[str | Path],
+    axes: dict[str, list[Any]],
+    batch: int = 1,
+    seq_len: int = 100,
+    threads: int | None = None,
+) -> list[SweepPoint]:
+    """Expand the axes into points; fixed values fill the axes not swept."""
+    paths = [open_model_file(m) for m in models]
+    if not paths:
+        raise InputError("no model given; pass at least one .onnx file")
+    if "precision" in axes:
+        paths = _select_by_precision(paths, axes["precision"])
+    points = []
+    for path, b, n, t in itertools.product(
+        paths,
+        axes.get("batch", [batch]),
+        axes.get("seq_len", [seq_len]),
+        axes.get("threads", [threads]),
+    ):
+        points.append(SweepPoint(path, b, n, t))
+    return points
+
+
+def _select_by_precision(paths: list[Path], wanted: list[str]) -> list[Path]:
+    import onnxruntime as ort
+
+    from rnnedge.runtime.metadata import ModelMetadata
+
+    by_precision: dict[str, list[Path]] = {}
+    for path in paths:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        props = session.get_modelmeta().custom_metadata_map
+        by_precision.setdefault(ModelMetadata.from_props(props).precision, []).append(path)
+    selected = []
+    for precision in wanted:
+        if precision not in by_precision:
+            have = ", ".join(sorted(by_precision)) or "none"
+            raise InputError(
+                f"no model of precision {precision!r} among the files given (they are: {have}); "
+                f"quantize one, e.g. rnnedge quantize MODEL -o MODEL.{precision}.onnx, and pass "
+                "every file"
+            )
+        selected.extend(by_precision[precision])
+    return selected
+
+
+def run_sweep(
+    points: Sequence[SweepPoint],
+    device: str | DeviceProfile | None = None,
+    store: bool = True,
+    user_dir: Path = USER_DEVICES_DIR,
+    on_point: Callable[[int, int, SweepPoint, ProfileResult], None] | None = None,
+    **options: Any,
+) -> list[ProfileResult]:
+    """Profile every point; each result is stored as soon as it is measured.
+
+    Storing point by point means an interrupted sweep keeps what it measured.
+    `options` go to `profile_model` (provider, warmup, runs, budget_s, ...), and
+    `on_point(done, total, point, result)` reports progress.
+    """
+    profile = resolve_device(device, user_dir)
+    results = []
+    for index, point in enumerate(points, start=1):
+        logger.info("sweep point %d/%d: %s", index, len(points), point.label())
+        result = profile_model(
+            point.model,
+            device=profile,
+            batch=point.batch,
+            seq_len=point.seq_len,
+            threads=point.threads,
+            store=False,
+            user_dir=user_dir,
+            **options,
+        )
+        if store:
+            written = add_measurements(profile, [result.measurement], user_dir)
+            result = ProfileResult(result.device, result.measurement, result.latency, written)
+        results.append(result)
+        if on_point is not None:
+            on_point(index, len(points), point, result)
+    return results
