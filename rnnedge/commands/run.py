@@ -1,4 +1,4 @@
-"""`rnnedge run`: batch inference on an input file."""
+"""`rnnedge run`: inference on an input file, as one batch or streamed chunk by chunk."""
 
 from __future__ import annotations
 
@@ -44,34 +44,95 @@ from rnnedge.errors import InputError
     is_flag=True,
     help="Feed inputs as given, without the normalization stored in the model.",
 )
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Run the input chunk by chunk, carrying the recurrent state between calls.",
+)
+@click.option(
+    "--chunk",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Time steps per call with --stream.",
+)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    metavar="IN=OUT",
+    help="A state pair: the state input IN is fed from the output OUT of the previous "
+    "call. Repeat for each pair; needed where the model's metadata names none.",
+)
+@click.option(
+    "--feed",
+    "feeds",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A constant input: a number, comma-separated numbers or a .npy file. Repeatable.",
+)
+@click.option(
+    "--nonfinite",
+    type=click.Choice(["error", "warn"]),
+    default="error",
+    show_default=True,
+    help="What NaN or infinite input values do: fail, or log a warning and run.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @verbosity_options
 def run_command(model: Path, input_path: Path, output: Path | None, provider: str,
                 device: str | None, strict_provider: bool, threads: int | None,
-                no_normalize: bool, as_json: bool) -> None:  # fmt: skip
-    """Run batch inference on an input file."""
+                no_normalize: bool, stream: bool, chunk: int, states: tuple[str, ...],
+                feeds: tuple[str, ...], nonfinite: str, as_json: bool) -> None:  # fmt: skip
+    """Run inference on an input file, as one batch or streamed chunk by chunk."""
     from rnnedge._fileio import check_output_path
-    from rnnedge.runtime import Session, load_array_file
+    from rnnedge.runtime import Session, StreamingSession, load_array_file
+    from rnnedge.runtime.feeds import parse_feed_specs
     from rnnedge.runtime.outputs import save_outputs, summarize_predictions
     from rnnedge.runtime.providers import parse_provider
+    from rnnedge.runtime.state import parse_state_pairs
 
     requested = parse_provider(provider)
     if output is not None:
         check_output_path(output)
         if output.suffix.lower() not in (".npy", ".npz"):
             raise InputError(f"output {str(output)!r} must end in .npy or .npz")
+    if chunk < 1:
+        raise InputError(f"--chunk must be at least 1 time step, got {chunk}")
+    if chunk != 1 and not stream:
+        raise InputError("--chunk applies to streaming only; add --stream")
     data = load_array_file(input_path)
-    session = Session(model, device=device, provider=requested,
-                      strict_provider=strict_provider, threads=threads,
-                      normalize=not no_normalize)  # fmt: skip
-    outputs = session.run(data, source=f"input {input_path.name}")
+    options = {
+        "device": device,
+        "provider": requested,
+        "strict_provider": strict_provider,
+        "threads": threads,
+        "normalize": not no_normalize,
+        "state_pairs": parse_state_pairs(states) if states else None,
+        "feeds": parse_feed_specs(feeds),
+        "nonfinite": nonfinite,
+        "report_placement": True,
+    }
+    source = f"input {input_path.name}"
+    if stream:
+        streaming = StreamingSession(model, **options)
+        session = streaming.session
+        outputs = streaming.run(data, chunk=chunk, source=source)
+    else:
+        session = Session(model, **options)
+        outputs = session.run(data, source=source)
     if output is not None:
         save_outputs(output, outputs)
     summary = summarize_predictions(session, outputs)
+    placement = session.placement.as_dict() if session.placement else {}
     if as_json:
-        emit_json({"providers": session.providers, "output_file": output, **summary})
+        extra = {"stream": {"chunk": chunk}} if stream else {}
+        emit_json({"providers": session.providers, "placement": placement,
+                   "output_file": output, **extra, **summary})  # fmt: skip
         return
     click.echo(f"providers: {', '.join(session.providers)}")
+    for line in session.placement.describe() if session.placement else []:
+        click.echo(f"placement: {line}")
     for name, shape in summary["outputs"].items():
         click.echo(f"output {name}: shape {tuple(shape)}")
     if "predictions" in summary:

@@ -81,11 +81,13 @@ def check_sequence_input(
     expected_shape: Sequence[int | str | None],
     expected_type: str,
     source: str = "input",
+    nonfinite: str = "error",
 ) -> np.ndarray:
     """Check one input array against the model's declared shape and element type.
 
     Float arrays of another width are cast to the model's float type; a rank-2 array
-    for a rank-3 input is taken as one sequence and given a batch axis of 1.
+    for a rank-3 input is taken as one sequence and given a batch axis of 1. NaN or
+    infinite values raise `InputError`, or with `nonfinite="warn"` log a warning.
 
     Returns the array to feed, C-contiguous and of the model's dtype.
     """
@@ -131,9 +133,12 @@ def check_sequence_input(
             )
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise InputError(
-            f"{source} contains {bad} NaN or infinite values; clean or impute them first"
-        )
+        if nonfinite != "warn":
+            raise InputError(
+                f"{source} contains {bad} NaN or infinite values; clean or impute them "
+                "first, or pass --nonfinite warn to run anyway"
+            )
+        logger.warning("%s contains %d NaN or infinite values; the outputs may be NaN", source, bad)
     return np.ascontiguousarray(array)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,11 @@ import onnxruntime as ort
 
 from rnnedge.errors import InputError
 from rnnedge.host import cpu_info
+from rnnedge.runtime.feeds import constant_feed
 from rnnedge.runtime.inputs import check_sequence_input, describe
 from rnnedge.runtime.metadata import Layout, ModelMetadata, Task
+from rnnedge.runtime.options import cpu_settings, merge_options, provider_options
+from rnnedge.runtime.placement import Placement, read_profile
 from rnnedge.runtime.providers import (
     CPU_EP,
     Provider,
@@ -22,8 +26,11 @@ from rnnedge.runtime.providers import (
     check_session_providers,
     plan_providers,
 )
+from rnnedge.runtime.state import StatePair, resolve_state_pairs
 
 logger = logging.getLogger(__name__)
+
+NONFINITE_POLICIES = ("error", "warn")
 
 
 def open_model_file(path: str | os.PathLike[str]) -> Path:
@@ -44,14 +51,26 @@ class Session:
     Args:
         path: the `.onnx` file.
         device: a device profile or its name; its provider preference and options
-            are used for `provider="auto"`.
+            are used (the preference for `provider="auto"`).
         provider: `auto`, `cpu`, `cuda`, `tensorrt` or `arm`.
         strict_provider: raise `ProviderError` instead of warning when the session
             does not get the requested provider.
         threads: CPU threads for one operator (`intra_op_num_threads`); the device
-            profile's value, or ONNX Runtime's default, when None.
+            profile's value, or the number of physical cores, when None.
         normalize: apply the normalization statistics stored in the model's metadata
             to raw inputs.
+        provider_options: options keyed by rnnedge provider name (`cpu`, `cuda`,
+            `tensorrt`), laid over the device profile's key by key.
+        preference: rnnedge provider names in order for `provider="auto"`, in place of
+            the device profile's preference.
+        feeds: constant inputs by name (a number, a list, an array, or the text of
+            `--feed`), fed on every run.
+        state_pairs: (state input, state output) names, in place of the pairs in the
+            model's metadata. A state input that a run does not feed starts at zero.
+        nonfinite: `error` rejects NaN or infinite input values; `warn` logs a warning
+            and runs anyway.
+        report_placement: profile the first run to learn which provider ran each node;
+            the result is in `placement` after that run.
     """
 
     def __init__(
@@ -62,43 +81,61 @@ class Session:
         strict_provider: bool = False,
         threads: int | None = None,
         normalize: bool = True,
+        *,
+        provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+        preference: Sequence[str] | None = None,
+        feeds: Mapping[str, Any] | None = None,
+        state_pairs: Sequence[tuple[str, str]] | None = None,
+        nonfinite: str = "error",
+        report_placement: bool = False,
     ) -> None:
         self.path = open_model_file(path)
         self.device = _resolve_device(device)
-        preference: tuple[str, ...] = ()
-        options: dict[str, dict[str, Any]] = {}
+        if nonfinite not in NONFINITE_POLICIES:
+            raise InputError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
+        self.nonfinite = nonfinite
+        profile_preference: tuple[str, ...] = ()
+        profile_options: dict[str, dict[str, Any]] = {}
         if self.device is not None:
-            preference = tuple(self.device.provider_preference)
-            options = {k: dict(v) for k, v in self.device.provider_options.items()}
+            profile_preference = tuple(self.device.provider_preference)
+            profile_options = {k: dict(v) for k, v in self.device.provider_options.items()}
+        options = merge_options(profile_options, provider_options)
+        settings = cpu_settings(options.get("cpu", {}), threads, cpu_info()["physical_cores"] or 1)
+        ep_options = {
+            name: provider_options_for(name, values)
+            for name, values in options.items()
+            if name != "cpu"
+        }
         self.plan: ProviderPlan = plan_providers(
-            provider, preference=preference, options=options, strict=strict_provider
+            provider,
+            preference=tuple(preference) if preference is not None else profile_preference,
+            options=ep_options,
+            strict=strict_provider,
         )
-        session_options = ort.SessionOptions()
-        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        cpu_options = options.get("cpu", {})
-        intra = threads if threads is not None else cpu_options.get("intra_op_num_threads")
-        if intra is None:
-            # ONNX Runtime's own default is one thread per physical core; set it
-            # explicitly so that the count is known and recorded with measurements.
-            intra = cpu_info()["physical_cores"] or 1
-        if int(intra) < 1:
-            raise InputError(f"threads must be at least 1, got {intra}")
-        session_options.intra_op_num_threads = int(intra)
-        session_options.inter_op_num_threads = 1
-        if "allow_spinning" in cpu_options:
-            session_options.add_session_config_entry(
-                "session.intra_op.allow_spinning", "1" if cpu_options["allow_spinning"] else "0"
+        session_options = settings.session_options(log_severity=_ort_log_severity())
+        self._profiling = report_placement
+        if report_placement:
+            session_options.enable_profiling = True
+            session_options.profile_file_prefix = os.path.join(
+                tempfile.gettempdir(), f"rnnedge-placement-{os.getpid()}-{id(self):x}"
             )
-        self.threads = session_options.intra_op_num_threads
+        self.settings = settings
+        self.threads = settings.intra_op_threads
         self._session = _create_session(self.path, session_options, self.plan)
         self.providers: list[str] = self._session.get_providers()
         check_session_providers(self.plan, self.providers, strict=strict_provider)
         logger.info("session for %s uses %s", self.path.name, ", ".join(self.providers))
+        self.placement: Placement | None = None
         props = self._session.get_modelmeta().custom_metadata_map
         self.metadata = ModelMetadata.from_props(props)
         self.normalize = normalize
         self.inputs = self._session.get_inputs()
         self.outputs = self._session.get_outputs()
+        pairs = state_pairs if state_pairs is not None else self.metadata.state_pairs
+        self.state_pairs: tuple[StatePair, ...] = resolve_state_pairs(
+            pairs, self.inputs, self.outputs
+        )
+        self.feeds = self._resolve_feeds(feeds or {})
 
     @property
     def input_names(self) -> list[str]:
@@ -109,36 +146,87 @@ class Session:
         return [o.name for o in self.outputs]
 
     @property
+    def inference_session(self) -> ort.InferenceSession:
+        """The underlying ONNX Runtime session."""
+        return self._session
+
+    @property
     def primary_provider(self) -> str:
         return self.providers[0] if self.providers else CPU_EP
+
+    @property
+    def batch_major(self) -> bool:
+        return self.metadata.layout is Layout.BATCH_MAJOR
+
+    @property
+    def state_input_names(self) -> list[str]:
+        return [pair.input for pair in self.state_pairs]
+
+    @property
+    def data_inputs(self) -> list[Any]:
+        """Inputs that the caller feeds on each run: neither state nor constant."""
+        fixed = set(self.feeds) | set(self.state_input_names)
+        return [info for info in self.inputs if info.name not in fixed]
 
     def prepare(
         self, data: np.ndarray | Mapping[str, np.ndarray], source: str = "input"
     ) -> dict[str, np.ndarray]:
-        """Validate and normalize inputs; return the feed for `InferenceSession.run`."""
+        """Validate and normalize inputs; return the feed for `InferenceSession.run`.
+
+        Constant inputs come from `feeds`, and state inputs that `data` leaves out start at
+        zero, with the batch size of the first data input.
+        """
+        feed = self.prepare_inputs(data, source)
+        batch = self.batch_size(feed)
+        given = data if isinstance(data, Mapping) else {}
+        for pair in self.state_pairs:
+            if pair.input in given:
+                feed[pair.input] = np.ascontiguousarray(given[pair.input], dtype=pair.dtype)
+            else:
+                feed[pair.input] = pair.zeros(batch)
+        return feed
+
+    def prepare_inputs(
+        self, data: np.ndarray | Mapping[str, np.ndarray], source: str = "input"
+    ) -> dict[str, np.ndarray]:
+        """Validate and normalize the data inputs and add the constant inputs; no state."""
+        data_inputs = self.data_inputs
         if isinstance(data, np.ndarray):
-            if len(self.inputs) != 1:
-                names = ", ".join(self.input_names)
+            if len(data_inputs) != 1:
+                names = ", ".join(info.name for info in data_inputs) or "none"
                 raise InputError(
-                    f"the model has {len(self.inputs)} inputs ({names}); pass an .npz file "
-                    "with one array per input name"
+                    f"the model has {len(data_inputs)} inputs to feed ({names}), but the "
+                    "input is one array; pass an .npz file with one array per input name"
+                    + _missing_hint(names.split(", "))
                 )
-            data = {self.inputs[0].name: data}
+            data = {data_inputs[0].name: data}
         unknown = sorted(set(data) - set(self.input_names))
-        missing = [name for name in self.input_names if name not in data]
+        missing = [info.name for info in data_inputs if info.name not in data]
         if unknown or missing:
             raise InputError(
                 f"{source} arrays {sorted(data)} do not match the model inputs "
                 f"{self.input_names}; missing {missing}, unexpected {unknown}"
+                + _missing_hint(missing)
             )
-        feed = {}
-        for info in self.inputs:
-            label = source if len(self.inputs) == 1 else f"{source}[{info.name}]"
-            array = check_sequence_input(data[info.name], info.name, info.shape, info.type, label)
-            if info is self.inputs[0]:
-                array = self._normalize(array)
-            feed[info.name] = array
+        feed: dict[str, np.ndarray] = {}
+        for index, info in enumerate(data_inputs):
+            label = source if len(data_inputs) == 1 else f"{source}[{info.name}]"
+            array = check_sequence_input(
+                data[info.name], info.name, info.shape, info.type, label, nonfinite=self.nonfinite
+            )
+            feed[info.name] = self._normalize(array) if index == 0 else array
+        for name, value in self.feeds.items():
+            feed[name] = data.get(name, value)
         return feed
+
+    def batch_size(self, feed: Mapping[str, np.ndarray]) -> int:
+        """The batch size of the first data input in `feed` (1 for a model without one)."""
+        data_inputs = self.data_inputs
+        if not data_inputs:
+            return 1
+        first = feed[data_inputs[0].name]
+        axis = 0 if self.batch_major or first.ndim < 2 else 1
+        return int(first.shape[axis])
 
     def run(
         self, data: np.ndarray | Mapping[str, np.ndarray], source: str = "input"
@@ -150,7 +238,23 @@ class Session:
     def run_prepared(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run on an already prepared feed (as from `prepare`), with no further checks."""
         values = self._session.run(None, dict(feed))
+        if self._profiling:
+            self.finish_placement()
         return dict(zip(self.output_names, values, strict=True))
+
+    def finish_placement(self) -> Placement | None:
+        """End the profiling of the first run and read the node placement from it."""
+        if not self._profiling:
+            return self.placement
+        self._profiling = False
+        path = Path(self._session.end_profiling())
+        try:
+            self.placement = read_profile(path)
+        finally:
+            path.unlink(missing_ok=True)
+        for line in self.placement.describe():
+            logger.info("placement: %s", line)
+        return self.placement
 
     def predict(self, data: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
         """Return the first output, or class labels for a classification model."""
@@ -176,9 +280,53 @@ class Session:
         logger.debug("normalizing input %s", describe(array))
         return np.ascontiguousarray((array - mean) / std)
 
-    @property
-    def batch_major(self) -> bool:
-        return self.metadata.layout is Layout.BATCH_MAJOR
+    def _resolve_feeds(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        by_name = {info.name: info for info in self.inputs}
+        resolved = {}
+        for name, value in feeds.items():
+            if name not in by_name:
+                raise InputError(
+                    f"--feed names {name!r}, which is not an input of the model (inputs: "
+                    f"{', '.join(by_name)})"
+                )
+            if name in self.state_input_names:
+                raise InputError(
+                    f"input {name!r} is a state input; it starts at zero and is carried "
+                    "between calls, so do not give it in --feed"
+                )
+            info = by_name[name]
+            resolved[name] = constant_feed(value, name, info.shape, info.type)
+        return resolved
+
+
+def provider_options_for(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the options of a CUDA or TensorRT provider; others pass through unchanged."""
+    if name in ("cuda", "tensorrt"):
+        return provider_options(name, values)
+    return dict(values)
+
+
+def _missing_hint(missing: Sequence[str]) -> str:
+    if not missing:
+        return ""
+    return (
+        "; give each missing input in an .npz file, a constant input with --feed NAME=VALUE, "
+        "or a recurrent state input with --state IN=OUT"
+    )
+
+
+def _ort_log_severity() -> int:
+    """ONNX Runtime's log level for the rnnedge logger's: quiet unless debugging.
+
+    rnnedge raises every ONNX Runtime error itself as one line, so ONNX Runtime's own
+    error log (severity 3) would print the same failure twice.
+    """
+    package = logging.getLogger("rnnedge")
+    if package.isEnabledFor(logging.DEBUG):
+        return 1
+    if package.isEnabledFor(logging.INFO):
+        return 2
+    return 4
 
 
 def _create_session(
@@ -192,6 +340,14 @@ def _create_session(
             raise InputError(
                 f"{str(path)!r} is not a valid ONNX model ({text[:160]}); export it with "
                 "rnnedge export"
+            ) from exc
+        if "layout" in text and "not supported" in text:
+            lowered = text.lower()
+            operator = "GRU" if "gru" in lowered else "LSTM" if "lstm" in lowered else "RNN"
+            raise InputError(
+                f"{str(path)!r} has a {operator} node with layout=1 (batch-major), which "
+                f"ONNX Runtime {ort.__version__} rejects; re-export it with layout=0 "
+                "(rnnedge export and torch.onnx.export both write layout=0)"
             ) from exc
         raise InputError(f"onnxruntime cannot load {str(path)!r}: {text[:300]}") from exc
 

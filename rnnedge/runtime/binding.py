@@ -1,0 +1,120 @@
+"""IO binding for streaming: preallocated buffers, and the state swapped between two of them.
+
+A streaming step is small (one GRU step of hidden size 128 is a few microseconds of
+arithmetic), so the per-call work around it matters: building the feed dictionary,
+allocating outputs and copying the state back in. Here every input, output and state
+tensor is a numpy array allocated once and bound to ONNX Runtime through an `OrtValue`
+that shares its memory. Each state pair has two buffers, A and B, and two IO bindings are
+prepared: one reads the state from A and writes the next state to B, the other reads B
+and writes A. A step runs one binding and flips the index, so the state is never copied.
+
+NOTE: the buffers live in host memory. On the CUDA and TensorRT providers ONNX Runtime
+copies them to the GPU and back on each call; keeping the state on the GPU would save
+those copies and has not been built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from rnnedge.runtime.state import StatePair
+
+
+class StateBuffers:
+    """Two preallocated buffers per state pair and the index of the one holding the state."""
+
+    def __init__(self, pairs: Sequence[StatePair], batch: int) -> None:
+        self.pairs = tuple(pairs)
+        self.batch = batch
+        self.arrays = (
+            {pair.input: pair.zeros(batch) for pair in self.pairs},
+            {pair.input: pair.zeros(batch) for pair in self.pairs},
+        )
+        self.values = tuple(
+            {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in side.items()}
+            for side in self.arrays
+        )
+        self.current = 0
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The arrays that hold the current state, by state input name (not copies)."""
+        return self.arrays[self.current]
+
+    def store_next(self, outputs: Mapping[str, np.ndarray]) -> None:
+        """Copy the state outputs of an unbound run into the spare buffers, then flip."""
+        spare = self.arrays[1 - self.current]
+        for pair in self.pairs:
+            np.copyto(spare[pair.input], outputs[pair.output])
+        self.current = 1 - self.current
+
+    def reset(self) -> None:
+        for side in self.arrays:
+            for array in side.values():
+                array.fill(0)
+        self.current = 0
+
+
+class BoundStep:
+    """Two IO bindings over fixed input and output buffers for one chunk shape.
+
+    Args:
+        session: the ONNX Runtime session.
+        inputs: data input name to an example array; a buffer of its shape and dtype is
+            allocated, and `run` reads whatever the caller copied into `self.inputs`.
+        constants: constant inputs, bound once; the arrays must stay alive and unchanged.
+        outputs: non-state output name to an example array (shape and dtype).
+        states: the state buffers that the two bindings alternate between.
+    """
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        inputs: Mapping[str, np.ndarray],
+        constants: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray],
+        states: StateBuffers,
+    ) -> None:
+        self.states = states
+        self.inputs = {name: np.empty_like(array) for name, array in inputs.items()}
+        self.outputs = {name: np.empty_like(array) for name, array in outputs.items()}
+        self._constants = dict(constants)
+        shared = {
+            name: ort.OrtValue.ortvalue_from_numpy(array)
+            for name, array in {**self.inputs, **self._constants}.items()
+        }
+        out_values = {
+            name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in self.outputs.items()
+        }
+        self._keep = (shared, out_values)
+        self._bindings = []
+        for side in (0, 1):
+            binding = session.io_binding()
+            for name, value in shared.items():
+                binding.bind_ortvalue_input(name, value)
+            for name, value in out_values.items():
+                binding.bind_ortvalue_output(name, value)
+            for pair in states.pairs:
+                binding.bind_ortvalue_input(pair.input, states.values[side][pair.input])
+                binding.bind_ortvalue_output(pair.output, states.values[1 - side][pair.input])
+            self._bindings.append(binding)
+        self._run_options = ort.RunOptions()
+        # `InferenceSession.run_with_iobinding` (onnxruntime 1.17 to 1.32) forwards to the
+        # C++ session's method of the same name with the binding's C++ object. Calling that
+        # directly saves the wrapper's Python frames, which show up on a step of a few
+        # microseconds; where those private names are missing, the public call is used.
+        native = getattr(session, "_sess", None)
+        if native is not None and all(hasattr(b, "_iobinding") for b in self._bindings):
+            self._run = native.run_with_iobinding
+            self._targets = [b._iobinding for b in self._bindings]
+        else:
+            self._run = session.run_with_iobinding
+            self._targets = self._bindings
+
+    def run(self) -> dict[str, np.ndarray]:
+        """Run one step on the bound inputs; return the output buffers (overwritten next step)."""
+        self._run(self._targets[self.states.current], self._run_options)
+        self.states.current = 1 - self.states.current
+        return self.outputs

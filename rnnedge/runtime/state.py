@@ -1,0 +1,93 @@
+"""Recurrent state pairs: naming them, checking them against a model, zero-initializing them.
+
+A streaming graph takes its recurrent state as inputs (h0, and c0 for an LSTM) and returns
+the updated state as outputs (hn, cn). A state pair names one such input and the output
+that feeds it on the next call. rnnedge's exporter records the pairs in the model metadata
+(`rnnedge.state_pairs`); for a model from elsewhere the user names them (`--state IN=OUT`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rnnedge.errors import InputError
+from rnnedge.runtime.feeds import split_assignment
+from rnnedge.runtime.inputs import _ORT_TO_NUMPY
+
+
+@dataclass(frozen=True)
+class StatePair:
+    """One state input, the output that feeds it next time, and its declared shape and type."""
+
+    input: str
+    output: str
+    shape: tuple[Any, ...]
+    ort_type: str
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(_ORT_TO_NUMPY.get(self.ort_type, np.float32))
+
+    def zeros(self, batch: int) -> np.ndarray:
+        """A zero state for `batch` sequences: the one dynamic axis of the shape is the batch."""
+        return np.zeros(self.shape_for(batch), dtype=self.dtype)
+
+    def shape_for(self, batch: int) -> tuple[int, ...]:
+        dynamic = [i for i, dim in enumerate(self.shape) if not (isinstance(dim, int) and dim > 0)]
+        if len(dynamic) > 1:
+            raise InputError(
+                f"state input {self.input!r} has shape {list(self.shape)} with "
+                f"{len(dynamic)} dynamic axes, so its zero state is ambiguous; export it with "
+                "only the batch axis dynamic"
+            )
+        shape = [dim if isinstance(dim, int) and dim > 0 else batch for dim in self.shape]
+        if not dynamic and batch not in shape:
+            raise InputError(
+                f"state input {self.input!r} has the fixed shape {list(self.shape)}, which "
+                f"has no axis for a batch of {batch}; feed batches of the exported size or "
+                "export the state with a dynamic batch axis"
+            )
+        return tuple(shape)
+
+
+def parse_state_pairs(specs: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """Parse `--state IN=OUT` values into (state input, state output) pairs."""
+    pairs = [split_assignment(spec, "--state") for spec in specs]
+    inputs = [p[0] for p in pairs]
+    duplicate = next((name for name in inputs if inputs.count(name) > 1), None)
+    if duplicate is not None:
+        raise InputError(f"state input {duplicate!r} is named twice in --state; name it once")
+    return tuple(pairs)
+
+
+def resolve_state_pairs(
+    pairs: Sequence[tuple[str, str]], inputs: Sequence[Any], outputs: Sequence[Any]
+) -> tuple[StatePair, ...]:
+    """Check each (input, output) pair against the model's inputs and outputs.
+
+    Args:
+        pairs: state input and output names.
+        inputs: the session's `NodeArg` inputs (name, shape, type).
+        outputs: the session's `NodeArg` outputs.
+    """
+    by_input = {info.name: info for info in inputs}
+    output_names = [info.name for info in outputs]
+    resolved = []
+    for state_in, state_out in pairs:
+        if state_in not in by_input:
+            raise InputError(
+                f"state input {state_in!r} is not an input of the model (inputs: "
+                f"{', '.join(by_input)}); fix the name in --state IN=OUT"
+            )
+        if state_out not in output_names:
+            raise InputError(
+                f"state output {state_out!r} is not an output of the model (outputs: "
+                f"{', '.join(output_names)}); fix the name in --state IN=OUT"
+            )
+        info = by_input[state_in]
+        resolved.append(StatePair(state_in, state_out, tuple(info.shape), info.type))
+    return tuple(resolved)

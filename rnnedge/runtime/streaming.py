@@ -1,0 +1,223 @@
+"""Streaming inference: a sequence fed chunk by chunk, the recurrent state carried between calls.
+
+A streaming model takes its state as inputs (h0, and c0 for an LSTM) and returns the next
+state as outputs (hn, cn); the state pairs come from the model's metadata or from the
+caller. `StreamingSession` starts the state at zero for the batch of the first chunk,
+feeds each call's state outputs to the next call, and `reset()` starts over. Run over
+chunks, a model gives the same outputs as over the whole sequence in one call, up to
+float rounding.
+
+After the first call at a given chunk shape, the steps go through IO binding with
+preallocated buffers (see `rnnedge.runtime.binding`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from rnnedge.errors import InputError
+from rnnedge.runtime.binding import BoundStep, StateBuffers
+from rnnedge.runtime.providers import Provider
+from rnnedge.runtime.session import Session
+
+logger = logging.getLogger(__name__)
+
+# A chunk shape seen once more than this many times apart is rebound; a stream has one
+# chunk shape plus the shorter last chunk, so a small cache holds all of them.
+_MAX_BOUND_SHAPES = 4
+
+
+class StreamingSession:
+    """A session that runs a sequence in chunks and carries the recurrent state.
+
+    Args:
+        path: the `.onnx` file; the other arguments up to `normalize` are those of
+            `Session`.
+        state_pairs: (state input, state output) names, for a model whose metadata does
+            not record them.
+        feeds: constant inputs by name, as for `Session`.
+        io_binding: run the steps through preallocated IO-bound buffers; False runs each
+            step with `InferenceSession.run`, for comparison.
+        session_kwargs: further keyword arguments of `Session` (`provider_options`,
+            `preference`, `nonfinite`, `report_placement`).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        device: Any = None,
+        provider: Provider | str = Provider.AUTO,
+        strict_provider: bool = False,
+        threads: int | None = None,
+        normalize: bool = True,
+        *,
+        state_pairs: Sequence[tuple[str, str]] | None = None,
+        feeds: Mapping[str, Any] | None = None,
+        io_binding: bool = True,
+        **session_kwargs: Any,
+    ) -> None:
+        self.session = Session(
+            path, device=device, provider=provider, strict_provider=strict_provider,
+            threads=threads, normalize=normalize, state_pairs=state_pairs, feeds=feeds,
+            **session_kwargs,
+        )  # fmt: skip
+        if not self.session.state_pairs:
+            raise InputError(
+                f"{self.session.path.name} records no state pairs in its metadata, so it "
+                "cannot stream; export it with rnnedge export --streaming, or name each "
+                "pair with --state IN=OUT (inputs: "
+                f"{', '.join(self.session.input_names)}; outputs: "
+                f"{', '.join(self.session.output_names)})"
+            )
+        if not self.session.data_inputs:
+            raise InputError(
+                f"{self.session.path.name} has no input left to stream: every input is a "
+                "state or a constant; remove one of them from --state or --feed"
+            )
+        self.io_binding = io_binding
+        self.time_axis = 1 if self.session.batch_major else 0
+        state_outputs = {pair.output for pair in self.session.state_pairs}
+        self.output_names = [n for n in self.session.output_names if n not in state_outputs]
+        self._states: StateBuffers | None = None
+        # Looked up once: a step of a few microseconds feels every Python attribute access.
+        self._data_names = [info.name for info in self.session.data_inputs]
+        self._batch_axis = 0 if self.session.batch_major else 1
+        self._bound: dict[tuple[tuple[int, ...], ...], BoundStep] = {}
+
+    @property
+    def metadata(self):
+        return self.session.metadata
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.providers
+
+    @property
+    def state_pairs(self):
+        return self.session.state_pairs
+
+    @property
+    def batch(self) -> int | None:
+        """The batch size of the carried state, or None before the first step."""
+        return self._states.batch if self._states is not None else None
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """A copy of the current state by state input name (empty before the first step)."""
+        if self._states is None:
+            return {}
+        return {name: array.copy() for name, array in self._states.state().items()}
+
+    def reset(self) -> None:
+        """Start the next step from a zero state, with any batch size."""
+        self._states = None
+        self._bound.clear()
+
+    def step(
+        self, chunk: np.ndarray | Mapping[str, np.ndarray], source: str = "chunk"
+    ) -> dict[str, np.ndarray]:
+        """Check and normalize one chunk, run it from the carried state, return copies of
+        the non-state outputs by name."""
+        feed = self.session.prepare_inputs(chunk, source)
+        return {name: array.copy() for name, array in self.step_prepared(feed).items()}
+
+    def step_prepared(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one prepared chunk (as from `Session.prepare_inputs`) with no further checks.
+
+        With IO binding, the returned arrays are the session's output buffers, which the
+        next step at the same chunk shape overwrites: copy what you keep. Constant inputs
+        are bound once from the session's `feeds`, so values for them in `feed` are not
+        read after the first step at a chunk shape.
+        """
+        names = self._data_names
+        key = tuple(feed[name].shape for name in names)
+        states = self._states
+        if states is None or key[0][self._batch_axis] != states.batch:
+            states = self._start_states(key[0][self._batch_axis])
+        bound = self._bound.get(key)
+        if bound is None:
+            return self._run_unbound(feed, names, key)
+        for name in names:
+            np.copyto(bound.inputs[name], feed[name])
+        return bound.run()
+
+    def _start_states(self, batch: int) -> StateBuffers:
+        if self._states is not None:
+            raise InputError(
+                f"chunk has batch {batch}, but the carried state has batch "
+                f"{self._states.batch}; call reset() before changing the batch size"
+            )
+        self._states = StateBuffers(self.session.state_pairs, batch)
+        return self._states
+
+    def run(
+        self, data: np.ndarray | Mapping[str, np.ndarray], chunk: int, source: str = "input"
+    ) -> dict[str, np.ndarray]:
+        """Run a whole input in chunks of `chunk` time steps, continuing the carried state.
+
+        Returns each non-state output: concatenated along the time axis when it has one
+        (a per-step output), otherwise the last chunk's (such as a classifier's logits).
+        """
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise InputError(
+                f"chunk must be a whole number of time steps, at least 1; got {chunk!r}"
+            )
+        feed = self.session.prepare_inputs(data, source)
+        names = self._data_names
+        length = feed[names[0]].shape[self.time_axis]
+        pieces: list[dict[str, np.ndarray]] = []
+        for start in range(0, length, chunk):
+            part = dict(feed)
+            for name in names:
+                if feed[name].ndim == 3:
+                    part[name] = np.ascontiguousarray(
+                        np.take(
+                            feed[name], range(start, min(start + chunk, length)), self.time_axis
+                        )
+                    )
+            outputs = self.step_prepared(part)
+            pieces.append({name: array.copy() for name, array in outputs.items()})
+        logger.info("streamed %d steps in %d chunks of up to %d", length, len(pieces), chunk)
+        return {name: self._combine(name, [p[name] for p in pieces]) for name in self.output_names}
+
+    def _run_unbound(
+        self, feed: Mapping[str, np.ndarray], names: Sequence[str], key: tuple
+    ) -> dict[str, np.ndarray]:
+        assert self._states is not None
+        full = dict(feed)
+        full.update(self._states.state())
+        outputs = self.session.run_prepared(full)
+        self._states.store_next(outputs)
+        result = {name: outputs[name] for name in self.output_names}
+        if self.io_binding:
+            if len(self._bound) >= _MAX_BOUND_SHAPES:
+                self._bound.pop(next(iter(self._bound)))
+            self._bound[key] = BoundStep(
+                self.session.inference_session,
+                {name: feed[name] for name in names},
+                self.session.feeds,
+                result,
+                self._states,
+            )
+        return result
+
+    def _combine(self, name: str, arrays: list[np.ndarray]) -> np.ndarray:
+        if len(arrays) == 1 or not self._has_time_axis(name, arrays):
+            return arrays[-1]
+        return np.concatenate(arrays, axis=self.time_axis)
+
+    def _has_time_axis(self, name: str, arrays: list[np.ndarray]) -> bool:
+        info = next(o for o in self.session.outputs if o.name == name)
+        rank = arrays[0].ndim
+        if rank != 3:
+            return False
+        declared = list(info.shape) if info.shape else []
+        if len(declared) == rank:
+            dim = declared[self.time_axis]
+            return not (isinstance(dim, int) and dim > 0)
+        return False
