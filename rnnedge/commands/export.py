@@ -1,4 +1,4 @@
-"""`rnnedge export`: a checkpoint to ONNX, with the parity check."""
+"""`rnnedge export`: a trained model to ONNX, with the parity check."""
 
 from __future__ import annotations
 
@@ -7,18 +7,45 @@ from pathlib import Path
 import click
 
 from rnnedge.commands._common import emit_json, verbosity_options
-from rnnedge.errors import InputError
 
 
 @click.command("export")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("source")
 @click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path),
-    help="Output .onnx file [default: CHECKPOINT with the suffix .onnx].",
+    help="Output .onnx file [default: SOURCE with the suffix .onnx].",
 )
-@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset version.")
+@click.option(
+    "--weights",
+    type=click.Path(path_type=Path),
+    help="state_dict file for a file.py:factory or package.module:factory SOURCE.",
+)
+@click.option(
+    "--example-shape",
+    metavar="BxTxF",
+    help="Example input as batch x time x features, e.g. 1x100x6; needed when SOURCE "
+    "records no input size.",
+)
+@click.option(
+    "--batch-first/--time-major",
+    "batch_first",
+    default=None,
+    help="Input layout: (batch, time, features) or (time, batch, features) "
+    "[default: from the checkpoint or the model's recurrent modules].",
+)
+@click.option(
+    "--exporter",
+    type=click.Choice(["torchscript", "dynamo"]),
+    help="Exporter to try first; the other is the fallback [default: torchscript].",
+)
+@click.option(
+    "--opset",
+    type=int,
+    default=None,
+    help="ONNX opset version [default: 17 for torchscript, 18 for dynamo].",
+)
 @click.option(
     "--atol",
     type=float,
@@ -26,36 +53,56 @@ from rnnedge.errors import InputError
     show_default=True,
     help="Maximum absolute error allowed between PyTorch and ONNX Runtime.",
 )
+@click.option(
+    "--streaming",
+    is_flag=True,
+    help="Make the recurrent state a graph input and output, checked by feeding chunks.",
+)
+@click.option(
+    "--trust-pickle",
+    is_flag=True,
+    help="Load SOURCE with full unpickling (weights_only=False). DANGEROUS: unpickling "
+    "runs any code the file contains; use it only for files you made or trust.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @verbosity_options
 def export_command(
-    checkpoint: Path, output: Path | None, opset: int, atol: float, as_json: bool
+    source: str,
+    output: Path | None,
+    weights: Path | None,
+    example_shape: str | None,
+    batch_first: bool | None,
+    exporter: str | None,
+    opset: int | None,
+    atol: float,
+    streaming: bool,
+    trust_pickle: bool,
+    as_json: bool,
 ) -> None:
-    """Export an rnnedge checkpoint to ONNX and check parity with PyTorch."""
-    from rnnedge._fileio import check_output_path
-    from rnnedge.export import export_checkpoint
+    """Export SOURCE to ONNX and check parity with PyTorch.
 
-    if not checkpoint.is_file():
-        raise InputError(f"checkpoint {str(checkpoint)!r} not found; pass the path to a .pt file")
-    output = check_output_path(output or checkpoint.with_suffix(".onnx"))
-    report = export_checkpoint(checkpoint, output, opset=opset, atol=atol)
-    if as_json:
-        emit_json({
-            "output": report.path,
-            "size_bytes": report.size_bytes,
-            "opset": report.opset,
-            "parity": {
-                "max_abs_error": report.parity.max_abs_error,
-                "atol": report.parity.atol,
-                "cases": [vars(c) for c in report.parity.cases],
-            },
-            "metadata": report.metadata.to_props(),
-            "ops": report.op_counts,
-        })  # fmt: skip
-        return
-    click.echo(f"exported {report.path} ({report.size_bytes:,} bytes, opset {report.opset})")
-    shapes = ", ".join(f"{c.batch}x{c.seq_len}" for c in report.parity.cases)
-    click.echo(
-        f"parity vs PyTorch at batch x length {shapes}: max abs error "
-        f"{report.parity.max_abs_error:.3g} (tolerance {report.parity.atol:g})"
+    SOURCE is an rnnedge checkpoint, a TorchScript archive, a torch.export .pt2 file,
+    or path/to/file.py:factory / package.module:factory (with --weights).
+    """
+    from rnnedge._fileio import check_output_path
+    from rnnedge.export import export_model
+
+    if output is None:
+        output = Path(source.rpartition(":")[0] if ":" in source else source).with_suffix(".onnx")
+    output = check_output_path(output)
+    report = export_model(
+        source,
+        output,
+        weights=weights,
+        example_shape=example_shape,
+        batch_first=batch_first,
+        exporter=exporter,
+        opset=opset,
+        atol=atol,
+        streaming=streaming,
+        trust_pickle=trust_pickle,
     )
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    click.echo(report.format_text())

@@ -6,6 +6,7 @@ from rnnedge.errors import require
 
 require("torch", "export")
 
+from rnnedge.export.exporters import Exporter  # noqa: E402
 from rnnedge.export.model import (  # noqa: E402 - after the dependency check
     Cell,
     Checkpoint,
@@ -15,16 +16,19 @@ from rnnedge.export.model import (  # noqa: E402 - after the dependency check
     load_checkpoint,
     save_checkpoint,
 )
-from rnnedge.export.onnx_export import ExportReport, export_checkpoint  # noqa: E402
+from rnnedge.export.onnx_export import export_checkpoint, export_model  # noqa: E402
+from rnnedge.export.report import ExportReport  # noqa: E402
 
 __all__ = [
     "Cell",
     "Checkpoint",
     "ExportReport",
+    "Exporter",
     "ModelConfig",
     "Pooling",
     "SequenceModel",
     "export_checkpoint",
+    "export_model",
     "load_checkpoint",
     "save_checkpoint",
 ]

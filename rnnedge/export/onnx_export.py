@@ -1,4 +1,4 @@
-"""Export of an rnnedge checkpoint to ONNX with dynamic batch and time axes.
+"""Export to ONNX with dynamic batch and time axes, proven against PyTorch.
 
 PyTorch's LSTM and GRU export to the native ONNX `LSTM` and `GRU` operators. The gate
 order differs (PyTorch stores LSTM weights as input, forget, cell, output and ONNX
@@ -6,45 +6,46 @@ expects input, output, forget, cell; GRU as reset, update, new against ONNX's up
 reset, hidden), and the exporter reorders the weight blocks. GRU exports with
 `linear_before_reset=1`, because PyTorch applies the reset gate after the recurrent
 matrix product.
+
+`export_model` tries the exporters in order (see `_strategies`) and keeps the first whose
+file passes the ONNX checker and the parity check at batch sizes and lengths other than
+the example's. Each fallback is logged as a warning and listed in the report.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
+
+from torch import nn
 
 from rnnedge import __version__
 from rnnedge._fileio import write_bytes_atomic
 from rnnedge.errors import CheckFailedError, ExportError, InputError, require
-from rnnedge.export.model import Checkpoint, load_checkpoint
-from rnnedge.export.parity import DEFAULT_ATOL, ParityReport, check_parity
-from rnnedge.runtime.metadata import Layout, ModelMetadata, Normalization, Task
+from rnnedge.export.diagnostics import describe_constructs
+from rnnedge.export.exporters import (
+    DYNAMO_MIN_OPSET,
+    Capture,
+    Exporter,
+    FlatOutputs,
+    Strategy,
+    TraceWarning,
+    export_dynamo,
+    export_torchscript,
+)
+from rnnedge.export.parity import DEFAULT_ATOL, ParityReport, check_graph_parity
+from rnnedge.export.plan import ExportPlan, plan_export
+from rnnedge.export.report import Attempt, ExportReport, GraphValue
+from rnnedge.export.sources import ModelSource, SourceKind, load_source
+from rnnedge.export.streaming import check_chunks
+from rnnedge.runtime.metadata import PREFIX, ModelMetadata
 
 logger = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
-OUTPUT_NAME = "output"
 DEFAULT_OPSET = 17
 MIN_OPSET = 14  # the oldest opset the parity tests cover
-EXAMPLE_SHAPE = (1, 10)  # (batch, seq_len) of the traced example
-PARITY_SHAPES = ((3, 37), (2, 1), (5, 123))
-
-
-@dataclass(frozen=True)
-class ExportReport:
-    """The exported file, its metadata and the parity against PyTorch."""
-
-    path: Path
-    size_bytes: int
-    opset: int
-    metadata: ModelMetadata
-    parity: ParityReport
-    op_counts: dict[str, int]
 
 
 def export_checkpoint(
@@ -62,106 +63,264 @@ def export_checkpoint(
         InputError: the checkpoint or an option is invalid.
         CheckFailedError: the parity error exceeds `atol`; nothing is written.
     """
+    return export_model(checkpoint, output, opset=opset, atol=atol)
+
+
+def export_model(
+    source: str | os.PathLike[str] | nn.Module,
+    output: str | os.PathLike[str],
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    example_shape: tuple[int, int, int] | str | None = None,
+    batch_first: bool | None = None,
+    exporter: Exporter | str | None = None,
+    opset: int | None = None,
+    atol: float = DEFAULT_ATOL,
+    streaming: bool = False,
+    trust_pickle: bool = False,
+) -> ExportReport:
+    """Export a model from any source to ONNX and prove the export against PyTorch.
+
+    Args:
+        source: an rnnedge checkpoint, a TorchScript archive, an ExportedProgram (.pt2)
+            file, `file.py:factory` / `package.module:factory`, or an `nn.Module`.
+        output: the .onnx file to write; it is written only when every check passes.
+        weights: a state_dict file for a factory source.
+        example_shape: (batch, time, features) of the example input, or "BxTxF"; needed
+            when the source records no input size.
+        batch_first: the input layout; by default the checkpoint's, else that of the
+            model's recurrent modules.
+        exporter: the exporter to try first, "torchscript" or "dynamo"; the other is the
+            fallback. By default the TorchScript-based one goes first.
+        opset: the ONNX opset; by default 17 for the TorchScript-based exporter and 18 for
+            the dynamo exporter.
+        atol: the max abs error allowed between PyTorch and ONNX Runtime.
+        streaming: export the recurrent state as graph inputs and outputs.
+        trust_pickle: load files that need full unpickling (this runs code from the file).
+
+    Raises:
+        InputError: the source or an option is invalid.
+        ExportError: no exporter could convert the model.
+        CheckFailedError: a parity or streaming check exceeded `atol`; nothing is written.
+    """
     onnx = require("onnx", "export")
-    if not MIN_OPSET <= opset <= _max_opset(onnx):
+    _check_options(onnx, opset, atol)
+    preferred = Exporter(exporter) if exporter is not None else None
+    loaded = load_source(source, weights=weights, trust_pickle=trust_pickle)
+    plan = plan_export(loaded, example_shape, batch_first, streaming)
+    strategies, skipped = _strategies(loaded, preferred, opset)
+    attempts: list[Attempt] = list(skipped)
+    trace_warnings: list[TraceWarning] = []
+    best: tuple[ParityReport, Strategy] | None = None
+    for strategy in strategies:
+        strategy_opset = opset or _default_opset(strategy.exporter)
+        try:
+            proto = _run_strategy(strategy, loaded, plan, strategy_opset, trace_warnings)
+            data, proto = _finish(onnx, proto, plan.metadata, strategy)
+            parity = check_graph_parity(
+                plan.reference, data, plan.specs, plan.parity_shapes, plan.output_axes, atol
+            )
+        except ExportError as exc:
+            logger.info("%s failed: %s", strategy, exc)
+            attempts.append(Attempt(strategy.exporter.value, strategy.capture.value, str(exc)))
+            continue
+        if parity.passed:
+            break
+        worst = max(parity.cases, key=lambda c: c.max_abs_error)
+        message = (
+            f"parity max abs error {parity.max_abs_error:.3g} at batch {worst.batch}, "
+            f"length {worst.seq_len} exceeds the tolerance {atol:g}"
+        )
+        logger.info("%s: %s", strategy, message)
+        attempts.append(
+            Attempt(strategy.exporter.value, strategy.capture.value, message, parity.max_abs_error)
+        )
+        if best is None or parity.max_abs_error < best[0].max_abs_error:
+            best = (parity, strategy)
+    else:
+        raise _no_exporter_passed(loaded, attempts, best, trace_warnings, output)
+    if attempts:
+        logger.warning("exported with %s after: %s", strategy, "; ".join(
+            f"{a.exporter} ({a.capture}): {a.error}" for a in attempts
+        ))  # fmt: skip
+    chunks = ()
+    if plan.streaming is not None:
+        chunks = tuple(
+            check_chunks(
+                FlatOutputs(loaded.module),
+                data,
+                plan.specs[0],
+                plan.streaming.state_specs,
+                plan.output_axes,
+                atol,
+            )
+        )
+    write_bytes_atomic(output, data)
+    op_counts: dict[str, int] = {}
+    for node in proto.graph.node:
+        op_counts[node.op_type] = op_counts.get(node.op_type, 0) + 1
+    return ExportReport(
+        path=Path(output),
+        size_bytes=len(data),
+        opset=strategy_opset,
+        metadata=ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props}),
+        parity=parity,
+        op_counts=op_counts,
+        exporter=strategy.exporter.value,
+        capture=strategy.capture.value,
+        source=loaded.description,
+        attempts=tuple(attempts),
+        inputs=tuple(_graph_values(proto.graph.input)),
+        outputs=tuple(_graph_values(proto.graph.output)),
+        streaming=chunks,
+        lowered=tuple(plan.lowered),
+    )
+
+
+def _check_options(onnx, opset: int | None, atol: float) -> None:
+    if opset is not None and not MIN_OPSET <= opset <= _max_opset(onnx):
         raise InputError(
             f"opset {opset} is outside the supported range {MIN_OPSET} to "
             f"{_max_opset(onnx)}; pass --opset {DEFAULT_OPSET}"
         )
-    if atol <= 0:
+    if not atol > 0:
         raise InputError(f"tolerance must be positive, got {atol}")
-    loaded = load_checkpoint(checkpoint)
-    metadata = _metadata_for(loaded)
-    model_proto = _export_to_proto(loaded, opset)
 
+
+def _default_opset(exporter: Exporter) -> int:
+    return DEFAULT_OPSET if exporter is Exporter.TORCHSCRIPT else DYNAMO_MIN_OPSET
+
+
+def _strategies(
+    loaded: ModelSource, preferred: Exporter | None, opset: int | None
+) -> tuple[list[Strategy], list[Attempt]]:
+    """Return the exporters to try in order, and notes on those that cannot apply."""
+    torchscript = [
+        Strategy(Exporter.TORCHSCRIPT, Capture.TRACE),
+        Strategy(Exporter.TORCHSCRIPT, Capture.SCRIPT),
+    ]
+    dynamo = [Strategy(Exporter.DYNAMO, Capture.EXPORT)]
+    skipped: list[Attempt] = []
+    if loaded.kind is SourceKind.TORCHSCRIPT:
+        # A TorchScript archive is already scripted; torch.export cannot take it.
+        order = [Strategy(Exporter.TORCHSCRIPT, Capture.SCRIPT)]
+        if preferred is Exporter.DYNAMO:
+            skipped.append(_skip(Exporter.DYNAMO, "a TorchScript archive needs torchscript"))
+        return order, skipped
+    if loaded.kind is SourceKind.EXPORTED_PROGRAM:
+        if preferred is Exporter.TORCHSCRIPT:
+            skipped.append(_skip(Exporter.TORCHSCRIPT, "an ExportedProgram needs dynamo"))
+        if opset is not None and opset < DYNAMO_MIN_OPSET:
+            raise InputError(
+                f"opset {opset} is below {DYNAMO_MIN_OPSET}, the minimum of the dynamo "
+                f"exporter, which ExportedProgram files need; pass --opset {DYNAMO_MIN_OPSET}"
+            )
+        return dynamo, skipped
+    order = dynamo + torchscript if preferred is Exporter.DYNAMO else torchscript + dynamo
+    if opset is not None and opset < DYNAMO_MIN_OPSET:
+        if preferred is Exporter.DYNAMO:
+            raise InputError(
+                f"opset {opset} is below {DYNAMO_MIN_OPSET}, the minimum of the dynamo "
+                f"exporter; pass --opset {DYNAMO_MIN_OPSET} or higher, or --exporter torchscript"
+            )
+        order = [s for s in order if s.exporter is not Exporter.DYNAMO]
+    return order, skipped
+
+
+def _skip(exporter: Exporter, reason: str) -> Attempt:
+    return Attempt(exporter.value, "-", f"not applicable: {reason}")
+
+
+def _run_strategy(
+    strategy: Strategy,
+    loaded: ModelSource,
+    plan: ExportPlan,
+    opset: int,
+    trace_warnings: list[TraceWarning],
+):
+    if strategy.exporter is Exporter.TORCHSCRIPT:
+        args = plan.example_tensors(minimum=1)
+        return export_torchscript(
+            plan.module,
+            args,
+            plan.input_names,
+            plan.output_names,
+            plan.dynamic_axes(),
+            opset,
+            script=strategy.capture is Capture.SCRIPT,
+            trace_warnings=trace_warnings,
+        )
+    if loaded.exported_program is not None:
+        args = plan.example_tensors(minimum=1)
+        return export_dynamo(
+            loaded.exported_program, args, plan.input_names, plan.output_names, None, opset
+        )
+    # torch.export specializes axes of size 0 or 1, so the example is at least 2 long.
+    args = plan.example_tensors(minimum=2)
+    axes = [spec.dynamic_axes() for spec in plan.specs]
+    return export_dynamo(plan.module, args, plan.input_names, plan.output_names, axes, opset)
+
+
+def _finish(onnx, proto, metadata: ModelMetadata, strategy: Strategy):
     try:
-        onnx.checker.check_model(model_proto, full_check=True)
+        onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the exported model fails the ONNX checker: {str(exc)[:300]}") from exc
-    model_proto = onnx.shape_inference.infer_shapes(model_proto, check_type=True, strict_mode=True)
-    for key, value in metadata.to_props().items():
-        entry = model_proto.metadata_props.add()
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    except onnx.shape_inference.InferenceError as exc:
+        raise ExportError(f"ONNX shape inference failed: {str(exc)[:300]}") from exc
+    del proto.metadata_props[:]
+    props = metadata.to_props()
+    props[f"{PREFIX}exporter"] = f"{strategy.exporter.value} ({strategy.capture.value})"
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    model_proto.producer_name = "rnnedge"
-    model_proto.producer_version = __version__
-    data = model_proto.SerializeToString()
+    proto.producer_name = "rnnedge"
+    proto.producer_version = __version__
+    return proto.SerializeToString(), proto
 
-    parity = check_parity(loaded.model, data, loaded.config.input_size, PARITY_SHAPES, atol)
-    if not parity.passed:
-        worst = max(parity.cases, key=lambda c: c.max_abs_error)
-        raise CheckFailedError(
-            f"parity check failed: max abs error {parity.max_abs_error:.3g} at batch "
-            f"{worst.batch}, length {worst.seq_len} exceeds the tolerance {atol:g}; "
-            f"nothing was written to {os.fspath(output)!r}"
+
+def _graph_values(values) -> list[GraphValue]:
+    import onnx
+
+    found = []
+    for value in values:
+        tensor = value.type.tensor_type
+        dims = tuple(
+            d.dim_param if d.dim_param else (d.dim_value if d.HasField("dim_value") else "?")
+            for d in tensor.shape.dim
         )
-    write_bytes_atomic(output, data)
-    op_counts: dict[str, int] = {}
-    for node in model_proto.graph.node:
-        op_counts[node.op_type] = op_counts.get(node.op_type, 0) + 1
-    return ExportReport(Path(output), len(data), opset, metadata, parity, op_counts)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        found.append(GraphValue(value.name, dtype, dims))
+    return found
+
+
+def _no_exporter_passed(
+    loaded: ModelSource,
+    attempts: list[Attempt],
+    best: tuple[ParityReport, Strategy] | None,
+    trace_warnings: list[TraceWarning],
+    output: str | os.PathLike[str],
+) -> Exception:
+    constructs = describe_constructs(loaded.module, trace_warnings)
+    tried = "; ".join(f"{a.exporter} ({a.capture}): {a.error}" for a in attempts)
+    hint = f"; {constructs}" if constructs else ""
+    if best is not None:
+        parity, strategy = best
+        worst = max(parity.cases, key=lambda c: c.max_abs_error)
+        return CheckFailedError(
+            f"parity check failed: max abs error {parity.max_abs_error:.3g} at batch "
+            f"{worst.batch}, length {worst.seq_len} exceeds the tolerance {parity.atol:g} "
+            f"with {strategy}, the closest of the exporters tried{hint}; nothing was "
+            f"written to {os.fspath(output)!r} (tried {tried})"
+        )
+    return ExportError(
+        f"no exporter could convert {loaded.description}{hint} (tried {tried}); nothing was "
+        f"written to {os.fspath(output)!r}"
+    )
 
 
 def _max_opset(onnx) -> int:
     # The TorchScript-based exporter of torch 2.x writes opsets up to 20.
     return min(20, onnx.defs.onnx_opset_version())
-
-
-def _metadata_for(loaded: Checkpoint) -> ModelMetadata:
-    normalization = None
-    if loaded.normalization:
-        mean = [float(x) for x in loaded.normalization["mean"]]
-        std = [float(x) for x in loaded.normalization["std"]]
-        if len(mean) != loaded.config.input_size or len(std) != loaded.config.input_size:
-            raise InputError(
-                f"checkpoint normalization has {len(mean)} means and {len(std)} deviations "
-                f"for {loaded.config.input_size} features; store one per feature"
-            )
-        normalization = Normalization(tuple(mean), tuple(std))
-    config = loaded.config
-    return ModelMetadata(
-        layout=Layout.BATCH_MAJOR,
-        features=config.input_size,
-        task=Task(config.task),
-        labels=tuple(loaded.labels),
-        normalization=normalization,
-        cell=config.cell,
-        precision="fp32",
-        extra={
-            "hidden_size": str(config.hidden_size),
-            "num_layers": str(config.num_layers),
-            "bidirectional": str(config.bidirectional).lower(),
-        },
-    )
-
-
-def _export_to_proto(loaded: Checkpoint, opset: int):
-    import onnx
-    import torch
-
-    example = torch.zeros(EXAMPLE_SHAPE[0], EXAMPLE_SHAPE[1], loaded.config.input_size)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        # The TorchScript-based exporter warns that it is deprecated and that tracing
-        # saw Python booleans in nn.LSTM's shape checks; neither affects the graph,
-        # and the parity check at other shapes is what proves the export right.
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(
-                loaded.model,
-                (example,),
-                buffer,
-                dynamo=False,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={
-                    INPUT_NAME: {0: "batch", 1: "sequence"},
-                    OUTPUT_NAME: {0: "batch"},
-                },
-                do_constant_folding=True,
-            )
-        except Exception as exc:  # the exporter raises many unrelated exception types
-            raise ExportError(
-                f"torch.onnx.export failed: {str(exc).splitlines()[0][:300]}"
-            ) from exc
-    return onnx.load_from_string(buffer.getvalue())

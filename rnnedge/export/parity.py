@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from rnnedge.export.inputs import BATCH, SEQUENCE, InputRole, InputSpec, make_arrays
 from rnnedge.runtime.inputs import describe
 
 logger = logging.getLogger(__name__)
@@ -79,3 +80,73 @@ def check_parity(
         logger.debug("parity at batch %d, length %d: %.3g (%s)", batch, seq_len, error, describe(x))
         cases.append(ParityCase(batch, seq_len, error))
     return ParityReport(tuple(cases), atol)
+
+
+def check_graph_parity(
+    reference: torch.nn.Module,
+    onnx_model: bytes,
+    specs: Sequence[InputSpec],
+    shapes: Sequence[tuple[int, int]],
+    output_axes: Sequence[dict[int, str]],
+    atol: float = DEFAULT_ATOL,
+    seed: int = 0,
+) -> ParityReport:
+    """Compare every output of `reference` with the graph's, input by input as `specs` say.
+
+    `reference` returns a flat tuple of tensors in graph output order. When the graph has
+    a lengths input, outputs with a sequence axis are compared on each sequence's valid
+    steps only, because the padding past a sequence's length is undefined.
+    """
+    session = _session(onnx_model)
+    names = [i.name for i in session.get_inputs()]
+    rng = np.random.default_rng(seed)
+    lengths_index = next(
+        (i for i, spec in enumerate(specs) if spec.role is InputRole.LENGTHS), None
+    )
+    cases = []
+    for batch, seq_len in shapes:
+        arrays = make_arrays(specs, batch, seq_len, rng)
+        with torch.inference_mode():
+            expected = [t.numpy() for t in reference(*[torch.from_numpy(a) for a in arrays])]
+        actual = session.run(None, dict(zip(names, arrays, strict=True)))
+        lengths = arrays[lengths_index] if lengths_index is not None else None
+        error = max_output_error(expected, actual, output_axes, lengths)
+        logger.debug("parity at batch %d, length %d: %.3g", batch, seq_len, error)
+        cases.append(ParityCase(batch, seq_len, error))
+    return ParityReport(tuple(cases), atol)
+
+
+def max_output_error(
+    expected: Sequence[np.ndarray],
+    actual: Sequence[np.ndarray],
+    output_axes: Sequence[dict[int, str]],
+    lengths: np.ndarray | None = None,
+) -> float:
+    """Return the max abs error over all outputs; inf when a shape or the count differs."""
+    if len(expected) != len(actual):
+        logger.warning("the graph has %d outputs, PyTorch %d", len(actual), len(expected))
+        return float("inf")
+    worst = 0.0
+    for index, (want, got) in enumerate(zip(expected, actual, strict=True)):
+        if want.shape != got.shape:
+            logger.warning("output %d has shape %s, PyTorch's has %s", index, got.shape, want.shape)
+            return float("inf")
+        difference = np.abs(got.astype(np.float64) - want.astype(np.float64))
+        axes = output_axes[index] if index < len(output_axes) else {}
+        if lengths is not None and BATCH in axes.values() and SEQUENCE in axes.values():
+            batch_axis = next(a for a, n in axes.items() if n == BATCH)
+            time_axis = next(a for a, n in axes.items() if n == SEQUENCE)
+            difference = np.moveaxis(difference, (batch_axis, time_axis), (0, 1))
+            steps = np.arange(difference.shape[1])[None, :] < lengths[:, None]
+            difference = difference[steps]
+        if np.isnan(difference).any():
+            return float("inf")
+        if difference.size:
+            worst = max(worst, float(difference.max()))
+    return worst
+
+
+def _session(onnx_model: bytes) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])

@@ -1,0 +1,247 @@
+"""The two torch.onnx exporters, run the same way and with their errors made readable.
+
+- TorchScript-based (`torch.onnx.export(..., dynamo=False)`): the model is first turned into
+  TorchScript by tracing, or by `torch.jit.script` when it contains Python loops that
+  tracing would unroll to the example's length. Tracing keeps scripted submodules as they
+  are, so a scripted loop inside a traced model becomes an ONNX `Loop`.
+- dynamo (`torch.onnx.export(..., dynamo=True)`): captures the model with `torch.export`.
+  It specializes axes of size 0 or 1, so the example's batch and length are raised to at
+  least 2 for it. It needs opset 18 or newer.
+
+Each function returns an `onnx.ModelProto`. A failure becomes an `ExportError` whose message
+is one line naming the exporter and the first line of the cause, or an `InputError` when the
+exporter says that the requested opset is too old for an operator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import io
+import logging
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rnnedge.errors import ExportError, InputError
+
+logger = logging.getLogger(__name__)
+
+DYNAMO_MIN_OPSET = 18
+_OPSET_HINT = re.compile(
+    r"operator '(?P<op>[^']+)' to ONNX opset version (?P<asked>\d+) is not supported.*?"
+    r"added in (?:opset )?version (?P<needed>\d+)",
+    re.S,
+)
+
+
+class Exporter(str, enum.Enum):
+    TORCHSCRIPT = "torchscript"
+    DYNAMO = "dynamo"
+
+
+class Capture(str, enum.Enum):
+    """How the model becomes a graph before the exporter converts it."""
+
+    TRACE = "trace"
+    SCRIPT = "script"
+    EXPORT = "torch.export"
+
+
+@dataclass(frozen=True)
+class Strategy:
+    exporter: Exporter
+    capture: Capture
+
+    def __str__(self) -> str:
+        return f"{self.exporter.value} ({self.capture.value})"
+
+
+class FlatOutputs(nn.Module):
+    """Call a model and return its outputs as one flat tuple of tensors.
+
+    Nested tuples and lists are flattened depth first, so that every output becomes one
+    graph output in a fixed order.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(flatten_outputs(self.model(*inputs)))
+
+
+def flatten_outputs(value: object) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        flat: list[torch.Tensor] = []
+        for item in value:
+            flat.extend(flatten_outputs(item))
+        return flat
+    raise ExportError(
+        f"the model returns a {type(value).__name__}; rnnedge exports tensors and nested "
+        "tuples or lists of tensors"
+    )
+
+
+@dataclass
+class TraceWarning:
+    """A TracerWarning from user code: the message and where it was raised."""
+
+    message: str
+    filename: str
+    lineno: int
+
+
+def export_torchscript(
+    model: nn.Module,
+    args: Sequence[torch.Tensor],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    opset: int,
+    script: bool,
+    trace_warnings: list[TraceWarning] | None = None,
+):
+    """Export with the TorchScript-based exporter, tracing or scripting `model` first."""
+    import onnx
+
+    target = model
+    if script and not isinstance(model, torch.jit.ScriptModule):
+        try:
+            with warnings.catch_warnings():
+                # torch 2.13 marks torch.jit.script deprecated; it is still the only way
+                # to keep a Python loop over time as a loop in the exported graph.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                target = torch.jit.script(model)
+        except Exception as exc:  # scripting raises several frontend error types
+            raise ExportError(
+                f"torch.jit.script failed: {_first_line(exc)}; the model's forward must be "
+                "valid TorchScript for a loop over time to survive export"
+            ) from exc
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(io.StringIO()):
+        # The exporter warns that it is deprecated, and tracing nn.LSTM warns about Python
+        # booleans in its own shape checks; only warnings from user code are kept.
+        warnings.simplefilter("always")
+        try:
+            traced = torch.jit.trace(FlatOutputs(target), tuple(args), check_trace=False)
+            torch.onnx.export(
+                traced,
+                tuple(args),
+                buffer,
+                dynamo=False,
+                opset_version=opset,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+        except Exception as exc:  # the exporter raises many unrelated exception types
+            _raise_opset_hint(exc, opset)
+            raise ExportError(
+                f"torch.onnx.export (torchscript) failed: {_first_line(exc)}"
+            ) from exc
+    if trace_warnings is not None:
+        trace_warnings.extend(_user_tracer_warnings(caught))
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def export_dynamo(
+    model: nn.Module | object,
+    args: Sequence[torch.Tensor],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: Sequence[dict[int, str]] | None,
+    opset: int,
+):
+    """Export with the dynamo exporter; `model` may be an ExportedProgram.
+
+    `dynamic_axes` lists, per input, the axes to keep dynamic; it is ignored for an
+    ExportedProgram, whose own shapes decide.
+    """
+    if opset < DYNAMO_MIN_OPSET:
+        raise InputError(
+            f"opset {opset} is below {DYNAMO_MIN_OPSET}, the minimum of the dynamo exporter; "
+            f"pass --opset {DYNAMO_MIN_OPSET} or higher, or --exporter torchscript"
+        )
+    kwargs: dict[str, object] = {}
+    target = model
+    if isinstance(model, nn.Module):
+        target = FlatOutputs(model)
+        dims = torch.export.Dim.DYNAMIC
+        if dynamic_axes is not None:
+            kwargs["dynamic_shapes"] = (
+                tuple({axis: dims for axis in axes} for axes in dynamic_axes),
+            )
+    logging_state = _quiet_torch_loggers()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                target,
+                tuple(args),
+                dynamo=True,
+                opset_version=opset,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                optimize=True,
+                verbose=False,
+                **kwargs,
+            )
+    except Exception as exc:  # torch.export raises many unrelated exception types
+        raise ExportError(f"torch.onnx.export (dynamo) failed: {_first_line(exc)}") from exc
+    finally:
+        _restore_loggers(logging_state)
+    return program.model_proto
+
+
+def _quiet_torch_loggers() -> dict[str, int]:
+    # The dynamo exporter logs its progress at WARNING level on the "torch" logger.
+    state = {}
+    for name in ("torch.onnx", "torch.export", "torch._dynamo", "torch._export"):
+        log = logging.getLogger(name)
+        state[name] = log.level
+        log.setLevel(logging.ERROR)
+    return state
+
+
+def _restore_loggers(state: dict[str, int]) -> None:
+    for name, level in state.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def _raise_opset_hint(exc: BaseException, opset: int) -> None:
+    match = _OPSET_HINT.search(str(exc))
+    if match:
+        needed = int(match["needed"])
+        raise InputError(
+            f"opset {opset} is below {needed}, the minimum for {match['op']} in this model; "
+            f"pass --opset {needed} or higher"
+        ) from exc
+
+
+def _user_tracer_warnings(caught: list[warnings.WarningMessage]) -> list[TraceWarning]:
+    import os
+
+    torch_dir = os.path.dirname(torch.__file__)
+    found = []
+    for item in caught:
+        if not issubclass(item.category, torch.jit.TracerWarning):
+            continue
+        if item.filename.startswith(torch_dir):
+            continue
+        found.append(TraceWarning(str(item.message), item.filename, item.lineno))
+    return found
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line[:300]

@@ -1,0 +1,156 @@
+"""Lowering of `nn.LSTM(proj_size > 0)`, which the ONNX `LSTM` operator cannot express.
+
+A projected LSTM multiplies each new hidden state by `weight_hr` (proj_size x hidden) before
+it becomes the output and the next step's recurrent input:
+
+    i, f, g, o = split(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)    (PyTorch's gate order)
+    c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
+    h_t = W_hr (sigmoid(o) * tanh(c_t))
+
+ONNX `LSTM` has no projection, and neither torch.onnx exporter handles it (the
+TorchScript-based one rejects it, the dynamo one writes a model that ONNX Runtime rejects).
+Here each projected `nn.LSTM` is replaced by a scripted module that computes the input
+product of all steps as one MatMul and runs the recurrent step above in a loop over time,
+which the TorchScript-based exporter writes as an ONNX `Loop`. Layers run in order and the
+reverse direction runs over the flipped sequence, as in `nn.LSTM`.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+
+
+class _ProjectedDirection(nn.Module):
+    """One layer and direction of a projected LSTM over time-major input."""
+
+    def __init__(self, lstm: nn.LSTM, suffix: str, reverse: bool) -> None:
+        super().__init__()
+        self.reverse = reverse
+        weight_ih = getattr(lstm, f"weight_ih{suffix}").detach().clone()
+        self.weight_ih_t = nn.Parameter(weight_ih.t().contiguous(), requires_grad=False)
+        self.weight_hh_t = nn.Parameter(
+            getattr(lstm, f"weight_hh{suffix}").detach().t().contiguous(), requires_grad=False
+        )
+        self.weight_hr_t = nn.Parameter(
+            getattr(lstm, f"weight_hr{suffix}").detach().t().contiguous(), requires_grad=False
+        )
+        bias = torch.zeros(weight_ih.shape[0])
+        if lstm.bias:
+            bias = getattr(lstm, f"bias_ih{suffix}").detach() + getattr(lstm, f"bias_hh{suffix}")
+        self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+
+    def forward(
+        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.reverse:
+            x = x.flip(0)
+        input_gates = torch.matmul(x, self.weight_ih_t) + self.bias
+        outputs: list[torch.Tensor] = []
+        for t in range(x.size(0)):
+            gates = input_gates[t] + torch.matmul(h, self.weight_hh_t)
+            i, f, g, o = gates.chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.matmul(torch.sigmoid(o) * torch.tanh(c), self.weight_hr_t)
+            outputs.append(h)
+        out = torch.stack(outputs, 0)
+        if self.reverse:
+            out = out.flip(0)
+        return out, h, c
+
+
+class _ProjectedLSTMCore(nn.Module):
+    """All layers and directions; scripted so that the time loop survives export."""
+
+    def __init__(self, lstm: nn.LSTM) -> None:
+        super().__init__()
+        self.batch_first = lstm.batch_first
+        self.directions = 2 if lstm.bidirectional else 1
+        self.slots = lstm.num_layers * self.directions
+        self.hidden_size = lstm.hidden_size
+        self.proj_size = lstm.proj_size
+        cells = []
+        for layer in range(lstm.num_layers):
+            for direction in range(self.directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                cells.append(_ProjectedDirection(lstm, suffix, reverse=direction == 1))
+        self.cells = nn.ModuleList(cells)
+
+    def forward(
+        self, input: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = input.transpose(0, 1) if self.batch_first else input
+        layer_outputs: list[torch.Tensor] = []
+        hs: list[torch.Tensor] = []
+        cs: list[torch.Tensor] = []
+        for k, cell in enumerate(self.cells):
+            out, h, c = cell(x, h0[k], c0[k])
+            layer_outputs.append(out)
+            hs.append(h)
+            cs.append(c)
+            if len(layer_outputs) == self.directions:
+                x = torch.cat(layer_outputs, 2)
+                layer_outputs = []
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        return x, torch.stack(hs, 0), torch.stack(cs, 0)
+
+
+class LoweredProjectedLSTM(nn.Module):
+    """Drop-in replacement of a projected `nn.LSTM` with the same call and outputs.
+
+    Only the (input, hx) call form is supported; a PackedSequence input is not.
+    """
+
+    recurrent_kind = "LSTM"
+
+    def __init__(self, lstm: nn.LSTM) -> None:
+        super().__init__()
+        self.num_layers = lstm.num_layers
+        self.bidirectional = lstm.bidirectional
+        self.hidden_size = lstm.hidden_size
+        self.proj_size = lstm.proj_size
+        self.batch_first = lstm.batch_first
+        with warnings.catch_warnings():
+            # torch 2.13 marks torch.jit.script deprecated; see the module docstring.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.core = torch.jit.script(_ProjectedLSTMCore(lstm))
+
+    def forward(
+        self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        if hx is None:
+            batch = input.size(0) if self.batch_first else input.size(1)
+            slots = self.num_layers * (2 if self.bidirectional else 1)
+            h0 = input.new_zeros((slots, batch, self.proj_size))
+            c0 = input.new_zeros((slots, batch, self.hidden_size))
+            hx = (h0, c0)
+        out, h, c = self.core(input, hx[0], hx[1])
+        return out, (h, c)
+
+
+def has_projection(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.LSTM) and m.proj_size > 0 for m in model.modules())
+
+
+def lower_projections(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """Return a copy of `model` with every projected `nn.LSTM` lowered, and their names."""
+    if isinstance(model, nn.LSTM) and model.proj_size > 0:
+        return LoweredProjectedLSTM(model).eval(), [""]
+    lowered = copy.deepcopy(model)
+    names = []
+    for name, module in list(lowered.named_modules()):
+        if isinstance(module, nn.LSTM) and module.proj_size > 0:
+            replacement = LoweredProjectedLSTM(module).eval()
+            _set_submodule(lowered, name, replacement)
+            names.append(name)
+    return lowered, names
+
+
+def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, module)

@@ -1,0 +1,319 @@
+"""Loading the model to export from any of the sources `rnnedge export` accepts.
+
+A source is one of:
+
+- an rnnedge checkpoint (config and state_dict), loaded with `weights_only=True`;
+- a TorchScript archive written by `torch.jit.save` (a zip file with a `code/` folder);
+- a `torch.export` ExportedProgram file (a zip file with `models/` and `archive_format`);
+- `path/to/file.py:factory` or `package.module:factory`, a callable that returns the
+  `nn.Module`, with its weights from a state_dict file;
+- with `trust_pickle=True` only, a whole pickled `nn.Module` saved with `torch.save`.
+
+Files are opened with `weights_only=True` unless the caller trusts them, because full
+unpickling runs whatever code the file names.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import importlib.util
+import inspect
+import logging
+import os
+import re
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rnnedge.errors import InputError
+from rnnedge.export.model import ModelConfig, load_checkpoint
+
+logger = logging.getLogger(__name__)
+
+TRUST_FLAG = "--trust-pickle"
+_FACTORY_PATTERN = re.compile(r"^(?P<target>.+):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+class SourceKind(str, enum.Enum):
+    CHECKPOINT = "checkpoint"
+    TORCHSCRIPT = "torchscript"
+    EXPORTED_PROGRAM = "exported-program"
+    FACTORY = "factory"
+    PICKLED_MODULE = "pickled-module"
+    MODULE = "module"
+
+
+@dataclass
+class ModelSource:
+    """A model ready to export: the module in eval mode and what the source told about it.
+
+    `exported_program` is set for ExportedProgram files, whose `module` is the program's
+    runnable module. `config`, `labels`, `normalization` and `task` come from rnnedge
+    checkpoints; `example_shape` (batch, time, features in that order) and `batch_first`
+    are None where the source does not record them.
+    """
+
+    kind: SourceKind
+    module: nn.Module
+    description: str
+    exported_program: object | None = None
+    config: ModelConfig | None = None
+    labels: tuple[str, ...] = ()
+    normalization: dict[str, list[float]] | None = None
+    task: str | None = None
+    example_shape: tuple[int, int, int] | None = None
+    batch_first: bool | None = None
+    # For ExportedProgram files: whether each axis of the (batch, time, features) example
+    # is dynamic in the program; None where the source does not fix its shapes.
+    dynamic_dims: tuple[bool, bool, bool] | None = None
+
+
+def load_source(
+    source: str | os.PathLike[str] | nn.Module,
+    weights: str | os.PathLike[str] | None = None,
+    trust_pickle: bool = False,
+) -> ModelSource:
+    """Load `source` as one of the kinds listed in the module docstring.
+
+    Raises:
+        InputError: the source is missing, of an unknown kind, or needs full unpickling
+            without `trust_pickle`.
+    """
+    if isinstance(source, nn.Module):
+        source.eval()
+        return ModelSource(SourceKind.MODULE, source, f"module {type(source).__name__}")
+    text = os.fspath(source)
+    path = Path(text)
+    if not path.exists() and _FACTORY_PATTERN.match(text):
+        return _load_factory(text, weights)
+    if not path.is_file():
+        raise InputError(
+            f"source {text!r} not found; pass a checkpoint, TorchScript or .pt2 file, "
+            "or file.py:factory / package.module:factory"
+        )
+    if weights is not None:
+        raise InputError(
+            f"--weights applies to file.py:factory sources only, not to the file {text!r}; "
+            "drop --weights"
+        )
+    kind = _zip_kind(path)
+    if kind is SourceKind.TORCHSCRIPT:
+        return _load_torchscript(path)
+    if kind is SourceKind.EXPORTED_PROGRAM:
+        return _load_exported_program(path)
+    return _load_pickle_file(path, trust_pickle)
+
+
+def _zip_kind(path: Path) -> SourceKind | None:
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if any(name.endswith("/archive_format") for name in names) and any(
+        "/models/" in name for name in names
+    ):
+        return SourceKind.EXPORTED_PROGRAM
+    if any("/code/" in name for name in names):
+        return SourceKind.TORCHSCRIPT
+    return None
+
+
+def _load_torchscript(path: Path) -> ModelSource:
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as exc:
+        raise InputError(
+            f"cannot load TorchScript archive {str(path)!r}: {_first_line(exc)}; "
+            "save it with torch.jit.save"
+        ) from exc
+    module.eval()
+    return ModelSource(SourceKind.TORCHSCRIPT, module, f"TorchScript archive {path.name}")
+
+
+def _load_exported_program(path: Path) -> ModelSource:
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:  # torch.export.load raises several unrelated types
+        raise InputError(
+            f"cannot load ExportedProgram {str(path)!r}: {_first_line(exc)}; "
+            "save it with torch.export.save"
+        ) from exc
+    placeholders = [
+        node
+        for node in program.graph.nodes
+        if node.op == "placeholder" and node.name in program.graph_signature.user_inputs
+    ]
+    example, dynamic = None, None
+    if placeholders:
+        shape = placeholders[0].meta["val"].shape
+        if len(shape) == 3:
+            example = tuple(int(d) if _is_static(d) else 2 for d in shape)
+            dynamic = tuple(not _is_static(d) for d in shape)
+    return ModelSource(
+        SourceKind.EXPORTED_PROGRAM,
+        program.module(),
+        f"ExportedProgram {path.name}",
+        exported_program=program,
+        example_shape=example,
+        dynamic_dims=dynamic,
+    )
+
+
+def _is_static(dim: object) -> bool:
+    return isinstance(dim, int)
+
+
+def _load_pickle_file(path: Path, trust_pickle: bool) -> ModelSource:
+    if not trust_pickle:
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # UnpicklingError, RuntimeError or EOFError
+            if _needs_full_pickle(exc):
+                raise InputError(
+                    f"{str(path)!r} needs full unpickling, which can run arbitrary code, so "
+                    f"it was not loaded; pass {TRUST_FLAG} only if you trust the file, or "
+                    "save a checkpoint or a state_dict with file.py:factory --weights"
+                ) from exc
+            raise InputError(
+                f"cannot load checkpoint {str(path)!r} with weights_only=True: "
+                f"{_first_line(exc)[:200]}; pass an rnnedge checkpoint (config + state_dict)"
+            ) from exc
+        is_dict = isinstance(payload, dict) and "config" not in payload and payload
+        if is_dict and all(isinstance(v, torch.Tensor) for v in payload.values()):
+            raise InputError(
+                f"checkpoint {str(path)!r} has no model config (found a state_dict "
+                f"of {len(payload)} tensors); pass file.py:factory --weights "
+                f"{path.name}, or save it with rnnedge.export.save_checkpoint"
+            )
+        return _from_checkpoint(path)
+    logger.warning("loading %s with full unpickling (%s)", path, TRUST_FLAG)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # anything the pickled code raises
+        raise InputError(f"cannot unpickle {str(path)!r}: {_first_line(exc)[:200]}") from exc
+    if isinstance(payload, nn.Module):
+        payload.eval()
+        return ModelSource(SourceKind.PICKLED_MODULE, payload, f"pickled module {path.name}")
+    return _from_checkpoint(path)
+
+
+def _needs_full_pickle(exc: BaseException) -> bool:
+    # torch names the class it would have to import; corrupt files fail on an opcode.
+    return "Unsupported global" in str(exc)
+
+
+def _from_checkpoint(path: Path) -> ModelSource:
+    loaded = load_checkpoint(path)
+    config = loaded.config
+    return ModelSource(
+        SourceKind.CHECKPOINT,
+        loaded.model,
+        f"rnnedge checkpoint {path.name}",
+        config=config,
+        labels=tuple(loaded.labels),
+        normalization=loaded.normalization,
+        task=config.task,
+        example_shape=None,
+        batch_first=True,
+    )
+
+
+def _load_factory(spec: str, weights: str | os.PathLike[str] | None) -> ModelSource:
+    match = _FACTORY_PATTERN.match(spec)
+    assert match is not None
+    target, name = match["target"], match["name"]
+    module = _import_target(target)
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise InputError(f"{target!r} has no callable {name!r}; check the name after the colon")
+    try:
+        model = factory()
+    except TypeError as exc:
+        raise InputError(
+            f"factory {spec!r} must be callable without arguments: {_first_line(exc)}"
+        ) from exc
+    if not isinstance(model, nn.Module):
+        raise InputError(
+            f"factory {spec!r} returned a {type(model).__name__}, not a torch.nn.Module"
+        )
+    if weights is not None:
+        _load_weights(model, Path(weights))
+    else:
+        logger.warning("no --weights given: exporting %s with the weights its factory set", spec)
+    model.eval()
+    return ModelSource(SourceKind.FACTORY, model, f"factory {spec}")
+
+
+def _import_target(target: str):
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise InputError(f"factory file {target!r} not found; pass path/to/file.py:factory")
+        module_name = f"_rnnedge_factory_{path.stem}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise InputError(f"cannot import {target!r} as a Python file")
+        module = importlib.util.module_from_spec(spec)
+        # Registered so that inspect and torch.jit.script can find the source.
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(target)
+    except ImportError as exc:
+        raise InputError(
+            f"cannot import module {target!r}: {_first_line(exc)}; pass package.module:factory "
+            "importable from the current environment, or path/to/file.py:factory"
+        ) from exc
+
+
+def _load_weights(model: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise InputError(f"weights file {str(path)!r} not found; pass a state_dict .pt file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError or EOFError
+        raise InputError(
+            f"cannot load weights {str(path)!r} with weights_only=True: "
+            f"{_first_line(exc)[:200]}; save them with torch.save(model.state_dict(), path)"
+        ) from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise InputError(
+            f"weights file {str(path)!r} contains a {type(state).__name__}, not a state_dict"
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = str(exc).strip().splitlines()
+        raise InputError(
+            f"weights {str(path)!r} do not match the factory's model: {' '.join(lines[:2])[:240]}"
+        ) from exc
+
+
+def forward_parameters(module: nn.Module) -> list[str]:
+    """Return the names of the required positional parameters of `module.forward`."""
+    forward = module.forward
+    try:
+        signature = inspect.signature(forward)
+    except (TypeError, ValueError):
+        return ["input"]
+    names = []
+    for parameter in signature.parameters.values():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if parameter.default is not parameter.empty:
+            continue
+        names.append(parameter.name)
+    return names or ["input"]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
