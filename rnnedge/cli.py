@@ -15,6 +15,7 @@ from rnnedge import __version__
 from rnnedge.commands import demo, export, profile, quantize, run
 from rnnedge.commands._common import configure_logging, verbosity, verbosity_options
 from rnnedge.commands.doctor import doctor_command
+from rnnedge.commands.report import report_command
 from rnnedge.commands.devices import devices_command
 from rnnedge.errors import RnnedgeError
 
@@ -33,6 +34,7 @@ cli.add_command(run.run_command)
 cli.add_command(profile.profile_command)
 cli.add_command(demo.demo_command)
 cli.add_command(doctor_command)
+cli.add_command(report_command)
 cli.add_command(devices_command)
 
 

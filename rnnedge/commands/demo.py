@@ -47,6 +47,9 @@ def demo_command(output_dir: Path | None, device: str | None, epochs: int, runs:
 
     result = run_demo(output_dir=output_dir, device=device, epochs=epochs, runs=runs,
                       user_dir=devices_dir, progress=progress)  # fmt: skip
+    from rnnedge.report import write_demo_report
+
+    report = write_demo_report(result.as_json(), result.output_dir, devices_dir)
     if as_json:
         emit_json(result.as_json())
         return
@@ -66,3 +69,5 @@ def demo_command(output_dir: Path | None, device: str | None, epochs: int, runs:
     click.echo(f"\nartifacts in {result.output_dir}/")
     if result.profile_path is not None:
         click.echo(f"device profile: {result.profile_path}")
+    if report is not None:
+        click.echo(f"HTML report: {report}")

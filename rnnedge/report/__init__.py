@@ -1,0 +1,294 @@
+"""`rnnedge report`: one self-contained HTML page from device profiles and reports.
+
+See `rnnedge.report.collect` for the files it reads. matplotlib (the `plot` extra) draws
+the plots; the rest needs PyYAML only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rnnedge._fileio import write_bytes_atomic
+from rnnedge.errors import InputError, MissingDependencyError
+from rnnedge.report import figures, page
+from rnnedge.report.collect import ReportInputs, accuracy_by_artifact, collect, demo_file_name
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ReportSummary", "build_report", "collect", "write_demo_report"]
+
+
+@dataclass(frozen=True)
+class ReportSummary:
+    """Summary of a written report: its path, inputs, plots and notices."""
+
+    path: Path
+    devices: tuple[str, ...]
+    measurements: int
+    plots: tuple[str, ...]
+    notices: tuple[str, ...]
+    skipped: tuple[str, ...]
+
+
+def build_report(
+    folders: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    title: str = "rnnedge report",
+) -> ReportSummary:
+    """Write the HTML report of everything found under `folders` to `output`.
+
+    Raises:
+        InputError: a folder is missing, or none contains a profile or a report.
+        MissingDependencyError: matplotlib is not installed (the `plot` extra).
+    """
+    inputs = collect(folders)
+    sources = [str(f) for f in folders]
+    if inputs.is_empty():
+        raise InputError(
+            f"no device profiles (*.yaml) or reports (*.report.json, results.json) under "
+            f"{', '.join(sources)}; run 'rnnedge profile MODEL' or 'rnnedge demo' first"
+        )
+    require_plotting()
+    notices: list[str] = []
+    plots: list[str] = []
+    sections = [
+        ("Summary", _summary(inputs, notices)),
+        ("Latency against sequence length", _latency(inputs, plots)),
+        ("Accuracy against latency", _accuracy(inputs, plots)),
+        ("Operator time breakdown", _operators(inputs, plots)),
+        ("Measurements and host conditions", _conditions(inputs)),
+        ("Quantization reports", _quantization(inputs)),
+        ("Export reports", _exports(inputs)),
+    ]
+    text = page.document(title, sources, sections)
+    write_bytes_atomic(output, text.encode("utf-8"))
+    return ReportSummary(
+        path=Path(output),
+        devices=tuple(p.name for p in inputs.profiles),
+        measurements=inputs.measurement_count,
+        plots=tuple(plots),
+        notices=tuple(notices),
+        skipped=tuple(f"{path}: {reason}" for path, reason in inputs.skipped),
+    )
+
+
+def require_plotting() -> None:
+    """Fail early, before any work, when matplotlib is missing."""
+    from rnnedge.errors import require
+
+    require("matplotlib", "plot")
+
+
+def write_demo_report(results: dict[str, Any], output_dir: Path, devices_dir: Path) -> Path | None:
+    """Write the demo's `results.json` and `report.html` into `output_dir`.
+
+    Returns the report's path, or None (with a logged warning) where matplotlib is missing,
+    so that a demo without the `plot` extra still finishes.
+    """
+    write_bytes_atomic(output_dir / "results.json", json.dumps(results, indent=2).encode())
+    folders = [output_dir] + ([devices_dir] if devices_dir.is_dir() else [])
+    try:
+        return build_report(folders, output_dir / "report.html", "rnnedge demo").path
+    except MissingDependencyError as exc:
+        logger.warning("no HTML report: %s", exc)
+        return None
+
+
+def _summary(inputs: ReportInputs, notices: list[str]) -> str:
+    devices = [p for p in inputs.profiles if p.measurements]
+    empty = [p.name for p in inputs.profiles if not p.measurements]
+    parts = [
+        page.table(
+            [
+                "device profiles",
+                "with measurements",
+                "measurements",
+                "quantize reports",
+                "export reports",
+                "demo results",
+            ],
+            [
+                [
+                    len(inputs.profiles),
+                    len(devices),
+                    inputs.measurement_count,
+                    len(inputs.quantize_reports),
+                    len(inputs.export_reports),
+                    len(inputs.demo_results),
+                ]
+            ],
+        )
+    ]
+    if inputs.measurement_count == 0:
+        notices.append(
+            "no measurements in these device profiles: run 'rnnedge profile MODEL' on the "
+            "device, then build the report again"
+        )
+    elif empty:
+        notices.append(f"device profiles without measurements: {', '.join(empty)}")
+    for path, reason in inputs.skipped:
+        notices.append(f"skipped {path}: {reason}")
+    parts.extend(page.notice(text) for text in notices)
+    return "\n".join(parts)
+
+
+def _latency(inputs: ReportInputs, plots: list[str]) -> str:
+    png = figures.latency_figure(inputs.profiles)
+    if png is None:
+        return page.notice("no latency measurements to plot")
+    plots.append("latency")
+    return page.image(png, "p50 and p99 latency against sequence length")
+
+
+def _accuracy_points(inputs: ReportInputs) -> list[dict[str, Any]]:
+    points = []
+    seen = set()
+    for _, document in inputs.demo_results:
+        for row in document.get("rows") or []:
+            if isinstance(row, dict) and {"accuracy", "p50_ms"} <= set(row):
+                name = demo_file_name(row)
+                seen.add(name)
+                points.append({
+                    "label": f"{row.get('model')} {row.get('precision')}",
+                    "accuracy": float(row["accuracy"]), "p50_ms": float(row["p50_ms"]),
+                    "model": row.get("model"), "precision": row.get("precision"),
+                })  # fmt: skip
+    latest = {}
+    for profile in inputs.profiles:
+        for entry in profile.measurements:
+            if figures.p50(entry) is not None:
+                latest[str(entry.get("model"))] = entry
+    for name, accuracy in accuracy_by_artifact(inputs).items():
+        if name in seen or name not in latest:
+            continue
+        entry = latest[name]
+        points.append({
+            "label": name, "accuracy": accuracy, "p50_ms": figures.p50(entry),
+            "model": name, "precision": entry.get("precision"),
+        })  # fmt: skip
+    return points
+
+
+def _accuracy(inputs: ReportInputs, plots: list[str]) -> str:
+    points = _accuracy_points(inputs)
+    png = figures.accuracy_figure(points)
+    if png is None:
+        return page.notice(
+            "no accuracy found: run 'rnnedge demo', or put an \"accuracy\" field in a "
+            "*.report.json next to the profiles"
+        )
+    plots.append("accuracy")
+    rows = [[p["label"], p["accuracy"], p["p50_ms"]] for p in points]
+    return page.image(png, "accuracy against p50 latency") + page.table(
+        ["artifact", "accuracy", "p50 ms"], rows
+    )
+
+
+def _operators(inputs: ReportInputs, plots: list[str]) -> str:
+    latest: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+    for profile in inputs.profiles:
+        for entry in profile.measurements:
+            ops = [op for op in entry.get("top_operators") or [] if isinstance(op, dict)]
+            if ops:
+                label = f"{profile.name} · {entry.get('model')} · {entry.get('precision')}"
+                latest[label] = (label, ops)
+    png = figures.operator_figure(list(latest.values()))
+    if png is None:
+        return page.notice(
+            "no operator times recorded in these measurements: measure with an rnnedge "
+            "version whose 'profile' records top_operators"
+        )
+    plots.append("operators")
+    return page.image(png, "share of node time by operator type")
+
+
+def _conditions(inputs: ReportInputs) -> str:
+    from rnnedge.doctor.conditions import spoilers
+
+    headers = [
+        "device", "model", "precision", "provider", "batch", "seq len", "p50 ms", "p99 ms",
+        "CPU", "onnxruntime", "governor", "clock MHz", "max °C", "swap MB", "spoiled by",
+    ]  # fmt: skip
+    rows, classes = [], []
+    for profile in inputs.profiles:
+        for entry in profile.measurements:
+            latency = entry.get("latency_ms") or {}
+            host = entry.get("host") or {}
+            conditions = entry.get("conditions")
+            if isinstance(conditions, dict):
+                spoiled = [f.message for f in spoilers(conditions)]
+                verdict = "; ".join(spoiled) or "nothing found"
+                clock = conditions.get("clock_mhz") or {}
+                clock_text = (
+                    f"{clock.get('current_min')} / {clock.get('max')}" if clock.get("max") else ""
+                )
+                governors = ", ".join(conditions.get("governors") or [])
+                temp = (conditions.get("thermal") or {}).get("max_temp_c")
+                swap = conditions.get("swap_used_mb")
+            else:
+                spoiled, verdict = [], "not recorded"
+                clock_text = governors = ""
+                temp = swap = None
+            rows.append([
+                profile.name, entry.get("model"), entry.get("precision"),
+                str(entry.get("provider", "")).removesuffix("ExecutionProvider"),
+                entry.get("batch"), entry.get("seq_len"), latency.get("p50_ms"),
+                latency.get("p99_ms"), (host.get("cpu") or {}).get("model"),
+                host.get("onnxruntime"), governors, clock_text, temp, swap, verdict,
+            ])  # fmt: skip
+            classes.append("spoiled" if spoiled else "")
+    if not rows:
+        return page.notice("no measurements")
+    return page.table(headers, rows, classes)
+
+
+def _quantization(inputs: ReportInputs) -> str:
+    if not inputs.quantize_reports:
+        return page.notice(
+            "no quantize reports found: save them with "
+            "'rnnedge quantize MODEL --json > MODEL.int8.report.json'"
+        )
+    rows = []
+    for path, doc in inputs.quantize_reports:
+        drift = doc.get("drift") or {}
+        rows.append([
+            Path(str(doc.get("output") or path)).name, doc.get("mode"), doc.get("size_before"),
+            doc.get("size_after"), _ops(doc.get("quantized_ops")),
+            _ops(doc.get("float_compute_ops")), drift.get("max_abs_error"),
+            drift.get("top1_agreement"), "; ".join(map(str, doc.get("notes") or [])),
+        ])  # fmt: skip
+    return page.table(
+        ["artifact", "mode", "bytes before", "bytes after", "quantized ops", "float compute ops",
+         "max abs drift", "top-1 agreement", "notes"],
+        rows,
+    )  # fmt: skip
+
+
+def _exports(inputs: ReportInputs) -> str:
+    if not inputs.export_reports:
+        return page.notice(
+            "no export reports found: save them with "
+            "'rnnedge export CHECKPOINT --json > MODEL.report.json'"
+        )
+    rows = []
+    for path, doc in inputs.export_reports:
+        parity = doc.get("parity") or {}
+        rows.append([
+            Path(str(doc.get("output") or path)).name, doc.get("opset"), doc.get("size_bytes"),
+            parity.get("max_abs_error"), parity.get("atol"), _ops(doc.get("ops")),
+        ])  # fmt: skip
+    return page.table(
+        ["artifact", "opset", "bytes", "parity max abs error", "tolerance", "operators"], rows
+    )
+
+
+def _ops(counts: Any) -> str:
+    if not isinstance(counts, dict):
+        return ""
+    return ", ".join(f"{op} x{n}" for op, n in counts.items())

@@ -1,0 +1,220 @@
+"""The HTML report, built from a real demo run and real profile runs, rendered in Chromium.
+
+The Chromium tests need Debian's `chromium` (installed by .ci/setup-chromium.sh) and skip
+with that reason where it is missing. The screenshot of the rendered page is kept in
+`report-artifacts/` under pytest's base temporary folder. The test prints its path and
+records it as the `screenshot` property.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from rnnedge.cli import main
+from rnnedge.report import build_report
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+DATA_URI = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+def _cli(args: list[str]) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(args)
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> dict[str, Path]:
+    """A demo run (real training, export, quantization and profiling), two more profile
+    runs at other sequence lengths, and a saved quantize report."""
+    root = tmp_path_factory.mktemp("report")
+    demo, devices = root / "demo", root / "devices"
+    code, _ = _cli(["-q", "demo", "--epochs", "3", "--runs", "10", "--output-dir", str(demo),
+                    "--devices-dir", str(devices), "--device", "x86-64"])  # fmt: skip
+    assert code == 0
+    for seq_len in ("10", "40"):
+        code, _ = _cli(["-q", "profile", str(demo / "lstm.onnx"), "--device", "x86-64",
+                        "--seq-len", seq_len, "--warmup", "2", "--runs", "10",
+                        "--devices-dir", str(devices)])  # fmt: skip
+        assert code == 0
+    code, text = _cli(["-q", "quantize", str(demo / "lstm.onnx"), "-o",
+                       str(root / "lstm.q.onnx"), "--json"])  # fmt: skip
+    assert code == 0
+    (demo / "lstm.q.report.json").write_text(text)
+    return {"root": root, "demo": demo, "devices": devices}
+
+
+@pytest.fixture(scope="module")
+def report_file(workspace) -> Path:
+    output = workspace["root"] / "report.html"
+    summary = build_report([workspace["demo"], workspace["devices"]], output)
+    assert summary.plots == ("latency", "accuracy", "operators")
+    return output
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_demo_writes_report_and_results(workspace):
+    demo = workspace["demo"]
+    results = json.loads((demo / "results.json").read_text())
+    assert {row["precision"] for row in results["rows"]} >= {"fp32", "int8"}
+    assert all(0.0 <= row["accuracy"] <= 1.0 for row in results["rows"])
+    html = (demo / "report.html").read_text()
+    assert len(DATA_URI.findall(html)) == 3
+
+
+def test_report_is_self_contained(report_file):
+    html = report_file.read_text()
+    assert "http://" not in html
+    assert "https://" not in html
+    images = DATA_URI.findall(html)
+    assert len(images) == 3
+    for payload in images:
+        width, height = _png_size(base64.b64decode(payload))
+        assert width > 300
+        assert height > 100
+
+
+def test_report_tables(report_file, workspace):
+    html = report_file.read_text()
+    assert "lstm.q.onnx" in html  # the quantize report's row
+    assert "DynamicQuantizeLSTM" in html
+    profile = yaml.safe_load((workspace["devices"] / "x86-64.yaml").read_text())
+    assert all("conditions" in m for m in profile["measurements"])
+    assert "not recorded" not in html  # every measurement row shows its conditions
+
+
+def test_report_command(workspace, tmp_path):
+    output = tmp_path / "out.html"
+    code, text = _cli(["report", str(workspace["demo"]), str(workspace["devices"]),
+                       "-o", str(output)])  # fmt: skip
+    assert code == 0
+    assert "plots: latency, accuracy, operators" in text
+    assert output.is_file()
+
+
+# --- bad input --------------------------------------------------------------------------
+
+
+def test_empty_folder_is_rejected(tmp_path, capsys):
+    output = tmp_path / "r.html"
+    (tmp_path / "empty").mkdir()
+    code = main(["report", str(tmp_path / "empty"), "-o", str(output)])
+    assert code == 2
+    assert "run 'rnnedge profile MODEL'" in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_missing_folder_is_rejected(tmp_path, capsys):
+    code = main(["report", str(tmp_path / "absent"), "-o", str(tmp_path / "r.html")])
+    assert code == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_profile_without_measurements(tmp_path, capsys):
+    folder = tmp_path / "devices"
+    folder.mkdir()
+    catalog = Path(__file__).resolve().parents[1] / "devices" / "raspberry-pi-4.yaml"
+    shutil.copy(catalog, folder / "raspberry-pi-4.yaml")
+    (folder / "broken.yaml").write_text("schema_version: [unclosed\n")
+    output = tmp_path / "r.html"
+    code = main(["report", str(folder), "-o", str(output)])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "no measurements in these device profiles" in err
+    assert "skipped" in err
+    html = output.read_text()
+    assert "no latency measurements to plot" in html
+    assert "broken.yaml" in html
+
+
+def test_missing_matplotlib_names_extra(workspace, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    output = tmp_path / "r.html"
+    code = main(["report", str(workspace["devices"]), "-o", str(output)])
+    assert code == 2
+    assert "rnnedge[plot]" in capsys.readouterr().err
+    assert not output.exists()
+
+
+# --- rendering in Chromium --------------------------------------------------------------
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.skip("chromium is not installed; run .ci/setup-chromium.sh")
+    return found
+
+
+def _render(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def _body_state(dom: str) -> dict[str, int]:
+    body = re.search(r"<body([^>]*)>", dom)
+    assert body, "no <body> in the dumped DOM"
+    return {k: int(v) for k, v in re.findall(r'data-([a-z-]+)="(\d+)"', body.group(1))}
+
+
+def test_chromium_loads_report(report_file, tmp_path):
+    done = _render(report_file, tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = _body_state(done.stdout)
+    assert state.get("plots") == 3
+    assert state.get("plots-loaded") == 3
+    assert state.get("errors") == 0
+
+
+def test_chromium_detects_broken_plot(report_file, tmp_path):
+    html = report_file.read_text()
+    broken = DATA_URI.sub('src="data:image/png;base64,bm90IGEgcG5n"', html, count=1)
+    page = tmp_path / "broken.html"
+    page.write_text(broken)
+    done = _render(page, tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom")
+    state = _body_state(done.stdout)
+    assert state.get("plots-loaded") == 2
+    assert state.get("errors", 0) >= 1
+
+
+def test_chromium_screenshot(report_file, tmp_path_factory, record_property):
+    folder = tmp_path_factory.getbasetemp() / "report-artifacts"
+    folder.mkdir(exist_ok=True)
+    shot = folder / "report.png"
+    done = _render(
+        report_file, folder / "profile", "--hide-scrollbars", "--window-size=1200,2600",
+        f"--screenshot={shot}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    print(f"report screenshot: {shot}")
+    record_property("screenshot", str(shot))
+    from matplotlib import image
+
+    pixels = image.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (2600, 1200)
+    non_white = np.mean(pixels.min(axis=-1) < 0.95)
+    assert non_white > 0.05, f"only {non_white:.1%} of the screenshot is not white"
+    colours = np.unique((pixels[::4, ::4] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
+    assert len(colours) > 50, "the screenshot has too few colours to contain the plots"
