@@ -127,7 +127,9 @@ def quantize_model(
             "shaped (batch, time, features)"
         )
 
-    quantized, rewrite = _run_pass(mode, source, float_model, settings, calibration_x, reference)
+    quantized, rewrite, stored = _run_pass(
+        mode, source, float_model, settings, calibration_x, reference
+    )
     _set_props(quantized, {
         "rnnedge.precision": mode.precision,
         "rnnedge.quantization": mode.value,
@@ -156,7 +158,7 @@ def quantize_model(
         ops_after=ops_after,
         drift=drift,
         settings=settings,
-        notes=tuple(_notes(mode, left_float)),
+        notes=tuple(_notes(mode, left_float, stored)),
         recurrent_left_float=tuple(left_float),
         qdq_compute_ops=count_qdq_compute(quantized) if mode is QuantMode.STATIC_INT8 else {},
         **report_fields,
@@ -247,7 +249,11 @@ def _parse_method(value: CalibrationMethod | str) -> CalibrationMethod:
 
 
 def _run_pass(mode, source, float_model, settings, calibration_x, reference):
-    """Run one mode's pass; return the quantized model and what happened to GRU nodes."""
+    """Run one mode's pass.
+
+    Returns the quantized model, what happened to GRU nodes, and the weights stored in int8
+    for float compute.
+    """
     rewrite = GruRewrite()
     if mode is QuantMode.DYNAMIC_INT8:
         return quantize_dynamic_int8(
@@ -267,22 +273,22 @@ def _run_pass(mode, source, float_model, settings, calibration_x, reference):
             build_feed(inputs, calibration_x[start : start + batch])
             for start in range(0, calibration_x.shape[0], batch)
         ]
-        quantized = quantize_static_int8(
+        quantized, stored = quantize_static_int8(
             source,
             feeds,
             method,
             settings["per_channel"],
             settings["reduce_range"],
         )
-        return quantized, rewrite
+        return quantized, rewrite, stored
     if mode is QuantMode.WEIGHT_INT8:
         import onnx
 
         quantized = onnx.ModelProto()
         quantized.CopyFrom(float_model)
-        quantize_weights(quantized, per_channel=settings["per_channel"])
-        return quantized, rewrite
-    return convert_fp16(float_model), rewrite
+        stored = quantize_weights(quantized, per_channel=settings["per_channel"])
+        return quantized, rewrite, stored
+    return convert_fp16(float_model), rewrite, []
 
 
 def _model_inputs(
@@ -373,6 +379,8 @@ def _recurrent_left_float(
     if mode is QuantMode.FP16:
         return []
     left = list(rewrite.kept_float)
+    if mode is QuantMode.DYNAMIC_INT8:
+        left = [(node, f"{reason}; its weights are stored in int8") for node, reason in left]
     reasons = {
         QuantMode.DYNAMIC_INT8: "ONNX Runtime's dynamic quantization has no int8 kernel for it",
         QuantMode.STATIC_INT8: "ONNX Runtime's QDQ format has no int8 recurrent operator; "
@@ -387,8 +395,13 @@ def _recurrent_left_float(
     return left
 
 
-def _notes(mode: QuantMode, left_float: list[tuple[str, str]]) -> list[str]:
+def _notes(mode: QuantMode, left_float: list[tuple[str, str]], stored: list[str]) -> list[str]:
     notes = [f"{node} stays float: {reason}" for node, reason in left_float]
+    if stored:
+        notes.append(
+            f"{len(stored)} weight tensors stored in int8 for float compute, dequantized by "
+            "constant folding when the session loads"
+        )
     if mode is QuantMode.FP16:
         notes.append(
             "the CPU provider casts fp16 LSTM/GRU back to float32: smaller file, no speed-up"

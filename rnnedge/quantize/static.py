@@ -3,8 +3,8 @@
 ONNX Runtime's `quantize_static` inserts QuantizeLinear/DequantizeLinear pairs around MatMul,
 Gemm and the other operators its QDQ registry covers, with activation scales from MinMax,
 Entropy or Percentile calibration. Its QDQ registry has no LSTM or GRU, so those nodes
-compute in float32; rnnedge stores their weights in int8 behind DequantizeLinear nodes
-(weight-only) so the file still shrinks about 4x, and the report lists them as float.
+compute in float32; rnnedge stores their weights in int8 (weight-only, see `weight_only`)
+so the file still shrinks about 4x, and the report lists them as float.
 QDQ is the format TensorRT and other QDQ-aware providers consume.
 """
 
@@ -47,8 +47,11 @@ def quantize_static_int8(
     method: CalibrationMethod,
     per_channel: bool,
     reduce_range: bool,
-) -> onnx.ModelProto:
-    """Quantize `source` to QDQ with activation ranges calibrated on `feeds`."""
+) -> tuple[onnx.ModelProto, list[str]]:
+    """Quantize `source` to QDQ with activation ranges calibrated on `feeds`.
+
+    Returns the model and the recurrent weights stored in int8 for float compute.
+    """
     from onnxruntime.quantization import CalibrationMethod as OrtMethod
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -78,5 +81,5 @@ def quantize_static_int8(
             ),
         )
         model = onnx.load(str(quantized))
-    quantize_weights(model, RECURRENT_WEIGHT_INPUTS, per_channel=per_channel)
-    return model
+    stored = quantize_weights(model, RECURRENT_WEIGHT_INPUTS, per_channel=per_channel)
+    return model, stored
