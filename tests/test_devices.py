@@ -216,7 +216,7 @@ ARCHITECTURES = [
 
 
 def test_fit_recovers_linear_law():
-    truth = np.array([0.02, 0.003, 1e-5, 0.8])
+    truth = np.array([0.02, 0.003, 1e-5, 0.8, 0.05])
     rng = np.random.default_rng(0)
     samples = [
         Sample(

@@ -1,7 +1,7 @@
 """Remote profiling end to end against a real OpenSSH server on 127.0.0.1.
 
 The server runs from a temporary folder with a throwaway host key and user key, on a free
-high port; the client gets its own ssh_config and known_hosts, so ~/.ssh is never read or
+high port. The client gets its own ssh_config and known_hosts, so ~/.ssh is never read or
 written. The "board" is this machine, and its rnnedge is this virtual environment's.
 """
 

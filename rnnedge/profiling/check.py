@@ -27,7 +27,7 @@ def check_points(
     """Measure every point and compare it with the stored measurements of its configuration.
 
     Raises:
-        InputError: a point has no stored baseline (the message says why).
+        InputError: a point has no stored baseline; the message names the cause.
     """
     profile = resolve_device(device, user_dir)
     source = str(profile.path) if profile.path else f"device {profile.name!r}"

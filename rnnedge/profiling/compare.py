@@ -2,7 +2,7 @@
 the regression check of `rnnedge profile --check`.
 
 A configuration is (model hash, precision, provider, batch, sequence length, threads).
-Where a device holds several measurements of one configuration, tables show the latest.
+Where a device contains several measurements of one configuration, tables show the latest.
 """
 
 from __future__ import annotations

@@ -1,17 +1,21 @@
 """Predicting the latency of an unmeasured recurrent model from a device's measurements.
 
-The model is linear in four work terms, fitted per (cell, precision, provider, threads):
+The model is linear in five work terms, fitted per (cell, precision, provider, threads):
 
-    p50 = c0 + c1 * T*L*D + c2 * T*L*D*B*H + c3 * T*M / 1e6
+    p50 = c0 + c1 * T*L*D + c2 * T*L*D*B*H + c3 * T*M / 1e6 + c4 * W / 1e6
 
 with T the sequence length, L the layers, D the directions (1 or 2), B the batch, H the
 hidden size and M the multiply-accumulates of one time step over all layers,
 M = B * D * G * sum over layers of (input size + H) * H, where G is 4 gates for an LSTM
-and 3 for a GRU and the input size of a layer above the first is D*H. c0 is the per-call
-cost, c1 the per-step cost of an operator, c2 the elementwise gate work and c3 the time
-per million multiply-accumulates. The fit minimizes relative error (each row is divided
-by its measured latency) and keeps every coefficient non-negative, so that no term
-predicts negative time outside the measured range.
+and 3 for a GRU and the input size of a layer above the first is D*H. W = M / B is the
+number of recurrent weights. c0 is the per-call cost, c1 the per-step cost of an operator,
+c2 the elementwise gate work and c3 the time per million multiply-accumulates. c4 is a
+per-call cost that grows with the weights, because on x86-64 with ONNX Runtime 1.32 a
+one-step call of a large LSTM costs far more than its arithmetic.
+
+The fit minimizes relative error (each row is divided by its measured latency) and keeps
+every coefficient non-negative, so that no term predicts negative time outside the
+measured range.
 
 The error reported with a prediction comes from holding out each measured architecture
 in turn, fitting on the rest and predicting the held-out one's configurations.
@@ -34,7 +38,13 @@ from rnnedge.errors import InputError
 from rnnedge.profiling.catalog import DeviceProfile
 
 GATES = {"lstm": 4, "gru": 3}
-TERMS = ("per_call", "per_step_op", "per_step_elementwise", "per_million_macs")
+TERMS = (
+    "per_call",
+    "per_step_op",
+    "per_step_elementwise",
+    "per_million_macs",
+    "per_call_million_weights",
+)
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,7 @@ class Architecture:
 
 
 def work_terms(arch: Architecture, batch: int, seq_len: int) -> np.ndarray:
-    """The four regressors of the latency model for one configuration."""
+    """Compute the five regressors of the latency model for one configuration."""
     if arch.cell not in GATES:
         raise InputError(f"unknown cell {arch.cell!r}; use lstm or gru")
     directions = 2 if arch.bidirectional else 1
@@ -71,10 +81,12 @@ def work_terms(arch: Architecture, batch: int, seq_len: int) -> np.ndarray:
     for layer in range(arch.num_layers):
         inputs = arch.features if layer == 0 else directions * arch.hidden_size
         macs += (inputs + arch.hidden_size) * arch.hidden_size
-    macs *= batch * directions * GATES[arch.cell]
+    weights = macs * directions * GATES[arch.cell]
+    macs = weights * batch
     steps = seq_len * arch.num_layers * directions
     return np.array(
-        [1.0, steps, steps * batch * arch.hidden_size, seq_len * macs / 1e6], dtype=np.float64
+        [1.0, steps, steps * batch * arch.hidden_size, seq_len * macs / 1e6, weights / 1e6],
+        dtype=np.float64,
     )
 
 
@@ -119,7 +131,7 @@ def fit(samples: Sequence[Sample]) -> np.ndarray:
     x = x / y[:, None]
     target = np.ones_like(y)
     active = list(range(x.shape[1]))
-    # Active-set non-negative least squares, enough for four terms: drop the most negative
+    # Active-set non-negative least squares, enough for five terms: drop the most negative
     # coefficient and refit until none is negative.
     while True:
         solution, *_ = np.linalg.lstsq(x[:, active], target, rcond=None)
@@ -141,11 +153,11 @@ def held_out_errors(samples: Sequence[Sample]) -> list[float]:
     architectures = sorted({s.arch for s in samples}, key=repr)
     if len(architectures) < 2:
         return errors
-    for held in architectures:
-        train = [s for s in samples if s.arch != held]
+    for held_out in architectures:
+        train = [s for s in samples if s.arch != held_out]
         coefficients = fit(train)
         for s in samples:
-            if s.arch == held:
+            if s.arch == held_out:
                 errors.append(predict_from(coefficients, s.arch, s.batch, s.seq_len) / s.p50_ms - 1)
     return errors
 
@@ -157,7 +169,7 @@ def group_samples(
     provider: str | None = None,
     threads: int | None = None,
 ) -> tuple[list[Sample], dict[str, Any]]:
-    """The device's measurements usable for one fit, with the group they form.
+    """Select the device's measurements for one fit, and return them with their group.
 
     Provider and threads default to the most common among the matching measurements.
     """

@@ -97,8 +97,9 @@ def profile_model(
     if budget_s is not None and budget_s <= 0:
         raise InputError(f"time budget must be positive, got {budget_s} s")
 
-    memory_before = rss_mb()
+    # Reset first: the peak since the reset is then at least the RSS read just after it.
     peak_reset = reset_peak_rss()
+    memory_before = rss_mb()
     started = time.perf_counter()
     session = Session(
         path, device=profile, provider=provider, strict_provider=strict_provider,

@@ -53,7 +53,7 @@ class RemoteError(InputError):
 
 @dataclass(frozen=True)
 class RemoteTarget:
-    """Where and how to reach a board.
+    """The SSH address of a board and the rnnedge command on it.
 
     Args:
         address: `[user@]host`, as `ssh` takes it (a `Host` alias of ssh_config works).
@@ -105,13 +105,13 @@ def _remote_word(word: str) -> str:
 
 
 def ssh_command(target: RemoteTarget, remote_args: list[str]) -> list[str]:
-    """The local argument list that runs `remote_args` on the board."""
+    """Build the local argument list that runs `remote_args` on the board."""
     line = " ".join(_remote_word(word) for word in remote_args)
     return ["ssh", *_client_options(target, "-p"), "--", target.address, line]
 
 
 def scp_command(target: RemoteTarget, local: Path, remote_path: str) -> list[str]:
-    """The local argument list that copies `local` to `remote_path` on the board."""
+    """Build the local argument list that copies `local` to `remote_path` on the board."""
     # An absolute path: scp would read "a:b.onnx" as host "a" and path "b.onnx".
     return [
         "scp",
@@ -272,7 +272,7 @@ def _profile_for_board(
 
 
 def remote_devices(user_dir: Path = USER_DEVICES_DIR) -> list[DeviceProfile]:
-    """Every known device whose profile names an SSH address."""
+    """Load every known device whose profile names an SSH address."""
     found = [load_device(name, user_dir) for name in known_names(user_dir)]
     return [profile for profile in found if profile.remote]
 
@@ -286,7 +286,7 @@ def profile_fleet(
 ) -> list[tuple[str, ProfileResult | RemoteError]]:
     """Profile `model` on every device with an SSH address, in parallel.
 
-    Returns (device, result or the error it failed with) per device, in name order; the
+    Returns (device, result or the error it failed with) per device, in name order. The
     measurements of the devices that succeeded are stored even when others fail.
     """
     devices = remote_devices(user_dir)
