@@ -11,7 +11,7 @@
 # Cortex-A72 CPU model (the Raspberry Pi 4's core, QEMU_CPU=cortex-a72), inside a private
 # mount namespace (`unshare -m`) where an ARM-style cpuinfo is bind-mounted over
 # /proc/cpuinfo: onnxruntime's CPU detection crashes under qemu-user when it reads the
-# host's x86 text. PYTHONPATH holds the repository root (this checkout's rnnedge), the
+# host's x86 text. PYTHONPATH contains the repository root (this checkout's rnnedge), the
 # aarch64 wheels and any PYTHONPATH the caller set. The working directory, stdin, stdout
 # and the exit code pass through.
 #
