@@ -1,0 +1,313 @@
+"""The recurrent variants PyTorch can express, each exported and proven at new shapes.
+
+Every export goes through `export_model`, which compares PyTorch and ONNX Runtime at three
+(batch, length) pairs that differ from the example's in both; the file is then loaded
+again and passed through the ONNX checker. Tolerance: 1e-5 absolute, as in conftest.py.
+"""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnedge.export import export_model
+
+F = 6  # features
+EXAMPLE = "1x10x6"
+
+
+class Recurrent(nn.Module):
+    """An nn.LSTM / nn.GRU followed by a linear head on every step."""
+
+    def __init__(self, cell: str = "lstm", batch_first: bool = True, **options) -> None:
+        super().__init__()
+        rnn_class = nn.LSTM if cell == "lstm" else nn.GRU
+        self.rnn = rnn_class(F, 12, batch_first=batch_first, **options)
+        width = options.get("proj_size") or 12
+        self.head = nn.Linear(width * (2 if options.get("bidirectional") else 1), 3)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.head(out)
+
+
+class Stacked(nn.Module):
+    """An LSTM of 16 feeding a GRU of 8: stacked modules with different hidden sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lower = nn.LSTM(F, 16, batch_first=True)
+        self.upper = nn.GRU(16, 8, batch_first=True)
+
+    def forward(self, x):
+        return self.upper(self.lower(x)[0])[0]
+
+
+class ConvFront(nn.Module):
+    """A 1-D convolution over time, then an LSTM and the last step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(F, 8, kernel_size=3, padding=1)
+        self.rnn = nn.LSTM(8, 12, batch_first=True)
+        self.head = nn.Linear(12, 4)
+
+    def forward(self, x):
+        features = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+        out, _ = self.rnn(features)
+        return self.head(out[:, -1])
+
+
+class AttentionPool(nn.Module):
+    """A GRU whose steps are pooled by learned attention weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(F, 12, batch_first=True, num_layers=2)
+        self.score = nn.Linear(12, 1)
+        self.head = nn.Linear(12, 4)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        weights = torch.softmax(self.score(out), dim=1)
+        return self.head((weights * out).sum(dim=1))
+
+
+class MultiHead(nn.Module):
+    """Mean pooling into two heads, and the final hidden state as a third output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(F, 12, batch_first=True)
+        self.classes = nn.Linear(12, 4)
+        self.value = nn.Linear(12, 1)
+
+    def forward(self, x):
+        out, (h, _) = self.rnn(x)
+        pooled = out.mean(dim=1)
+        return self.classes(pooled), self.value(pooled), h
+
+
+class WithState(nn.Module):
+    """Initial state given as inputs: forward(x, h0[, c0])."""
+
+    def __init__(self, cell: str) -> None:
+        super().__init__()
+        self.is_lstm = cell == "lstm"
+        self.rnn = (nn.LSTM if self.is_lstm else nn.GRU)(F, 12, num_layers=2, batch_first=True)
+
+    def forward(self, x, h0, c0=None):
+        if self.is_lstm:
+            out, (h, c) = self.rnn(x, (h0, c0))
+            return out, h, c
+        out, h = self.rnn(x, h0)
+        return out, h
+
+
+class LstmWithCellState(WithState):
+    def __init__(self) -> None:
+        super().__init__("lstm")
+
+    def forward(self, x, h0, c0):
+        return super().forward(x, h0, c0)
+
+
+class LstmCellLoop(nn.Module):
+    """A Python loop over LSTMCell steps written in forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.LSTMCell(F, 10)
+        self.head = nn.Linear(10, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.zeros(x.size(0), 10, dtype=x.dtype)
+        c = torch.zeros(x.size(0), 10, dtype=x.dtype)
+        for t in range(x.size(1)):
+            h, c = self.cell(x[:, t], (h, c))
+        return self.head(h)
+
+
+class GruCellLoop(nn.Module):
+    """A Python loop over GRUCell steps written in forward, returning every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.GRUCell(F, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.new_zeros((x.size(0), 10))
+        steps: list[torch.Tensor] = []
+        for t in range(x.size(1)):
+            h = self.cell(x[:, t], h)
+            steps.append(h)
+        return torch.stack(steps, 1)
+
+
+class Packed(nn.Module):
+    """Padded batches of variable-length sequences through pack_padded_sequence."""
+
+    def __init__(self, enforce_sorted: bool) -> None:
+        super().__init__()
+        self.enforce_sorted = enforce_sorted
+        self.rnn = nn.LSTM(F, 12, num_layers=2, batch_first=True)
+
+    def forward(self, x, lengths):
+        packed = pack_padded_sequence(
+            x, lengths, batch_first=True, enforce_sorted=self.enforce_sorted
+        )
+        out, _ = self.rnn(packed)
+        padded, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        return padded
+
+
+VARIANTS = [
+    pytest.param(lambda: Recurrent("lstm"), "LSTM", id="lstm-1layer"),
+    pytest.param(lambda: Recurrent("gru"), "GRU", id="gru-1layer"),
+    pytest.param(lambda: Recurrent("lstm", num_layers=4), "LSTM", id="lstm-4layer"),
+    pytest.param(lambda: Recurrent("gru", num_layers=4), "GRU", id="gru-4layer"),
+    pytest.param(lambda: Recurrent("lstm", bidirectional=True), "LSTM", id="lstm-bidirectional"),
+    pytest.param(
+        lambda: Recurrent("gru", bidirectional=True, num_layers=2), "GRU", id="gru-bi-2layer"
+    ),
+    pytest.param(lambda: Recurrent("lstm", batch_first=False), "LSTM", id="lstm-time-major"),
+    pytest.param(
+        lambda: Recurrent("gru", batch_first=False, bidirectional=True),
+        "GRU",
+        id="gru-time-major-bi",
+    ),
+    pytest.param(lambda: Recurrent("lstm", bias=False), "LSTM", id="lstm-no-bias"),
+    pytest.param(lambda: Recurrent("gru", bias=False, num_layers=2), "GRU", id="gru-no-bias"),
+    pytest.param(
+        lambda: Recurrent("lstm", num_layers=3, dropout=0.4), "LSTM", id="lstm-3layer-dropout"
+    ),
+    pytest.param(lambda: Recurrent("gru", num_layers=2, dropout=0.5), "GRU", id="gru-dropout"),
+    pytest.param(Stacked, "GRU", id="stacked-lstm16-gru8"),
+    pytest.param(ConvFront, "LSTM", id="conv-front-end"),
+    pytest.param(AttentionPool, "GRU", id="attention-pooling"),
+    pytest.param(MultiHead, "LSTM", id="multi-output-head"),
+    pytest.param(lambda: Recurrent("lstm", proj_size=5), "Loop", id="lstm-proj"),
+    pytest.param(
+        lambda: Recurrent("lstm", proj_size=4, num_layers=2, bidirectional=True),
+        "Loop",
+        id="lstm-proj-bi-2layer",
+    ),
+    pytest.param(
+        lambda: Recurrent("lstm", proj_size=4, batch_first=False, bias=False),
+        "Loop",
+        id="lstm-proj-time-major-no-bias",
+    ),
+    pytest.param(LstmCellLoop, "Loop", id="lstmcell-loop"),
+    pytest.param(
+        GruCellLoop,
+        "Loop",
+        id="grucell-loop",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="torch 2.13's TorchScript exporter rejects a scripted GRUCell "
+            "(expected prim::ListConstruct), tracing unrolls the loop and torch.export "
+            "fixes the length; nn.GRU exports",
+        ),
+    ),
+]
+
+
+def _export(tmp_path, model, example=EXAMPLE, **options):
+    torch.manual_seed(0)
+    return export_model(model, tmp_path / "model.onnx", example_shape=example, **options)
+
+
+@pytest.mark.parametrize(("build", "operator"), VARIANTS)
+def test_variant_parity_at_new_shapes(tmp_path, build, operator):
+    torch.manual_seed(0)
+    model = build()
+    report = export_model(model, tmp_path / "model.onnx", example_shape=EXAMPLE)
+    assert report.parity.max_abs_error <= 1e-5, report.format_text()
+    assert all(c.batch != 1 and c.seq_len != 10 for c in report.parity.cases)
+    saved = onnx.load(tmp_path / "model.onnx")
+    onnx.checker.check_model(saved, full_check=True)
+    assert operator in {node.op_type for node in saved.graph.node}
+
+
+def test_time_major_layout_recorded(tmp_path):
+    report = _export(tmp_path, Recurrent("gru", batch_first=False))
+    assert report.metadata.layout.value == "time-major"
+    assert report.inputs[0].shape == ("sequence", "batch", F)
+
+
+def test_time_major_flag_overrides_guess(tmp_path):
+    report = _export(tmp_path, Recurrent("gru", batch_first=False), batch_first=False)
+    assert report.metadata.layout.value == "time-major"
+
+
+def test_cell_loop_falls_back_from_trace(tmp_path):
+    report = _export(tmp_path, LstmCellLoop())
+    assert report.capture == "script"
+    first = report.attempts[0]
+    assert (first.exporter, first.capture) == ("torchscript", "trace")
+    # Tracing unrolled the loop to the example's 10 steps, so other lengths fail.
+    assert first.max_abs_error is None or first.max_abs_error > 1e-5
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        pytest.param(LstmWithCellState, id="lstm-h0-c0"),
+        pytest.param(lambda: WithState("gru"), id="gru-h0"),
+    ],
+)
+def test_state_inputs_have_dynamic_batch(tmp_path, model):
+    report = _export(tmp_path, model())
+    assert report.parity.max_abs_error <= 1e-5
+    states = [v for v in report.inputs if v.name in ("h0", "c0")]
+    assert states
+    for state in states:
+        assert state.shape[1] == "batch", state
+
+
+@pytest.mark.parametrize("enforce_sorted", [True, False], ids=["sorted", "unsorted"])
+def test_packed_sequences_with_lengths(tmp_path, enforce_sorted):
+    if enforce_sorted:
+        # Sorted packing needs lengths in decreasing order, which random lengths are not.
+        pytest.xfail("parity feeds unsorted random lengths; enforce_sorted=True rejects them")
+    report = _export(tmp_path, Packed(enforce_sorted))
+    assert [v.name for v in report.inputs] == ["input", "lengths"]
+    assert report.inputs[1].dtype == "int64"
+    assert report.parity.max_abs_error <= 1e-5
+
+
+def test_multi_output_names_and_axes(tmp_path):
+    report = _export(tmp_path, MultiHead())
+    assert [v.name for v in report.outputs] == ["output", "output_1", "output_2"]
+    assert report.outputs[0].shape == ("batch", 4)
+    assert report.outputs[2].shape == (1, "batch", 12)
+
+
+@pytest.mark.parametrize("opset", [14, 17, 20])
+def test_projection_lowering_opsets(tmp_path, opset):
+    report = _export(tmp_path, Recurrent("lstm", proj_size=3), opset=opset)
+    assert report.opset == opset
+    assert report.lowered == ("rnn",)
+    assert report.parity.max_abs_error <= 1e-5
+
+
+def test_dynamo_exporter_gru(tmp_path):
+    report = _export(tmp_path, Recurrent("gru", num_layers=2), exporter="dynamo")
+    assert report.exporter == "dynamo"
+    assert report.opset == 18
+    assert report.parity.max_abs_error <= 1e-5
+    gru = [n for n in onnx.load(tmp_path / "model.onnx").graph.node if n.op_type == "GRU"]
+    assert gru
+    for node in gru:
+        attributes = {a.name: a.i for a in node.attribute}
+        assert attributes.get("linear_before_reset") == 1
+
+
+def test_dynamo_falls_back_to_torchscript(tmp_path):
+    report = _export(tmp_path, LstmCellLoop(), exporter="dynamo")
+    assert report.attempts[0].exporter == "dynamo"
+    assert report.exporter == "torchscript"
+    assert report.parity.max_abs_error <= 1e-5
