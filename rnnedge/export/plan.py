@@ -116,7 +116,7 @@ def plan_export(
         reference = stream_plan.module
         module = plan_streaming(module, model_inputs).module if lowered else reference
         specs = specs + list(stream_plan.state_specs)
-    flat_reference = FlatOutputs(reference).eval()
+    flat_reference = FlatOutputs(reference)
     output_axes = _probe_output_axes(flat_reference, specs, example, loaded.dynamic_dims)
     output_names = _output_names(len(output_axes), stream_plan)
     metadata = _metadata(loaded, example, specs, stream_plan)

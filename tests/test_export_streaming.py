@@ -1,0 +1,90 @@
+"""Streaming graphs: state in and out, checked by feeding chunks of 1, 7 and all steps."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from rnnedge.errors import InputError
+from rnnedge.export import export_checkpoint, export_model, load_checkpoint
+from tests.conftest import FEATURES, make_checkpoint
+
+
+class PerStep(nn.Module):
+    def __init__(self, cell: str, **options) -> None:
+        super().__init__()
+        self.rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(
+            FEATURES, 12, batch_first=True, **options
+        )
+
+    def forward(self, x):
+        return self.rnn(x)[0]
+
+
+@pytest.mark.parametrize(
+    ("model", "pairs"),
+    [
+        pytest.param(
+            lambda: PerStep("lstm", num_layers=2), [["h0", "hn"], ["c0", "cn"]], id="lstm"
+        ),
+        pytest.param(lambda: PerStep("gru"), [["h0", "hn"]], id="gru"),
+        pytest.param(
+            lambda: PerStep("lstm", proj_size=4), [["h0", "hn"], ["c0", "cn"]], id="lstm-proj"
+        ),
+    ],
+)
+def test_streaming_chunks_match_whole(tmp_path, model, pairs):
+    torch.manual_seed(0)
+    report = export_model(model(), tmp_path / "s.onnx", example_shape="1x10x6", streaming=True)
+    assert [c.chunk for c in report.streaming] == [1, 7, 23]
+    assert all(c.max_abs_error <= 1e-5 for c in report.streaming)
+    saved = onnx.load(tmp_path / "s.onnx")
+    onnx.checker.check_model(saved, full_check=True)
+    props = {p.key: p.value for p in saved.metadata_props}
+    assert json.loads(props["rnnedge.state_pairs"]) == pairs
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_streaming_checkpoint(tmp_path, pooling):
+    checkpoint = make_checkpoint(tmp_path / "m.pt", cell="gru", pooling=pooling)
+    report = export_model(checkpoint, tmp_path / "s.onnx", streaming=True)
+    assert max(c.max_abs_error for c in report.streaming) <= 1e-5
+    if pooling == "mean":
+        assert ("pool_mean0", "pool_meann") in report.metadata.state_pairs
+
+
+def test_streaming_session_by_hand(tmp_path):
+    """Carry the state through ONNX Runtime calls as a runtime would, at batch 2."""
+    checkpoint = make_checkpoint(tmp_path / "m.pt", cell="lstm", pooling="last", num_layers=2)
+    export_model(checkpoint, tmp_path / "s.onnx", streaming=True)
+    model = load_checkpoint(checkpoint).model
+    session = ort.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(3).standard_normal((2, 30, FEATURES)).astype(np.float32)
+    state = {"h0": np.zeros((2, 2, 16), np.float32), "c0": np.zeros((2, 2, 16), np.float32)}
+    for start in range(0, 30, 4):
+        output, hn, cn = session.run(None, {"input": x[:, start : start + 4], **state})
+        state = {"h0": hn, "c0": cn}
+    expected = model(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(output, expected, atol=1e-5, rtol=0)
+
+
+def test_bidirectional_cannot_stream(tmp_path):
+    with pytest.raises(InputError, match="bidirectional and cannot stream"):
+        export_model(
+            PerStep("gru", bidirectional=True), tmp_path / "s.onnx", example_shape="1x10x6",
+            streaming=True,
+        )  # fmt: skip
+    assert not (tmp_path / "s.onnx").exists()
+
+
+def test_non_streaming_export_has_no_state_pairs(tmp_path):
+    checkpoint = make_checkpoint(tmp_path / "m.pt")
+    report = export_checkpoint(checkpoint, tmp_path / "m.onnx")
+    assert report.metadata.state_pairs == ()
+    assert report.streaming == ()
