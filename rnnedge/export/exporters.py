@@ -45,7 +45,7 @@ class Exporter(str, enum.Enum):
 
 
 class Capture(str, enum.Enum):
-    """How the model becomes a graph before the exporter converts it."""
+    """The capture step that turns the model into a graph before conversion."""
 
     TRACE = "trace"
     SCRIPT = "script"

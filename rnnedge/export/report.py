@@ -39,7 +39,7 @@ class ExportReport:
     """The exported file, its metadata and the parity against PyTorch.
 
     `exporter` and `capture` name the exporter that produced the file; `attempts` lists
-    the ones tried before it, with their failure. `streaming` holds the chunked checks of a
+    the ones tried before it, with their failure. `streaming` contains the chunked checks of a
     streaming graph, empty otherwise. `lowered` names the modules rnnedge rewrote before
     export (projected LSTMs).
     """
