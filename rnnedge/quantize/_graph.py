@@ -31,7 +31,7 @@ def iter_graphs(
 
 
 def constant_value(name: str, graph: onnx.GraphProto, scopes: list[onnx.GraphProto]):
-    """The value of `name` if it is an initializer or Constant output in scope, else None."""
+    """Return the value of `name` if it is an initializer or Constant output in scope, else None."""
     if not name:
         return None
     for scope in (graph, *scopes):

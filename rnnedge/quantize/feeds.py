@@ -2,9 +2,9 @@
 
 Exported models take one (batch, time, features) input. Models from elsewhere may take
 more: recurrent state, sequence lengths, flags. The sequence array goes to the first
-float input of rank 3; each other input gets a neutral value: zeros for float inputs
-(an empty initial state), the full sequence length for integer inputs whose name contains
-"len", zeros for other integer and boolean inputs.
+float input of rank 3. Every other input gets a neutral value: zeros for float inputs (an
+empty initial state), the full sequence length for integer inputs whose name contains "len",
+and zeros for other integer and boolean inputs.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ _NUMPY_TYPES = {
 
 
 def sequence_input(inputs: Sequence[ort.NodeArg]) -> ort.NodeArg:
-    """The input that takes the (batch, time, features) sequence."""
+    """Return the input that takes the (batch, time, features) sequence."""
     for info in inputs:
         if info.type == "tensor(float)" and len(info.shape or []) == 3:
             return info
@@ -39,7 +39,7 @@ def sequence_input(inputs: Sequence[ort.NodeArg]) -> ort.NodeArg:
 
 
 def build_feed(inputs: Sequence[ort.NodeArg], x: np.ndarray) -> dict[str, np.ndarray]:
-    """A feed for every model input, with `x` as the sequence input."""
+    """Build a feed for every model input, with `x` as the sequence input."""
     primary = sequence_input(inputs)
     batch, steps = int(x.shape[0]), int(x.shape[1]) if x.ndim > 1 else 1
     feed = {primary.name: np.ascontiguousarray(x, dtype=np.float32)}

@@ -1,7 +1,7 @@
 """fp16: float16 weights and compute, with float32 inputs and outputs kept.
 
 The CPU provider has no float16 LSTM or GRU kernels and inserts casts back to float32, so
-on a CPU fp16 halves the file but saves no time; it is meant for CUDA and TensorRT.
+on a CPU fp16 halves the file but saves no time. The mode is meant for CUDA and TensorRT.
 """
 
 from __future__ import annotations

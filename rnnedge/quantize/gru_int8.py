@@ -40,7 +40,7 @@ MIN_OPSET = 13
 
 @dataclass
 class GruRewrite:
-    """Which GRU nodes became int8 and which stayed float, with the reason."""
+    """The outcome of a rewrite: GRU nodes made int8, and those left float with the reason."""
 
     rewritten: list[str] = field(default_factory=list)
     kept_float: list[tuple[str, str]] = field(default_factory=list)
@@ -199,7 +199,7 @@ class _Rewriter:
     def replace(
         self, node: onnx.NodeProto, weights: _GruWeights, graph: onnx.GraphProto
     ) -> list[onnx.NodeProto]:
-        """The nodes that compute `node`'s outputs; new initializers go into `graph`."""
+        """Build the nodes that compute `node`'s outputs, adding their initializers to `graph`."""
         prefix = (node.name or "gru").strip("/").replace("/", "_") + "_int8"
         self.prefix = prefix
         self.graph = graph

@@ -6,7 +6,7 @@ import enum
 
 
 class QuantMode(str, enum.Enum):
-    """How weights and activations are stored and computed."""
+    """The storage and compute precision of weights and activations."""
 
     # int8 weights; activations quantized at run time, per batch.
     DYNAMIC_INT8 = "dynamic-int8"
@@ -37,7 +37,7 @@ class QuantMode(str, enum.Enum):
 
 
 class CalibrationMethod(str, enum.Enum):
-    """How static quantization derives activation ranges from calibration data."""
+    """The calibrator that derives static activation ranges from calibration data."""
 
     MINMAX = "minmax"
     ENTROPY = "entropy"
