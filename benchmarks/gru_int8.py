@@ -26,7 +26,7 @@ from rnnedge.quantize.gru_int8 import rewrite_grus
 
 
 def make_gru_model(hidden: int, seed: int = 0) -> onnx.ModelProto:
-    """A single forward GRU (linear_before_reset=1) over a (time, batch, hidden) input."""
+    """Build a single forward GRU (linear_before_reset=1) over a (time, batch, hidden) input."""
     rng = np.random.default_rng(seed)
     scale = 1.0 / np.sqrt(hidden)
     weights = {
