@@ -10,7 +10,7 @@
 
 Each function returns an `onnx.ModelProto`. A failure becomes an `ExportError` whose message
 is one line naming the exporter and the first line of the cause, or an `InputError` when the
-exporter says that the requested opset is too old for an operator.
+exporter reports that the requested opset is too old for an operator.
 """
 
 from __future__ import annotations
