@@ -6,6 +6,7 @@ Exit codes:
     2  usage error: a bad option, a missing or unreadable file, a wrong input
     3  a check failed: export parity or quantization drift above its tolerance
     4  an execution provider was requested and is not available (strict mode)
+    5  the model cannot be exported: an unsupported construct or every exporter failed
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class MissingDependencyError(RnnedgeError, ImportError):
 class ExportError(RnnedgeError):
     """The PyTorch model could not be exported to ONNX."""
 
-    exit_code = 1
+    exit_code = 5
 
 
 class CheckFailedError(RnnedgeError):
