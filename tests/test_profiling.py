@@ -238,7 +238,9 @@ def test_profile_records_operators_and_memory(exported, tmp_path):
     result = profile_model(exported["lstm"], device="x86-64", provider="cpu", seq_len=20,
                            warmup=1, runs=10, operators=3, store=False)  # fmt: skip
     m = result.measurement
-    assert [o["op"] for o in m["top_operators"]][:1] == ["LSTM"]
+    # The ranking by time shifts under load (a Slice can outrank an LSTM at length 20 on
+    # a busy machine), so only membership and the count are checked.
+    assert "LSTM" in [o["op"] for o in m["top_operators"]]
     assert len(m["top_operators"]) == 3
     assert m["peak_rss_mb"] >= m["rss_before_mb"] > 0
     assert m["architecture"] == {"cell": "lstm", "features": 6, "hidden_size": 32,
