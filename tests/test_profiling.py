@@ -273,3 +273,37 @@ def test_parse_sweep_rejects(spec, message):
 def test_precision_sweep_needs_every_file(exported):
     with pytest.raises(InputError, match="no model of precision 'int8'"):
         sweep_points([exported["lstm"]], {"precision": ["fp32", "int8"]})
+
+
+def test_profile_streaming_and_packed_models(tmp_path):
+    """State inputs start at zero with the profiled batch; a lengths input holds seq_len."""
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from rnnedge.export import export_model
+
+    class Packed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.GRU(6, 8, batch_first=True)
+
+        def forward(self, x, lengths):
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            out, _ = self.rnn(packed)
+            return pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0]
+
+    class Stream(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.LSTM(6, 8, num_layers=2, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    export_model(Packed(), tmp_path / "packed.onnx", example_shape="1x10x6")
+    export_model(Stream(), tmp_path / "stream.onnx", example_shape="1x10x6", streaming=True)
+    for name in ("packed.onnx", "stream.onnx"):
+        result = profile_model(tmp_path / name, provider="cpu", batch=3, seq_len=40,
+                               warmup=1, runs=5, operators=0, store=False)  # fmt: skip
+        assert result.latency.count == 5
+        assert result.measurement["batch"] == 3

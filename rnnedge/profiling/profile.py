@@ -46,14 +46,23 @@ def file_sha256(path: Path) -> str:
 def synthetic_input(
     session: Session, batch: int, seq_len: int, seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """A standard-normal input of the given batch and length for every model input."""
+    """Build a feed of the given batch and length for every input of the model.
+
+    Float sequence inputs are standard-normal; integer inputs of rank 1 (the lengths of
+    a padded batch) hold `seq_len` for every sequence; recurrent state inputs start at
+    zero and constant inputs keep the session's values.
+    """
     if batch < 1:
         raise InputError(f"batch must be at least 1, got {batch}")
     if seq_len < 1:
         raise InputError(f"sequence length must be at least 1, got {seq_len}")
     rng = np.random.default_rng(seed)
-    feed = {}
-    for info in session.inputs:
+    feed: dict[str, np.ndarray] = {}
+    for info in session.data_inputs:
+        if info.type in ("tensor(int64)", "tensor(int32)") and len(info.shape) == 1:
+            dtype = np.int64 if info.type == "tensor(int64)" else np.int32
+            feed[info.name] = np.full(batch, seq_len, dtype=dtype)
+            continue
         shape = []
         for axis, dim in enumerate(info.shape):
             if isinstance(dim, int) and dim > 0:
@@ -63,6 +72,9 @@ def synthetic_input(
             else:
                 shape.append(seq_len)
         feed[info.name] = rng.standard_normal(shape).astype(np.float32)
+    for pair in session.state_pairs:
+        feed[pair.input] = pair.zeros(batch)
+    feed.update(session.feeds)
     return feed
 
 
