@@ -23,19 +23,13 @@ import onnxruntime as ort
 from rnnedge.doctor.findings import Area, Finding, Status, error, ok, warning
 from rnnedge.doctor.onnx_proto import ModelInfo, parse_model
 from rnnedge.errors import InputError
+from rnnedge.runtime.operators import QUANTIZED_OPS
 from rnnedge.runtime.providers import CPU_EP, Provider, plan_providers
 
 logger = logging.getLogger(__name__)
 
 _A = Area.MODEL
 RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN", "DynamicQuantizeLSTM", "Scan", "Loop"})
-# Operators that compute in integers or carry quantized tensors (ai.onnx and com.microsoft).
-QUANTIZED_OPS = frozenset({
-    "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulInteger", "MatMulIntegerToFloat",
-    "ConvInteger", "QLinearMatMul", "QLinearConv", "QLinearAdd", "QLinearMul", "QAttention",
-    "QGemm", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "MatMulNBits",
-    "GatherBlockQuantized",
-})  # fmt: skip
 _DTYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
     "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,

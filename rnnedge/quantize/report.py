@@ -9,13 +9,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# Operators that compute in integer arithmetic or carry quantized tensors.
-QUANTIZED_OPS = frozenset({
-    "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulInteger", "MatMulIntegerToFloat",
-    "ConvInteger", "QLinearMatMul", "QLinearConv", "QLinearAdd", "QLinearMul", "QAttention",
-    "QGemm", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "MatMulNBits",
-    "GatherBlockQuantized",
-})  # fmt: skip
+from rnnedge.runtime.operators import QUANTIZED_OPS
 
 # Operators that carry most of a recurrent model's arithmetic; if they remain float after
 # an int8 pass, the model did not get the speed-up the user asked for. Scan and Loop are
