@@ -36,6 +36,7 @@ from rnnedge.export.model import ModelConfig, load_checkpoint
 logger = logging.getLogger(__name__)
 
 TRUST_FLAG = "--trust-pickle"
+_GLOBAL_PATTERN = re.compile(r"GLOBAL ([\w.]+)")
 _FACTORY_PATTERN = re.compile(r"^(?P<target>.+):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 
 
@@ -175,9 +176,10 @@ def _load_pickle_file(path: Path, trust_pickle: bool) -> ModelSource:
         except Exception as exc:  # UnpicklingError, RuntimeError or EOFError
             if _needs_full_pickle(exc):
                 raise InputError(
-                    f"{str(path)!r} needs full unpickling, which can run arbitrary code, so "
-                    f"it was not loaded; pass {TRUST_FLAG} only if you trust the file, or "
-                    "save a checkpoint or a state_dict with file.py:factory --weights"
+                    f"{str(path)!r} needs full unpickling{_named_global(exc)}, which can run "
+                    f"arbitrary code, so it was not loaded; pass {TRUST_FLAG} only if you "
+                    "trust the file, or save a checkpoint or a state_dict with "
+                    "file.py:factory --weights"
                 ) from exc
             raise InputError(
                 f"cannot load checkpoint {str(path)!r} with weights_only=True: "
@@ -203,8 +205,15 @@ def _load_pickle_file(path: Path, trust_pickle: bool) -> ModelSource:
 
 
 def _needs_full_pickle(exc: BaseException) -> bool:
-    # torch names the class it would have to import; corrupt files fail on an opcode.
-    return "Unsupported global" in str(exc)
+    # torch names the class it would have to import ("Unsupported global: GLOBAL x", or
+    # "unsupported GLOBAL x whose module y is blocked" for os, subprocess and the like);
+    # corrupt files fail on an opcode.
+    return "unsupported global" in str(exc).lower()
+
+
+def _named_global(exc: BaseException) -> str:
+    match = _GLOBAL_PATTERN.search(str(exc))
+    return f" (it imports {match.group(1)})" if match else ""
 
 
 def _from_checkpoint(path: Path) -> ModelSource:

@@ -225,6 +225,17 @@ def read_profile(path: Path) -> DeviceProfile:
         raise DeviceProfileError(f"{path}: cannot read device profile: {exc.strerror}") from exc
     try:
         data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        # The safe loader builds only plain data; a tag such as !!python/object would
+        # construct (and run) Python code, so it is rejected, never executed.
+        line = getattr(exc.problem_mark, "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        tag = re.search(r"tag '([^']*)'", exc.problem or "")
+        raise DeviceProfileError(
+            f"{path}: YAML tag {tag.group(1) if tag else '(unknown)'!r}{where} is not allowed; "
+            "device profiles hold plain mappings, lists, strings and numbers, read with "
+            "the safe loader, so remove the tag"
+        ) from exc
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""

@@ -79,7 +79,7 @@ def check_address(address: str) -> str:
     """Return `address` if it is a safe `[user@]host`; raise InputError otherwise."""
     if address.startswith("-"):
         raise InputError(f"invalid remote address {address!r}: it must not start with '-'")
-    if not _ADDRESS.match(address):
+    if not _ADDRESS.fullmatch(address):
         raise InputError(
             f"invalid remote address {address!r}; use [user@]host with letters, digits, '.', "
             "'-' or '_' (put IPv6 addresses and other settings in ~/.ssh/config under a Host "

@@ -1,19 +1,24 @@
-"""Just enough of the ONNX protobuf format to list a model's opsets and operators.
+"""Just enough of the ONNX protobuf format to list a model's operators and external data.
 
 The board runs without the onnx package, and onnxruntime exposes no graph API, so this
 module decodes the protobuf wire format directly. It reads only these fields of onnx.proto
 (field numbers from onnx/onnx.proto, stable since IR version 3):
 
     ModelProto:   ir_version 1, producer_name 2, producer_version 3, graph 7,
-                  opset_import 8, metadata_props 14, functions 25
-    GraphProto:   node 1, input 11, output 12
+                  opset_import 8, metadata_props 14, training_info 20, functions 25
+    GraphProto:   node 1, initializer 5, input 11, output 12, sparse_initializer 15
     NodeProto:    name 3, op_type 4, attribute 5, domain 7
-    AttributeProto: g 6, graphs 11 (the bodies of If, Loop and Scan)
-    FunctionProto: name 1, node 7, domain 10
+    AttributeProto: name 1, i 3, s 4, t 5, g 6, tensors 10, graphs 11 (the bodies of
+                  If, Loop and Scan), sparse_tensor 22, sparse_tensors 23
+    TensorProto:  name 8, external_data 13, data_location 14
+    SparseTensorProto: values 1, indices 2
+    TrainingInfoProto: initialization 1, algorithm 2
+    FunctionProto: name 1, node 7, domain 10, attribute_proto 11
     OperatorSetIdProto: domain 1, version 2
     StringStringEntryProto: key 1, value 2
 
-Everything else, initializers included, is skipped without being decoded. `identity_model`
+Everything else, tensor contents included, is skipped without being decoded.
+`external_tensors` lists every tensor whose data lives in another file; `identity_model`
 writes the smallest valid model, used to test whether an execution provider loads.
 """
 
@@ -35,6 +40,9 @@ class NodeInfo:
     op_type: str
     domain: str  # "" is the default ai.onnx domain
     subgraph_of: str | None = None
+    # The `hidden_size` and `direction` attributes of LSTM, GRU and RNN nodes.
+    hidden_size: int | None = None
+    directions: int = 1
 
 
 @dataclass
@@ -114,13 +122,27 @@ def _node(buf: memoryview, parent: str | None, out: list[NodeInfo]) -> None:
         elif number == 5 and not isinstance(value, int):
             attributes.append(value)
     domain = "" if domain == "ai.onnx" else domain
-    out.append(NodeInfo(name, op_type, domain, parent))
+    hidden_size, directions = _recurrent_attributes(attributes)
+    out.append(NodeInfo(name, op_type, domain, parent, hidden_size, directions))
     label = name or op_type
     inner = f"{parent}/{label}" if parent else label
     for attribute in attributes:
         for number, value in _fields(attribute):
             if number in (6, 11) and not isinstance(value, int):
                 _graph_nodes(value, inner, out)
+
+
+def _recurrent_attributes(attributes: list[memoryview]) -> tuple[int | None, int]:
+    hidden_size, directions = None, 1
+    for attribute in attributes:
+        fields = list(_fields(attribute))
+        names = [_text(value) for number, value in fields if number == 1]
+        if names == ["hidden_size"]:
+            hidden_size = next((v for n, v in fields if n == 3 and isinstance(v, int)), None)
+        elif names == ["direction"]:
+            text = next((_text(v) for n, v in fields if n == 4), "")
+            directions = 2 if text == "bidirectional" else 1
+    return hidden_size, directions
 
 
 def parse_model(data: bytes) -> ModelInfo:
@@ -177,6 +199,135 @@ def _function(buf: memoryview, info: ModelInfo) -> None:
             _node(value, None, nodes)
     info.functions.add((domain, name))
     info.nodes.extend(NodeInfo(n.name, n.op_type, n.domain, f"function {name}") for n in nodes)
+
+
+# --- tensors whose data lives outside the model file ------------------------------------
+
+# TensorProto.DataLocation.EXTERNAL; DEFAULT (0) keeps the data inside the tensor.
+_EXTERNAL = 1
+# Subgraphs nest through node attributes; protobuf's own parsers stop at 100 levels.
+_MAX_DEPTH = 100
+
+
+@dataclass(frozen=True)
+class ExternalTensor:
+    """One tensor that records external data: its `external_data` entries in file order.
+
+    `external` is True when `data_location` is EXTERNAL. A tensor is listed when either
+    that flag or any `external_data` entry is present, so that a reader that looks at only
+    one of the two cannot be sent outside the model's folder.
+    """
+
+    name: str
+    where: str
+    external: bool
+    entries: tuple[tuple[str, str], ...]
+
+    def values(self, key: str) -> list[str]:
+        """Return every value stored under `key`, in file order (a key may repeat)."""
+        return [value for entry_key, value in self.entries if entry_key == key]
+
+
+def external_tensors(data: bytes | memoryview) -> list[ExternalTensor]:
+    """List the tensors of a model that keep their data in another file.
+
+    Looks at initializers, sparse initializers, tensor attributes of nodes, the graphs
+    nested in If, Loop and Scan nodes, local functions and training graphs.
+
+    Raises:
+        ValueError: the bytes are not a valid protobuf message.
+    """
+    found: list[ExternalTensor] = []
+    for number, value in _fields(memoryview(data)):
+        if isinstance(value, int):
+            continue
+        if number == 7:
+            _graph_tensors(value, "graph", found, 0)
+        elif number == 20:
+            for sub, graph in _fields(value):
+                if sub in (1, 2) and not isinstance(graph, int):
+                    _graph_tensors(graph, "training graph", found, 0)
+        elif number == 25:
+            _function_tensors(value, found)
+    return found
+
+
+def _graph_tensors(buf: memoryview, where: str, out: list[ExternalTensor], depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise ValueError(f"subgraphs nested deeper than {_MAX_DEPTH} levels")
+    for number, value in _fields(buf):
+        if isinstance(value, int):
+            continue
+        if number == 5:
+            _tensor(value, f"initializer of {where}", out)
+        elif number == 15:
+            _sparse_tensor(value, f"sparse initializer of {where}", out)
+        elif number == 1:
+            _node_tensors(value, where, out, depth)
+
+
+def _node_tensors(buf: memoryview, where: str, out: list[ExternalTensor], depth: int) -> None:
+    name = op_type = ""
+    attributes = []
+    for number, value in _fields(buf):
+        if number == 3:
+            name = _text(value)
+        elif number == 4:
+            op_type = _text(value)
+        elif number == 5 and not isinstance(value, int):
+            attributes.append(value)
+    inner = f"node {name or op_type or '?'} in {where}"
+    for attribute in attributes:
+        _attribute_tensors(attribute, inner, out, depth)
+
+
+def _attribute_tensors(buf: memoryview, where: str, out: list[ExternalTensor], depth: int) -> None:
+    for number, value in _fields(buf):
+        if isinstance(value, int):
+            continue
+        if number in (5, 10):
+            _tensor(value, f"attribute of {where}", out)
+        elif number in (22, 23):
+            _sparse_tensor(value, f"attribute of {where}", out)
+        elif number in (6, 11):
+            _graph_tensors(value, f"subgraph of {where}", out, depth + 1)
+
+
+def _function_tensors(buf: memoryview, out: list[ExternalTensor]) -> None:
+    name = ""
+    for number, value in _fields(buf):
+        if number == 1:
+            name = _text(value)
+    where = f"function {name or '?'}"
+    for number, value in _fields(buf):
+        if isinstance(value, int):
+            continue
+        if number == 7:
+            _node_tensors(value, where, out, 0)
+        elif number == 11:
+            _attribute_tensors(value, where, out, 0)
+
+
+def _sparse_tensor(buf: memoryview, where: str, out: list[ExternalTensor]) -> None:
+    for number, value in _fields(buf):
+        if number in (1, 2) and not isinstance(value, int):
+            _tensor(value, where, out)
+
+
+def _tensor(buf: memoryview, where: str, out: list[ExternalTensor]) -> None:
+    name = ""
+    external = False
+    entries: list[tuple[str, str]] = []
+    for number, value in _fields(buf):
+        if number == 8:
+            name = _text(value)
+        elif number == 14 and isinstance(value, int):
+            external = external or value == _EXTERNAL
+        elif number == 13 and not isinstance(value, int):
+            entry = {sub: _text(item) for sub, item in _fields(value) if sub in (1, 2)}
+            entries.append((entry.get(1, ""), entry.get(2, "")))
+    if external or entries:
+        out.append(ExternalTensor(name, where, external, tuple(entries)))
 
 
 # --- writing: only what the identity model needs -------------------------------------

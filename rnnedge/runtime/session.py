@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from rnnedge.errors import InputError
 from rnnedge.host import cpu_info
+from rnnedge.runtime.external_data import check_external_data
 from rnnedge.runtime.feeds import constant_feed
 from rnnedge.runtime.inputs import check_sequence_input, describe
 from rnnedge.runtime.metadata import Layout, ModelMetadata, Task
@@ -34,7 +35,11 @@ NONFINITE_POLICIES = ("error", "warn")
 
 
 def open_model_file(path: str | os.PathLike[str]) -> Path:
-    """Check that `path` names a readable file before ONNX Runtime parses it."""
+    """Check that `path` names a readable file before ONNX Runtime parses it.
+
+    The model's external-data locations are checked too: each must name a file inside
+    the model's folder (see `rnnedge.runtime.external_data`).
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"model file {str(path)!r} not found; pass the path to an .onnx file")
@@ -42,6 +47,7 @@ def open_model_file(path: str | os.PathLike[str]) -> Path:
         raise InputError(f"model path {str(path)!r} is not a file; pass the path to an .onnx file")
     if path.stat().st_size == 0:
         raise InputError(f"model file {str(path)!r} is empty; export the model again")
+    check_external_data(path)
     return path
 
 
