@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,9 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        # mkstemp creates the file as 0600; the target gets the mode a plain open() would
+        # give it, or keeps its own when it exists.
+        os.chmod(tmp, _mode_for(target))
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
@@ -59,6 +63,25 @@ def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:
                 f"cannot write {str(target)!r}: {exc.strerror}; free some space or "
                 "choose another output path"
             ) from exc
+
+
+def _mode_for(target: Path) -> int:
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    # /proc/self/status reads the umask without changing it; os.umask() must set it to
+    # read it, which races with threads that create files meanwhile.
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
 
 
 def _fsync_directory(directory: Path) -> None:

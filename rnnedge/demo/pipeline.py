@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -79,11 +80,10 @@ def run_demo(
     say = progress or (lambda message: logger.info("%s", message))
     if epochs < 1:
         raise InputError(f"epochs must be at least 1, got {epochs}")
+    if runs < 1:
+        raise InputError(f"run count must be at least 1, got {runs}")
     profile = _resolve_device(device, user_dir)
-    if output_dir is None:
-        output_dir = new_output_dir()
-    else:
-        output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = _writable_output_dir(output_dir)
 
     say("loading BasicMotions (sktime)")
     dataset = load_basic_motions()
@@ -129,6 +129,26 @@ def run_demo(
                 p99_ms=round(result.latency.p99_ms, 4),
             ))  # fmt: skip
     return DemoResult(profile.name, output_dir, profile_path, tuple(rows), tuple(notes))
+
+
+def _writable_output_dir(output_dir: Path | None) -> Path:
+    """Create the artifact folder and check it is writable, before any training."""
+    try:
+        if output_dir is None:
+            output_dir = new_output_dir()
+        else:
+            output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        folder = str(output_dir) if output_dir is not None else "the current folder"
+        raise InputError(
+            f"cannot create the demo folder in {folder!r}: {exc.strerror}; pass --output-dir "
+            "with a writable folder"
+        ) from exc
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise InputError(
+            f"--output-dir {str(output_dir)!r} is not writable; pass a writable folder"
+        )
+    return output_dir
 
 
 def score(model_path: Path, x: np.ndarray, y: np.ndarray) -> float:

@@ -187,7 +187,7 @@ def check_regression(
     relative standard deviation of the stored p50s (run-to-run drift, where two or more
     are stored).
     """
-    if tolerance < 0:
+    if not tolerance >= 0:  # also rejects NaN, which no slowdown would ever exceed
         raise InputError(f"tolerance must be 0 or more, got {tolerance}")
     stored_p50 = [p50(m) for m in baseline]
     base = statistics.median(stored_p50)

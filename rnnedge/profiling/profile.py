@@ -19,6 +19,7 @@ from rnnedge.profiling.fingerprint import measurement_host, reset_peak_rss, rss_
 from rnnedge.profiling.operators import top_operators
 from rnnedge.profiling.store import add_measurements
 from rnnedge.profiling.timing import LatencyStats, measure
+from rnnedge.runtime.memory import check_run_memory
 from rnnedge.runtime.providers import Provider
 from rnnedge.runtime.session import Session, open_model_file
 
@@ -56,6 +57,7 @@ def synthetic_input(
         raise InputError(f"batch must be at least 1, got {batch}")
     if seq_len < 1:
         raise InputError(f"sequence length must be at least 1, got {seq_len}")
+    check_run_memory(session, batch, seq_len)
     rng = np.random.default_rng(seed)
     feed: dict[str, np.ndarray] = {}
     for info in session.data_inputs:

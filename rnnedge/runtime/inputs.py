@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import numpy as np
 from rnnedge.errors import InputError
 
 logger = logging.getLogger(__name__)
+
+# The name `rnnedge export` gives the input that contains the lengths of a padded batch.
+LENGTHS_INPUT = "lengths"
 
 _ORT_TO_NUMPY = {
     "tensor(float)": np.float32,
@@ -42,6 +46,8 @@ def load_array_file(path: str | os.PathLike[str]) -> np.ndarray | dict[str, np.n
                 return {name: archive[name] for name in archive.files}
         if suffix == ".csv":
             return _load_csv(path)
+    except InputError:
+        raise
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(
             f"cannot read {str(path)!r} as {suffix[1:]}: {_first_line(exc)}; check that "
@@ -55,11 +61,20 @@ def load_array_file(path: str | os.PathLike[str]) -> np.ndarray | dict[str, np.n
 
 def _load_csv(path: Path) -> np.ndarray:
     """Read a CSV of numbers: one row per time step, one column per feature."""
-    try:
-        return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
-    except ValueError:
-        # A header row of column names is the usual cause; skip it and try once more.
-        return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2, skiprows=1)
+    with warnings.catch_warnings():
+        # numpy warns about a file without rows; the error below reports it in one line.
+        warnings.filterwarnings("ignore", message="loadtxt: input contained no data")
+        try:
+            array = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+        except ValueError:
+            # A header row of column names is the usual cause; skip it and try once more.
+            array = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2, skiprows=1)
+    if array.size == 0:
+        raise InputError(
+            f"CSV file {str(path)!r} contains no numbers; write one row per time step and "
+            "one column per feature"
+        )
+    return array
 
 
 def _first_line(exc: BaseException) -> str:
@@ -111,6 +126,8 @@ def check_sequence_input(
                 )
             logger.debug("casting %s from %s to %s", name, array.dtype, np.dtype(target).name)
             array = array.astype(target)
+    elif target is not None and np.issubdtype(target, np.integer):
+        array = _check_integer_input(array, name, np.dtype(target), source)
     rank = len(expected_shape)
     if array.ndim == rank - 1 and rank == 3:
         logger.info("%s has rank 2; running it as one sequence (batch of 1)", source)
@@ -140,6 +157,45 @@ def check_sequence_input(
             )
         logger.warning("%s contains %d NaN or infinite values; the outputs may be NaN", source, bad)
     return np.ascontiguousarray(array)
+
+
+def _check_integer_input(array: np.ndarray, name: str, target: np.dtype, source: str) -> np.ndarray:
+    """Cast an integer array to the model's integer type when every value fits."""
+    if not np.issubdtype(array.dtype, np.integer):
+        raise InputError(
+            f"{source} has dtype {array.dtype}, but model input {name!r} expects "
+            f"{target.name}; convert it with array.astype('{target.name}')"
+        )
+    if array.dtype == target:
+        return array
+    limits = np.iinfo(target)
+    if array.size and (array.min() < limits.min or array.max() > limits.max):
+        raise InputError(
+            f"{source} has values from {array.min()} to {array.max()}, beyond the "
+            f"{target.name} range of model input {name!r}; pass smaller values"
+        )
+    return array.astype(target)
+
+
+def check_lengths(lengths: np.ndarray, batch: int, seq_len: int, source: str) -> None:
+    """Check the lengths of a padded batch: one per sequence, each from 1 to `seq_len`.
+
+    ONNX Runtime's recurrent operators accept a length of 0 and return zeros for that
+    sequence, where PyTorch's `pack_padded_sequence` raises, so an exported model would
+    silently return an output for an empty sequence.
+    """
+    if lengths.ndim != 1 or lengths.shape[0] != batch:
+        raise InputError(
+            f"{source} has shape {tuple(lengths.shape)}, but the input batch has {batch} "
+            "sequences; give one length per sequence"
+        )
+    low, high = int(lengths.min()), int(lengths.max())
+    if low < 1 or high > seq_len:
+        raise InputError(
+            f"{source} has lengths from {low} to {high}, but each must be from 1 to {seq_len} "
+            "(the padded length of the input); drop empty sequences from the batch and pad "
+            "the input to the longest sequence"
+        )
 
 
 def _batch_axis_first(shape: Sequence[int | str | None]) -> bool:

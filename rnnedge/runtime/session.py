@@ -16,7 +16,7 @@ from rnnedge.errors import InputError
 from rnnedge.host import cpu_info
 from rnnedge.runtime.external_data import check_external_data
 from rnnedge.runtime.feeds import constant_feed
-from rnnedge.runtime.inputs import check_sequence_input, describe
+from rnnedge.runtime.inputs import LENGTHS_INPUT, check_lengths, check_sequence_input, describe
 from rnnedge.runtime.metadata import Layout, ModelMetadata, Task
 from rnnedge.runtime.options import cpu_settings, merge_options, provider_options
 from rnnedge.runtime.placement import Placement, read_profile
@@ -222,9 +222,27 @@ class Session:
                 data[info.name], info.name, info.shape, info.type, label, nonfinite=self.nonfinite
             )
             feed[info.name] = self._normalize(array) if index == 0 else array
+        self._check_lengths(feed, data_inputs, source)
         for name, value in self.feeds.items():
             feed[name] = data.get(name, value)
         return feed
+
+    def _check_lengths(
+        self, feed: Mapping[str, np.ndarray], data_inputs: Sequence[Any], source: str
+    ) -> None:
+        lengths = feed.get(LENGTHS_INPUT)
+        if lengths is None or not np.issubdtype(lengths.dtype, np.integer):
+            return
+        sequence = feed[data_inputs[0].name]
+        if data_inputs[0].name == LENGTHS_INPUT or sequence.ndim != 3:
+            return
+        time_axis = 1 if self.batch_major else 0
+        check_lengths(
+            lengths,
+            self.batch_size(feed),
+            int(sequence.shape[time_axis]),
+            f"{source}[{LENGTHS_INPUT}]",
+        )
 
     def batch_size(self, feed: Mapping[str, np.ndarray]) -> int:
         """The batch size of the first data input in `feed` (1 for a model without one)."""
