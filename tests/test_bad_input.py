@@ -1,11 +1,12 @@
 """The bad-input corpus: every command, fed what it must reject, fails the same way.
 
 Each case is a command line with placeholders, the exit code the README documents (2 for
-a usage error, 3 for a failed check) and fragments of the one-line message: the value at
-fault and the fix. Every case also asserts that stderr contains exactly one `error: ` line
-(log warnings aside), that there is no traceback without -v, that stdout is empty unless
-the command reports findings there, and that no file under the test's folders, the
-read-only mount or the full disk was created, changed or removed.
+a usage error, 3 for a failed check, 5 for a model that cannot be exported) and fragments
+of the one-line message: the value at fault and the fix. Every case also asserts that
+stderr contains exactly one `error: ` line (log warnings aside), that there is no
+traceback without -v, that stdout is empty unless the command reports findings there,
+and that no file under the test's folders, the read-only mount or the full disk was
+created, changed or removed.
 
 The cases of BAD_INPUT in tests/test_cli.py are not repeated here.
 """
@@ -61,9 +62,9 @@ def case(case_id: str, line: str, code: int, *message: str, stdout: tuple[str, .
 CASES = [
     # export
     case("export-empty-checkpoint", "export {empty_pt} -o {tmp}/o.onnx", 2,
-         "cannot load checkpoint", "empty.pt", "pass an rnnedge checkpoint"),
+         "cannot load", "empty.pt", "rnnedge checkpoint"),
     case("export-truncated-checkpoint", "export {trunc_pt} -o {tmp}/o.onnx", 2,
-         "cannot load checkpoint", "trunc.pt", "pass an rnnedge checkpoint"),
+         "cannot load", "trunc.pt", "rnnedge checkpoint"),
     case("export-zero-batch-example", "export {ckpt} --example-shape 0x10x6 -o {tmp}/o.onnx", 2,
          "'0x10x6' is invalid", "as positive integers"),
     case("export-negative-length-example",
@@ -78,6 +79,9 @@ CASES = [
     case("export-streaming-non-recurrent",
          "export {linear_factory} --streaming --example-shape 1x5x6 -o {tmp}/o.onnx", 2,
          "--streaming needs an nn.LSTM or nn.GRU", "the model has none"),
+    case("export-dict-output",
+         "export {dict_factory} --example-shape 1x5x6 -o {tmp}/o.onnx", 5,
+         "the model returns a dict", "tensors and nested tuples or lists of tensors"),
     case("export-read-only-folder", "export {ckpt} -o {ro}/o.onnx", 2,
          "is not writable", "choose another output path", root=True),
     # quantize
@@ -240,6 +244,28 @@ CASES = [
 ]  # fmt: skip
 
 
+FACTORIES = """
+import torch
+
+
+class ReturnsDict(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.GRU(6, 4, batch_first=True)
+
+    def forward(self, x):
+        return {"output": self.rnn(x)[0]}
+
+
+def returns_dict():
+    return ReturnsDict()
+
+
+def linear():
+    return torch.nn.Linear(6, 3)
+"""
+
+
 class Packed(nn.Module):
     """An LSTM over a padded batch with its lengths, as rnnedge export takes one."""
 
@@ -279,7 +305,7 @@ def models(exported, tmp_path_factory) -> dict[str, Path | str]:
     assert [spec.name for spec in report.inputs] == ["input", "lengths"]
     onnx.checker.check_model(str(root / "packed.onnx"))
     factory = root / "factories.py"
-    factory.write_text("import torch\n\n\ndef linear():\n    return torch.nn.Linear(6, 3)\n")
+    factory.write_text(FACTORIES)
     baseline = root / "baseline"
     assert main(["profile", str(exported["lstm"]), "--device", "x86-64", "--seq-len", "5",
                  "--devices-dir", str(baseline), *QUICK.split()]) == 0  # fmt: skip
@@ -289,6 +315,7 @@ def models(exported, tmp_path_factory) -> dict[str, Path | str]:
         "packed": root / "packed.onnx",
         "linear": linear_model(root / "linear.onnx"),
         "linear_factory": f"{factory}:linear",
+        "dict_factory": f"{factory}:returns_dict",
         "baseline": baseline,
     }
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rnnedge.errors import InputError
+from rnnedge.errors import InputError, RnnedgeError
 from rnnedge.export.exporters import FlatOutputs
 from rnnedge.export.inputs import (
     BATCH,
@@ -223,7 +223,7 @@ def _probe_output_axes(
         try:
             with torch.inference_mode():
                 outputs = reference(*[torch.from_numpy(a) for a in arrays])
-        except InputError:
+        except RnnedgeError:  # rnnedge's own checks, such as an unsupported output type
             raise
         except Exception as exc:  # whatever the user's forward raises
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
