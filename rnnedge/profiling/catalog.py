@@ -15,6 +15,7 @@ Schema versions:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -155,7 +156,7 @@ def validate(data: Any, source: str) -> DeviceProfile:
         extra = sorted(set(data.get(key, {}) or {}) - allowed)
         if extra:
             raise DeviceProfileError(
-                f"{source}: unknown field '{key}.{extra[0]}'; allowed: {', '.join(sorted(allowed))}"
+                f"{source}: unknown field {f'{key}.{extra[0]}'!r}; allowed: {', '.join(sorted(allowed))}"
             )
     preference = data["providers"].get("preference", [])
     if not isinstance(preference, list):
@@ -183,7 +184,7 @@ def _check_remote(remote: dict[str, Any] | None, source: str) -> None:
     for key, value in remote.items():
         if key not in _REMOTE:
             raise DeviceProfileError(
-                f"{source}: unknown field 'remote.{key}'; allowed: {', '.join(sorted(_REMOTE))}"
+                f"{source}: unknown field {f'remote.{key}'!r}; allowed: {', '.join(sorted(_REMOTE))}"
             )
         if not isinstance(value, _REMOTE[key]) or isinstance(value, bool):
             raise DeviceProfileError(
@@ -252,19 +253,34 @@ def read_profile(path: Path) -> DeviceProfile:
     return profile
 
 
+def as_user_dir(user_dir: str | os.PathLike[str]) -> Path:
+    """Return the folder of the user's device profiles as a `Path`, from a str or a path."""
+    return Path(os.fspath(user_dir))
+
+
 def catalog_names() -> list[str]:
     return sorted(p.stem for p in catalog_dir().glob("*.yaml"))
 
 
-def known_names(user_dir: Path = USER_DEVICES_DIR) -> list[str]:
+def known_names(user_dir: str | os.PathLike[str] = USER_DEVICES_DIR) -> list[str]:
     names = set(catalog_names())
+    user_dir = as_user_dir(user_dir)
     if user_dir.is_dir():
         names.update(p.stem for p in user_dir.glob("*.yaml"))
     return sorted(names)
 
 
-def load_device(name: str, user_dir: Path = USER_DEVICES_DIR) -> DeviceProfile:
-    """Load a device by name: `user_dir/<name>.yaml` first, then the catalog."""
+def load_device(
+    name: str, user_dir: str | os.PathLike[str] = USER_DEVICES_DIR, *, hint: str | None = None
+) -> DeviceProfile:
+    """Load a device by name: `user_dir/<name>.yaml` first, then the catalog.
+
+    Args:
+        hint: the fix that ends the message for an unknown name, worded for the caller's
+            option (for example "omit --device to profile this host under its own name");
+            by default it asks for one of the known names.
+    """
+    user_dir = as_user_dir(user_dir)
     if not _NAME.match(name):
         raise DeviceProfileError(
             f"invalid device name {name!r}; use lowercase letters, digits, '.', '-' or '_'"
@@ -273,18 +289,24 @@ def load_device(name: str, user_dir: Path = USER_DEVICES_DIR) -> DeviceProfile:
         path = directory / f"{name}.yaml"
         if path.is_file():
             return read_profile(path)
+    fix = hint or f"pass one of these names, or add {user_dir / (name + '.yaml')}"
     raise DeviceProfileError(
-        f"unknown device {name!r}; known devices: {', '.join(known_names(user_dir))}. "
-        "Omit --device to profile this host under its own name"
+        f"unknown device {name!r}; known devices: {', '.join(known_names(user_dir))}; {fix}"
     )
 
 
-def recognize_host(user_dir: Path = USER_DEVICES_DIR) -> DeviceProfile | None:
+def recognize_host(
+    user_dir: str | os.PathLike[str] = USER_DEVICES_DIR, *, strict: bool = False
+) -> DeviceProfile | None:
     """Find the catalog or user profile that describes this host, or None.
 
     A board match (device tree model, Jetson release file) wins over a generic one
-    (architecture only).
+    (architecture only). A user profile that cannot be read is skipped with a warning,
+    unless `strict` is set and the file may describe this host (see
+    `_unreadable_may_match`): then its `DeviceProfileError` is raised, because skipping
+    it would record this host's measurements under another name.
     """
+    user_dir = as_user_dir(user_dir)
     board = board_info()
     cpu = cpu_info()
     arch = platform.machine().lower()
@@ -300,6 +322,8 @@ def recognize_host(user_dir: Path = USER_DEVICES_DIR) -> DeviceProfile | None:
             try:
                 profile = read_profile(path)
             except DeviceProfileError as exc:
+                if strict and _unreadable_may_match(path, board, cpu, arch):
+                    raise
                 logger.warning("skipping device profile: %s", exc)
                 continue
             score = _match_score(profile.data.get("recognize", {}), board, cpu, arch)
@@ -309,6 +333,59 @@ def recognize_host(user_dir: Path = USER_DEVICES_DIR) -> DeviceProfile | None:
         return None
     candidates.sort(key=lambda item: -item[0])
     return candidates[0][1]
+
+
+def _unreadable_may_match(
+    path: Path, board: dict[str, Any], cpu: dict[str, Any], arch: str
+) -> bool:
+    """Whether a profile file that failed to read or validate may describe this host.
+
+    It may when it replaces a catalog entry that matches this host, when it has the name
+    rnnedge gives an unrecognized host, or when its `recognize` rules still parse and
+    match. A file that does not parse at all and has none of those names cannot be judged.
+    """
+    if path.stem == host_device_name():
+        return True
+    shipped = catalog_dir() / path.name
+    if shipped.is_file() and path.resolve() != shipped.resolve():
+        with contextlib.suppress(DeviceProfileError):
+            rule = read_profile(shipped).data.get("recognize", {})
+            if _match_score(rule, board, cpu, arch) > 0:
+                return True
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        rule = data.get("recognize") if isinstance(data, dict) else None
+        return isinstance(rule, dict) and _match_score(rule, board, cpu, arch) > 0
+    except (OSError, ValueError, yaml.YAMLError, TypeError, AttributeError):
+        return False
+
+
+def host_matches(profile: DeviceProfile) -> bool:
+    """Whether this host satisfies the `recognize` rules of `profile`."""
+    rule = profile.data.get("recognize", {}) or {}
+    return _match_score(rule, board_info(), cpu_info(), platform.machine().lower()) > 0
+
+
+def describe_host() -> str:
+    """This host in a few words for messages: board model or architecture, and CPU model."""
+    board = board_info().get("device_tree_model")
+    cpu = cpu_info()
+    return f"{board or cpu['arch']}, {cpu['model']}"
+
+
+def describe_recognize(profile: DeviceProfile) -> str:
+    """The `recognize` rules of `profile` in words, for messages."""
+    rule = profile.data.get("recognize", {}) or {}
+    parts = []
+    if rule.get("arch"):
+        parts.append("architecture " + " or ".join(map(str, rule["arch"])))
+    if rule.get("device_tree_model"):
+        parts.append("device tree model " + " or ".join(map(repr, rule["device_tree_model"])))
+    if rule.get("nv_tegra_release"):
+        parts.append("a Jetson L4T release in /etc/nv_tegra_release")
+    if rule.get("cpu_model"):
+        parts.append("CPU model " + " or ".join(map(repr, rule["cpu_model"])))
+    return " and ".join(parts) or "no rules"
 
 
 def _match_score(
@@ -361,9 +438,14 @@ def new_profile_for_host(name: str) -> DeviceProfile:
     return validate(data, f"new profile {name!r}")
 
 
-def default_device(user_dir: Path = USER_DEVICES_DIR) -> DeviceProfile:
-    """The profile for this host: a recognized one, or a new one from its fingerprint."""
-    found = recognize_host(user_dir)
+def default_device(user_dir: str | os.PathLike[str] = USER_DEVICES_DIR) -> DeviceProfile:
+    """The profile for this host: a recognized one, or a new one from its fingerprint.
+
+    Raises:
+        DeviceProfileError: a user profile that may describe this host cannot be read;
+            storing under a new name would hide that file's measurements.
+    """
+    found = recognize_host(user_dir, strict=True)
     if found is not None:
         logger.info("recognized this host as device %r", found.name)
         return found
@@ -372,5 +454,5 @@ def default_device(user_dir: Path = USER_DEVICES_DIR) -> DeviceProfile:
     return new_profile_for_host(name)
 
 
-def user_profile_path(name: str, user_dir: Path = USER_DEVICES_DIR) -> Path:
-    return Path(os.fspath(user_dir)) / f"{name}.yaml"
+def user_profile_path(name: str, user_dir: str | os.PathLike[str] = USER_DEVICES_DIR) -> Path:
+    return as_user_dir(user_dir) / f"{name}.yaml"
