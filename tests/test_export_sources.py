@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 import textwrap
+import warnings
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
 
 from rnnedge.cli import main
-from rnnedge.errors import CheckFailedError, ExportError, InputError
+from rnnedge.errors import CheckFailedError, ExportError, InputError, MissingDependencyError
 from rnnedge.export import export_model
 
 FACTORY = textwrap.dedent(
@@ -174,3 +179,233 @@ def test_dynamo_below_opset_18_rejected(tmp_path):
     with pytest.raises(InputError, match="opset 17 is below 18"):
         export_model(build_tagger(), tmp_path / "o.onnx", example_shape="1x10x6",
                      exporter="dynamo", opset=17)  # fmt: skip
+
+
+BRANCHES_ON_MEAN = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    class BranchOnMean(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.GRU(6, 8, batch_first=True)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            if x.mean().item() > 0.5:
+                x = x * 2
+            return self.head(self.rnn(x)[0][:, -1])
+
+    def build():
+        torch.manual_seed(0)
+        return BranchOnMean()
+    """
+)
+
+
+def _import_file(path, name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_branch_on_input_not_traced(tmp_path):
+    # Standard-normal inputs never reach a mean above 0.5, so a trace that froze the
+    # branch would match PyTorch on them. The tracer warning must reject the trace.
+    (tmp_path / "branchy.py").write_text(BRANCHES_ON_MEAN)
+    report = export_model(
+        f"{tmp_path / 'branchy.py'}:build", tmp_path / "b.onnx", example_shape="1x10x6"
+    )
+    assert report.capture == "script"
+    trace = report.attempts[0]
+    assert (trace.exporter, trace.capture) == ("torchscript", "trace")
+    branch_line = BRANCHES_ON_MEAN.splitlines().index("        if x.mean().item() > 0.5:") + 1
+    assert f"branchy.py:{branch_line}" in trace.error
+    assert ".item()" in trace.error
+    model = _import_file(tmp_path / "branchy.py", "branchy_reference").build().eval()
+    session = ort.InferenceSession(str(tmp_path / "b.onnx"), providers=["CPUExecutionProvider"])
+    shifted = np.random.default_rng(5).normal(2.0, 1.0, (2, 15, 6)).astype(np.float32)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(shifted)).numpy()
+    np.testing.assert_allclose(session.run(None, {"input": shifted})[0], expected, atol=1e-5)
+
+
+def test_parity_feeds_shifted_inputs(tmp_path):
+    """A traced graph with a frozen branch passes standard-normal inputs, not shifted ones."""
+    from rnnedge.export.exporters import FlatOutputs
+    from rnnedge.export.inputs import InputRole, InputSpec
+    from rnnedge.export.parity import check_graph_parity
+
+    (tmp_path / "branchy.py").write_text(BRANCHES_ON_MEAN)
+    model = _import_file(tmp_path / "branchy.py", "branchy_traced").build().eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (torch.zeros(1, 10, 6),), buffer, dynamo=False, input_names=["input"],
+            dynamic_axes={"input": {0: "batch", 1: "sequence"}},
+        )  # fmt: skip
+    spec = InputSpec("input", InputRole.SEQUENCE, ("batch", "sequence", 6))
+    parity = check_graph_parity(
+        FlatOutputs(model), buffer.getvalue(), [spec], [(3, 37), (5, 123)], [{0: "batch"}]
+    )
+    centred = [c for c in parity.cases if c.input_mean == 0.0]
+    shifted = [c for c in parity.cases if c.input_mean > 0.5]
+    assert all(c.max_abs_error <= 1e-5 for c in centred)
+    assert shifted
+    assert not parity.passed
+    assert parity.worst.input_mean > 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "spec", "fragment"),
+    [
+        pytest.param("x = 1 / 0\n", "broken.py:build", "importing", id="raises-on-import"),
+        pytest.param(
+            "import sys\nsys.exit(3)\n", "broken.py:build", "sys.exit(3)", id="exits-on-import"
+        ),
+        pytest.param(
+            "def build():\n    return 1 / 0\n", "broken.py:build", "calling factory",
+            id="factory-raises",
+        ),
+    ],
+)  # fmt: skip
+def test_model_file_error_is_input_error(capsys, tmp_path, monkeypatch, text, spec, fragment):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken.py").write_text(text)
+    code, _, err = run_cli(capsys, "export", spec, "--example-shape", "1x10x6")
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert fragment in lines[0]
+    assert "broken.py" in lines[0]
+    assert "fix the model file" in lines[0]
+    assert "internal error" not in err
+    assert not (tmp_path / "broken.onnx").exists()
+
+
+def test_factory_with_arguments_rejected(tmp_path):
+    (tmp_path / "m.py").write_text("def build(hidden):\n    raise AssertionError\n")
+    with pytest.raises(InputError, match="must be callable without arguments"):
+        export_model(f"{tmp_path / 'm.py'}:build", tmp_path / "o.onnx", example_shape="1x10x6")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fragment"),
+    [
+        pytest.param("m.onnx", b"\x08\x07onnx", "already an ONNX model", id="onnx"),
+        pytest.param("x.npy", None, "NumPy data file", id="npy"),
+        pytest.param("mymodel.py", b"import torch\n", "did you mean", id="py-without-factory"),
+        pytest.param("junk.pt", b"\x08garbage" * 20, "as a PyTorch file", id="junk"),
+    ],
+)
+def test_non_model_source_named(capsys, tmp_path, name, content, fragment):
+    path = tmp_path / name
+    if content is None:
+        np.save(path, np.zeros((2, 10, 6), np.float32))
+    else:
+        path.write_bytes(content)
+    code, _, err = run_cli(capsys, "export", path, "-o", tmp_path / "o.onnx")
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert fragment in lines[0]
+    assert "Re-running" not in err
+    assert "TorchScript archive" in lines[0] or "FACTORY" in lines[0]
+    if name.endswith(".py"):
+        assert f"{path}:FACTORY" in lines[0]
+
+
+def test_output_must_end_in_onnx(capsys, tmp_path):
+    code, _, err = run_cli(
+        capsys, "export", "tests.test_export_sources:build_tagger", "--example-shape", "1x10x6",
+        "-o", tmp_path / "m.txt",
+    )  # fmt: skip
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"error: output {str(tmp_path / 'm.txt')!r} does not end in .onnx; pass -o NAME.onnx"
+    ]
+    assert not (tmp_path / "m.txt").exists()
+
+
+PICKLED_CLASS = textwrap.dedent(
+    """
+    from torch import nn
+
+    class Pickled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.GRU(6, 4, batch_first=True)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+    """
+)
+
+
+def test_trust_pickle_missing_module_hint(tmp_path, monkeypatch):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "mymodel.py").write_text(PICKLED_CLASS)
+    monkeypatch.syspath_prepend(str(folder))
+    import mymodel
+
+    torch.save(mymodel.Pickled(), folder / "whole.pt")
+    monkeypatch.delitem(sys.modules, "mymodel")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in (str(folder), "")])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError) as error:
+        export_model(folder / "whole.pt", tmp_path / "o.onnx", example_shape="1x10x6",
+                     trust_pickle=True)  # fmt: skip
+    message = str(error.value)
+    assert "no module named 'mymodel'" in message
+    assert "folder that contains mymodel.py" in message
+    assert "PYTHONPATH" in message
+    # From the folder that contains the module, the same command works.
+    monkeypatch.chdir(folder)
+    report = export_model(folder / "whole.pt", tmp_path / "o.onnx", example_shape="1x10x6",
+                          trust_pickle=True)  # fmt: skip
+    assert report.parity.passed
+    monkeypatch.delitem(sys.modules, "mymodel", raising=False)
+
+
+def _hide_onnxscript(monkeypatch) -> None:
+    # None in sys.modules makes `import onnxscript` raise ImportError, as in an
+    # environment where the package is not installed.
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+
+
+def test_exported_program_without_onnxscript(capsys, tmp_path, monkeypatch):
+    model = build_tagger().eval()
+    program = torch.export.export(model, (torch.randn(2, 10, 6),))
+    torch.export.save(program, tmp_path / "m.pt2")
+    _hide_onnxscript(monkeypatch)
+    code, _, err = run_cli(capsys, "export", tmp_path / "m.pt2", "-o", tmp_path / "m.onnx")
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert "onnxscript" in errors[0]
+    assert "pip install 'rnnedge[export]'" in errors[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_dynamo_requested_without_onnxscript(tmp_path, monkeypatch):
+    _hide_onnxscript(monkeypatch)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'rnnedge\[export\]'"):
+        export_model(build_tagger(), tmp_path / "o.onnx", example_shape="1x10x6",
+                     exporter="dynamo")  # fmt: skip
+
+
+def test_export_extra_installs_onnxscript():
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    export_extra = project["project"]["optional-dependencies"]["export"]
+    assert any(requirement.startswith("onnxscript") for requirement in export_extra)

@@ -88,3 +88,47 @@ def test_non_streaming_export_has_no_state_pairs(tmp_path):
     report = export_checkpoint(checkpoint, tmp_path / "m.onnx")
     assert report.metadata.state_pairs == ()
     assert report.streaming == ()
+
+
+class GrowingCellState(nn.Module):
+    """An LSTM tagger whose input and forget gates stay open and whose cell input is near 1.
+
+    The cell state then adds about one per step, to about 120 after 123 steps, as in a
+    trained LSTM that integrates its input.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.rnn = nn.LSTM(FEATURES, 16, batch_first=True)
+        self.head = nn.Linear(16, 3)
+        hidden = 16
+        with torch.no_grad():
+            # PyTorch's gate order: input, forget, cell, output.
+            self.rnn.bias_ih_l0[: 2 * hidden] += 6.0
+            self.rnn.bias_ih_l0[2 * hidden : 3 * hidden] += 4.0
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0])
+
+
+def test_streaming_large_cell_state(tmp_path):
+    model = GrowingCellState().eval()
+    with torch.inference_mode():
+        _, (_, cell) = model.rnn(torch.randn(2, 123, FEATURES))
+    assert cell.abs().max() > 50  # the case this test is about
+    report = export_model(model, tmp_path / "s.onnx", example_shape="1x10x6", streaming=True)
+    # The model's output keeps the absolute tolerance; the cell state is compared relative
+    # to its magnitude, which float32 rounding scales with.
+    assert report.parity.max_abs_error <= 1e-5
+    assert max(c.max_abs_error for c in report.streaming) <= 1e-5
+    session = ort.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(7).standard_normal((2, 123, FEATURES)).astype(np.float32)
+    zeros = np.zeros((1, 2, 16), np.float32)
+    output, _, cn = session.run(None, {"input": x, "h0": zeros, "c0": zeros})
+    with torch.inference_mode():
+        expected_cn = model.rnn(torch.from_numpy(x))[1][1].numpy()
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(output, expected, atol=1e-5, rtol=0)
+    # float32 rounding of a state near 120 differs by a few units in the last place.
+    np.testing.assert_allclose(cn, expected_cn, rtol=1e-5, atol=1e-5)

@@ -311,3 +311,40 @@ def test_dynamo_falls_back_to_torchscript(tmp_path):
     assert report.attempts[0].exporter == "dynamo"
     assert report.exporter == "torchscript"
     assert report.parity.max_abs_error <= 1e-5
+
+
+def build_gru_cell_loop() -> nn.Module:
+    torch.manual_seed(0)
+    return GruCellLoop()
+
+
+def test_unexportable_loop_exits_5_quietly(capfd, tmp_path):
+    from rnnedge.cli import main
+
+    output = tmp_path / "g.onnx"
+    code = main([
+        "export", "tests.test_export_variants:build_gru_cell_loop", "--example-shape", EXAMPLE,
+        "-o", str(output),
+    ])  # fmt: skip
+    captured = capfd.readouterr()
+    assert code == 5, captured.err
+    # The exporter's Torch IR dump and ONNX Runtime's log go to the debug log, not the
+    # terminal: stdout stays empty and stderr has only rnnedge's own lines.
+    assert captured.out == ""
+    assert "\x1b[" not in captured.err
+    assert "Torch IR" not in captured.err
+    lines = captured.err.strip().splitlines()
+    assert all(line.startswith(("WARNING: ", "error: ")) for line in lines), captured.err
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1
+    assert "no exporter produced a graph that computes what PyTorch does" in errors[0]
+    assert "output 0 has shape" in errors[0]
+    assert not output.exists()
+
+
+def test_rounding_difference_exits_3(tmp_path):
+    from rnnedge.errors import CheckFailedError
+
+    with pytest.raises(CheckFailedError, match="the difference is float rounding"):
+        _export(tmp_path, Recurrent("gru"), atol=1e-12)
+    assert not (tmp_path / "model.onnx").exists()

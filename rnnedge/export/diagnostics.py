@@ -31,7 +31,7 @@ _CONSTRUCTS = (
 
 
 def describe_constructs(model: nn.Module, warnings: Sequence[TraceWarning]) -> str:
-    """Return "layer 'head' (Head.forward, model.py:12) converts ..." for each warning."""
+    """Return "layer 'head' (Head.forward) at model.py:12 converts ..." for each warning."""
     spans = _forward_spans(model)
     found: list[str] = []
     for warning in warnings:
@@ -40,10 +40,12 @@ def describe_constructs(model: nn.Module, warnings: Sequence[TraceWarning]) -> s
             None,
         )
         if construct is None:
-            continue
+            # A warning this table does not know: its first sentence names the construct.
+            first = warning.message.strip().splitlines()[0] if warning.message.strip() else ""
+            construct = f"makes the tracer warn: {first.split('. ')[0][:160]}"
         layer = _layer_at(spans, warning.filename, warning.lineno)
         where = f"{os.path.basename(warning.filename)}:{warning.lineno}"
-        description = f"{layer} ({where}) {construct}"
+        description = f"{layer} at {where} {construct}"
         if description not in found:
             found.append(description)
     return "; ".join(found)

@@ -16,22 +16,28 @@ exporter reports that the requested opset is too old for an operator.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import enum
+import importlib
 import io
 import logging
+import os
 import re
+import sys
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from rnnedge.errors import ExportError, InputError
+from rnnedge.errors import ExportError, InputError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
 
 DYNAMO_MIN_OPSET = 18
+DYNAMO_EXTRA = "rnnedge[export]"
 _OPSET_HINT = re.compile(
     r"operator '(?P<op>[^']+)' to ONNX opset version (?P<asked>\d+) is not supported.*?"
     r"added in (?:opset )?version (?P<needed>\d+)",
@@ -115,18 +121,21 @@ def export_torchscript(
     target = model
     if script and not isinstance(model, torch.jit.ScriptModule):
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(record=True) as script_warnings:
                 # torch 2.13 marks torch.jit.script deprecated; it is still the only way
-                # to keep a Python loop over time as a loop in the exported graph.
-                warnings.simplefilter("ignore", DeprecationWarning)
+                # to keep a Python loop over time as a loop in the exported graph. Its
+                # other warnings (type annotations it cannot use) go to the debug log.
+                warnings.simplefilter("always")
                 target = torch.jit.script(model)
         except Exception as exc:  # scripting raises several frontend error types
             raise ExportError(
                 f"torch.jit.script failed: {_first_line(exc)}; the model's forward must be "
                 "valid TorchScript for a loop over time to survive export"
             ) from exc
+        for item in script_warnings:
+            logger.debug("torch.jit.script: %s: %s", item.category.__name__, item.message)
     buffer = io.BytesIO()
-    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(record=True) as caught, quiet_stdout("torch.onnx.export"):
         # The exporter warns that it is deprecated, and tracing nn.LSTM warns about Python
         # booleans in its own shape checks; only warnings from user code are kept.
         warnings.simplefilter("always")
@@ -171,6 +180,7 @@ def export_dynamo(
             f"opset {opset} is below {DYNAMO_MIN_OPSET}, the minimum of the dynamo exporter; "
             f"pass --opset {DYNAMO_MIN_OPSET} or higher, or --exporter torchscript"
         )
+    require_dynamo()
     kwargs: dict[str, object] = {}
     target = model
     if isinstance(model, nn.Module):
@@ -182,7 +192,7 @@ def export_dynamo(
             )
     logging_state = _quiet_torch_loggers()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), quiet_stdout("torch.onnx.export (dynamo)"):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 target,
@@ -200,6 +210,63 @@ def export_dynamo(
     finally:
         _restore_loggers(logging_state)
     return program.model_proto
+
+
+def dynamo_missing() -> str | None:
+    """Return why the dynamo exporter cannot run here, or None when it can."""
+    try:
+        # torch.onnx.export(dynamo=True) builds the graph with onnxscript.
+        importlib.import_module("onnxscript")
+    except ImportError:
+        return "onnxscript is not installed"
+    return None
+
+
+def require_dynamo() -> None:
+    """Raise `MissingDependencyError` unless the dynamo exporter can run."""
+    if dynamo_missing() is not None:
+        raise MissingDependencyError(
+            f"the dynamo exporter needs onnxscript, which is not installed; install it "
+            f"with: pip install '{DYNAMO_EXTRA}'"
+        )
+
+
+@contextlib.contextmanager
+def quiet_stdout(step: str) -> Iterator[None]:
+    """Send what `step` prints on stdout, from Python or from C++, to the debug log.
+
+    The TorchScript-based exporter of torch 2.13 prints the whole Torch IR graph on stdout
+    when a conversion fails, through C++ streams that `contextlib.redirect_stdout` cannot
+    catch, so file descriptor 1 itself is pointed at a temporary file meanwhile.
+    """
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1 (a detached process): redirect Python only
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+        return
+    python_output = io.StringIO()
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        try:
+            with contextlib.redirect_stdout(python_output):
+                yield
+        finally:
+            _flush_c_stdout()
+            os.dup2(saved, 1)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace") + python_output.getvalue()
+            if text.strip():
+                logger.debug("%s printed %d lines:\n%s", step, len(text.splitlines()), text)
+
+
+def _flush_c_stdout() -> None:
+    # C++ streams write through the C library's stdout buffer, which is flushed here so
+    # that its content lands in the temporary file and not on the terminal later.
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(None).fflush(None)
 
 
 def _quiet_torch_loggers() -> dict[str, int]:
@@ -228,8 +295,6 @@ def _raise_opset_hint(exc: BaseException, opset: int) -> None:
 
 
 def _user_tracer_warnings(caught: list[warnings.WarningMessage]) -> list[TraceWarning]:
-    import os
-
     torch_dir = os.path.dirname(torch.__file__)
     found = []
     for item in caught:

@@ -76,7 +76,13 @@ class ExportReport:
             "atol": self.parity.atol,
             "max_abs_error": _finite(self.parity.max_abs_error),
             "parity": [
-                {"batch": c.batch, "seq_len": c.seq_len, "max_abs_error": _finite(c.max_abs_error)}
+                {
+                    "batch": c.batch,
+                    "seq_len": c.seq_len,
+                    "input_mean": c.input_mean,
+                    "input_std": c.input_std,
+                    "max_abs_error": _finite(c.max_abs_error),
+                }
                 for c in self.parity.cases
             ],
             "streaming": [
@@ -109,10 +115,14 @@ class ExportReport:
         lines.append("outputs: " + "; ".join(v.describe() for v in self.outputs))
         ops = ", ".join(f"{op} x{n}" for op, n in sorted(self.op_counts.items()))
         lines.append(f"operators: {ops}")
-        lines.append(f"parity vs PyTorch (tolerance {self.parity.atol:g}):")
+        states = "; state outputs relative to max(1, max |state|)" if self.streaming else ""
+        lines.append(f"parity vs PyTorch (tolerance {self.parity.atol:g}{states}):")
         for case in self.parity.cases:
+            shifted = ""
+            if (case.input_mean, case.input_std) != (0.0, 1.0):
+                shifted = f", input mean {case.input_mean:+g} std {case.input_std:g}"
             lines.append(
-                f"  batch {case.batch:>3}, length {case.seq_len:>4}: "
+                f"  batch {case.batch:>3}, length {case.seq_len:>4}{shifted}: "
                 f"max abs error {case.max_abs_error:.3g}"
             )
         if self.streaming:

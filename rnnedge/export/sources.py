@@ -15,6 +15,7 @@ unpickling runs whatever code the file names.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import importlib
 import importlib.util
@@ -24,6 +25,7 @@ import os
 import re
 import sys
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,18 @@ from rnnedge.export.model import ModelConfig, load_checkpoint
 logger = logging.getLogger(__name__)
 
 TRUST_FLAG = "--trust-pickle"
+ACCEPTED_SOURCES = (
+    "an rnnedge checkpoint, a TorchScript archive, a torch.export .pt2 file, or "
+    "path/to/file.py:factory / package.module:factory"
+)
+# Files that are certainly not PyTorch models, with the hint for each; torch.load would
+# only report an unpickling opcode for them.
+_NOT_MODELS = {
+    ".onnx": "is already an ONNX model; pass it to rnnedge quantize or rnnedge run",
+    ".npy": "is a NumPy data file, not a model",
+    ".npz": "is a NumPy data file, not a model",
+    ".csv": "is a data file, not a model",
+}
 _GLOBAL_PATTERN = re.compile(r"GLOBAL ([\w.]+)")
 _FACTORY_PATTERN = re.compile(r"^(?P<target>.+):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -93,10 +107,8 @@ def load_source(
     if not path.exists() and _FACTORY_PATTERN.match(text):
         return _load_factory(text, weights)
     if not path.is_file():
-        raise InputError(
-            f"source {text!r} not found; pass a checkpoint, TorchScript or .pt2 file, "
-            "or file.py:factory / package.module:factory"
-        )
+        raise InputError(f"source {text!r} not found; pass {ACCEPTED_SOURCES}")
+    _reject_non_model(path)
     if weights is not None:
         raise InputError(
             f"--weights applies to file.py:factory sources only, not to the file {text!r}; "
@@ -108,6 +120,20 @@ def load_source(
     if kind is SourceKind.EXPORTED_PROGRAM:
         return _load_exported_program(path)
     return _load_pickle_file(path, trust_pickle)
+
+
+def _reject_non_model(path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix == ".py":
+        raise InputError(
+            f"source {str(path)!r} is a Python file without a factory name; did you mean "
+            f"{path}:FACTORY, where FACTORY is the function in it that returns the "
+            "nn.Module?"
+        )
+    if suffix in _NOT_MODELS:
+        raise InputError(
+            f"source {str(path)!r} {_NOT_MODELS[suffix]}; export takes {ACCEPTED_SOURCES}"
+        )
 
 
 def _zip_kind(path: Path) -> SourceKind | None:
@@ -182,8 +208,8 @@ def _load_pickle_file(path: Path, trust_pickle: bool) -> ModelSource:
                     "file.py:factory --weights"
                 ) from exc
             raise InputError(
-                f"cannot load checkpoint {str(path)!r} with weights_only=True: "
-                f"{_first_line(exc)[:200]}; pass an rnnedge checkpoint (config + state_dict)"
+                f"cannot load {str(path)!r} as a PyTorch file ({_unpickling_cause(exc)}); "
+                f"export takes {ACCEPTED_SOURCES}"
             ) from exc
         is_dict = isinstance(payload, dict) and "config" not in payload and payload
         if is_dict and all(isinstance(v, torch.Tensor) for v in payload.values()):
@@ -195,13 +221,57 @@ def _load_pickle_file(path: Path, trust_pickle: bool) -> ModelSource:
         return _from_checkpoint(path)
     logger.warning("loading %s with full unpickling (%s)", path, TRUST_FLAG)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        with _cwd_importable():
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as exc:
+        raise InputError(
+            f"cannot unpickle {str(path)!r}: no module named {exc.name!r}, which the pickled "
+            f"model imports; run rnnedge from the folder that contains "
+            f"{_module_file(exc.name)}, or add that folder to PYTHONPATH"
+        ) from exc
     except Exception as exc:  # anything the pickled code raises
         raise InputError(f"cannot unpickle {str(path)!r}: {_first_line(exc)[:200]}") from exc
     if isinstance(payload, nn.Module):
         payload.eval()
         return ModelSource(SourceKind.PICKLED_MODULE, payload, f"pickled module {path.name}")
     return _from_checkpoint(path)
+
+
+@contextlib.contextmanager
+def _cwd_importable() -> Iterator[None]:
+    """Let a trusted pickle import modules from the working directory.
+
+    `python -m rnnedge` puts the working directory on `sys.path` and the `rnnedge` script
+    does not. Appending it last, where it shadows no installed package, makes both alike.
+    """
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.append(cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def _module_file(module: str | None) -> str:
+    if not module:
+        return "the module"
+    return module.split(".")[0] + (".py" if "." not in module else "/")
+
+
+def _unpickling_cause(exc: BaseException) -> str:
+    # torch 2.6 and newer open the message with several lines about the weights_only
+    # default; the cause follows "WeightsUnpickler error:".
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        rest = [line.strip() for line in text.split(marker, 1)[1].splitlines()]
+        cause = next((line for line in rest if line), "")
+        if cause:
+            return f"torch.load with weights_only=True: {cause[:200]}"
+    return _first_line(exc)[:200]
 
 
 def _needs_full_pickle(exc: BaseException) -> bool:
@@ -240,11 +310,12 @@ def _load_factory(spec: str, weights: str | os.PathLike[str] | None) -> ModelSou
     factory = getattr(module, name, None)
     if not callable(factory):
         raise InputError(f"{target!r} has no callable {name!r}; check the name after the colon")
+    _check_no_arguments(factory, spec)
     try:
         model = factory()
-    except TypeError as exc:
+    except Exception as exc:  # anything the user's factory raises
         raise InputError(
-            f"factory {spec!r} must be callable without arguments: {_first_line(exc)}"
+            f"calling factory {spec!r} failed: {_describe(exc)}; fix the model file"
         ) from exc
     if not isinstance(model, nn.Module):
         raise InputError(
@@ -270,15 +341,45 @@ def _import_target(target: str):
         module = importlib.util.module_from_spec(spec)
         # Registered so that inspect and torch.jit.script can find the source.
         sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except (Exception, SystemExit) as exc:  # anything the model file runs on import
+            del sys.modules[module_name]
+            raise InputError(
+                f"importing {target} failed: {_describe(exc)}; fix the model file"
+            ) from exc
         return module
     try:
         return importlib.import_module(target)
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
         raise InputError(
             f"cannot import module {target!r}: {_first_line(exc)}; pass package.module:factory "
             "importable from the current environment, or path/to/file.py:factory"
         ) from exc
+    except (Exception, SystemExit) as exc:  # anything the module runs on import
+        raise InputError(
+            f"importing {target} failed: {_describe(exc)}; fix the model file"
+        ) from exc
+
+
+def _check_no_arguments(factory, spec: str) -> None:
+    try:
+        inspect.signature(factory).bind()
+    except ValueError:
+        return  # a builtin or C callable without a signature: call it and see
+    except TypeError as exc:
+        raise InputError(
+            f"factory {spec!r} must be callable without arguments: {_first_line(exc)}"
+        ) from exc
+
+
+def _describe(exc: BaseException) -> str:
+    """Return "ZeroDivisionError: division by zero" for an exception, on one line."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the file called sys.exit({exc.code!r})"
+    text = _first_line(exc)[:200]
+    name = type(exc).__name__
+    return name if text == name else f"{name}: {text}"
 
 
 def _load_weights(model: nn.Module, path: Path) -> None:
