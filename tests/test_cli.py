@@ -149,7 +149,7 @@ BAD_INPUT = [
         id="export-no-config",
     ),
     pytest.param(
-        ["export", "{junk}", "-o", "{tmp}/o.onnx"], 2, "cannot load checkpoint", id="export-junk"
+        ["export", "{junk}", "-o", "{tmp}/o.onnx"], 2, "as a PyTorch file", id="export-junk"
     ),
     pytest.param(
         ["quantize", "{junk}", "-o", "{tmp}/q.onnx"],
