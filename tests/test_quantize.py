@@ -277,3 +277,130 @@ def test_cli_json_keys_and_bad_input(exported, tmp_path, rng, capsys):
     assert "empty axis 0" in captured.err
     assert len(captured.err.strip().splitlines()) == 1
     assert not bad.exists()
+
+
+def _export_tagger(cell: str, path):
+    """Export an LSTM or GRU with a linear head on every step: output (batch, time, 3)."""
+    import torch
+    from torch import nn
+
+    from rnnedge.export import export_model
+
+    class Tagger(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(FEATURES, 16, batch_first=True)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0])
+
+    torch.manual_seed(0)
+    export_model(Tagger(), path, example_shape=f"1x10x{FEATURES}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def taggers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("taggers")
+    return {cell: _export_tagger(cell, root / f"{cell}.onnx") for cell in ("lstm", "gru")}
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("mode", [m.value for m in QuantMode])
+def test_tagger_every_mode(taggers, tmp_path, rng, cell, mode):
+    # A (batch, time, classes) output once crashed ONNX Runtime in fp16 (a float16
+    # Transpose into the head's MatMul) and left the graph out of topological order.
+    output = tmp_path / f"{cell}.{mode}.onnx"
+    calibration = rng.standard_normal((8, 20, FEATURES)).astype(np.float32)
+    report = quantize_model(taggers[cell], output, mode, calibration=calibration, latency_runs=0)
+    onnx.checker.check_model(onnx.load(output), full_check=True)
+    x = rng.standard_normal((3, 17, FEATURES)).astype(np.float32)
+    result = _run(output, x)
+    assert result.shape == (3, 17, 3)
+    # fp16 and int8 rounding move the outputs of this untrained tagger by about 1e-3.
+    np.testing.assert_allclose(result, _run(taggers[cell], x), atol=0.05)
+    assert report.drift.max_abs_error < 0.05
+
+
+def test_checker_failure_is_one_line_error(taggers, tmp_path, monkeypatch):
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from rnnedge.errors import CheckFailedError
+
+    # The converter's own output, unsorted: its Cast nodes follow the nodes that read them.
+    monkeypatch.setattr(
+        "rnnedge.quantize.quantizer.convert_fp16",
+        lambda model: convert_float_to_float16(model, keep_io_types=True),
+    )
+    with pytest.raises(CheckFailedError) as error:
+        quantize_model(taggers["lstm"], tmp_path / "q.onnx", "fp16", latency_runs=0)
+    message = str(error.value)
+    assert "fails the ONNX checker" in message
+    assert "topologically sorted" in message
+    assert "\n" not in message
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_bad_samples_rejected(exported, tmp_path, rng):
+    wrong = rng.standard_normal((4, 20, FEATURES + 1)).astype(np.float32)
+    with pytest.raises(InputError) as error:
+        quantize_model(exported["lstm"], tmp_path / "q.onnx", samples=wrong, latency_runs=0)
+    message = str(error.value)
+    assert "--samples" in message
+    assert f"(4, 20, {FEATURES + 1})" in message
+    assert f"axis 2 must be {FEATURES}" in message
+    nan = rng.standard_normal((4, 20, FEATURES)).astype(np.float32)
+    nan[1, 3, 2] = np.nan
+    with pytest.raises(InputError, match="--samples contains 1 NaN or infinite values"):
+        quantize_model(exported["lstm"], tmp_path / "q.onnx", samples=nan, latency_runs=0)
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_nonfinite_calibration_message(exported, tmp_path, rng):
+    data = rng.standard_normal((4, 20, FEATURES)).astype(np.float32)
+    data[0, 0, 0] = np.inf
+    with pytest.raises(InputError) as error:
+        quantize_model(exported["lstm"], tmp_path / "q.onnx", "static-int8", calibration=data)
+    assert "--calibration contains 1 NaN or infinite values" in str(error.value)
+    assert "--nonfinite" not in str(error.value)
+
+
+def test_calibration_key_must_name_input(exported, tmp_path, rng):
+    data = {"inputs": rng.standard_normal((4, 20, FEATURES)).astype(np.float32)}
+    with pytest.raises(InputError, match=r"none named 'x' or 'input'"):
+        quantize_model(exported["lstm"], tmp_path / "q.onnx", "static-int8", calibration=data)
+    assert not (tmp_path / "q.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("labels", "fragment"),
+    [
+        pytest.param([0, 1, 4, 2], "range from 0 to 4", id="above"),
+        pytest.param([0, -1, 3, 2], "range from -1 to 3", id="negative"),
+        pytest.param([0.0, 1.5, 3.0, 2.0], "fractional", id="fractional"),
+    ],
+)
+def test_eval_labels_outside_classes_rejected(exported, tmp_path, rng, labels, fragment):
+    x = rng.standard_normal((4, 20, FEATURES)).astype(np.float32)
+    with pytest.raises(InputError) as error:
+        quantize_model(exported["lstm"], tmp_path / "q.onnx", eval_data=(x, np.array(labels)),
+                       latency_runs=0)  # fmt: skip
+    assert fragment in str(error.value)
+    assert "from 0 to 3" in str(error.value)
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_cli_samples_wrong_features_exit_2(exported, tmp_path, rng, capsys):
+    from rnnedge.cli import main
+
+    samples = tmp_path / "s.npy"
+    np.save(samples, rng.standard_normal((4, 20, FEATURES + 2)).astype(np.float32))
+    code = main(["quantize", str(exported["gru"]), "-o", str(tmp_path / "q.onnx"),
+                 "--samples", str(samples), "--latency-runs", "0"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert f"(4, 20, {FEATURES + 2})" in lines[0]
+    assert f"axis 2 must be {FEATURES}" in lines[0]

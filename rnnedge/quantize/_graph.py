@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 
 import onnx
@@ -69,3 +70,61 @@ class Namer:
             index += 1
         self.used.add(candidate)
         return candidate
+
+
+def sort_topologically(graph: onnx.GraphProto, outer: frozenset[str] = frozenset()) -> None:
+    """Reorder `graph.node` in place so that each node follows the producers of its inputs.
+
+    Nodes keep their original order wherever the dependencies allow it (Kahn's algorithm,
+    taking the earliest ready node first). A node that uses a value inside one of its
+    subgraphs depends on that value's producer too, and subgraphs are sorted the same way.
+    Nodes whose inputs no node produces keep their relative order at the end, where the
+    ONNX checker reports them.
+    """
+    nodes = list(graph.node)
+    producer = {name: index for index, node in enumerate(nodes) for name in node.output if name}
+    dependents: list[list[int]] = [[] for _ in nodes]
+    waiting = [0] * len(nodes)
+    for index, node in enumerate(nodes):
+        needed = {producer[name] for name in _used_names(node) if name in producer}
+        needed.discard(index)
+        waiting[index] = len(needed)
+        for source in needed:
+            dependents[source].append(index)
+    ready = [index for index, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        index = heapq.heappop(ready)
+        order.append(index)
+        for dependent in dependents[index]:
+            waiting[dependent] -= 1
+            if waiting[dependent] == 0:
+                heapq.heappush(ready, dependent)
+    placed = set(order)
+    order += [index for index in range(len(nodes)) if index not in placed]
+    del graph.node[:]
+    graph.node.extend(nodes[index] for index in order)
+    scope = outer | {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    scope |= set(producer)
+    for node in graph.node:
+        for subgraph in _subgraphs(node):
+            sort_topologically(subgraph, frozenset(scope))
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    found = []
+    for attribute in node.attribute:
+        found.extend(attribute.graphs)
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            found.append(attribute.g)
+    return found
+
+
+def _used_names(node: onnx.NodeProto) -> set[str]:
+    """Return the inputs of `node` and every name its subgraphs' nodes read."""
+    names = {name for name in node.input if name}
+    for subgraph in _subgraphs(node):
+        for inner in subgraph.node:
+            names |= _used_names(inner)
+    return names

@@ -74,6 +74,7 @@ def task_metric(outputs: np.ndarray, y: np.ndarray, classification: bool) -> Met
                 f"{tuple(outputs.shape)} need one class index per sequence, shape "
                 f"{tuple(outputs.shape[:-1])}"
             )
+        _check_labels(y, outputs.shape[-1])
         return Metric("accuracy", float(np.mean(outputs.argmax(-1) == y)))
     target = y.astype(np.float64)
     if target.shape != outputs.shape:
@@ -85,6 +86,28 @@ def task_metric(outputs: np.ndarray, y: np.ndarray, classification: bool) -> Met
                 f"have shape {tuple(outputs.shape)}; pass one target per output value"
             ) from None
     return Metric("mse", float(np.mean((outputs.astype(np.float64) - target) ** 2)))
+
+
+def _check_labels(y: np.ndarray, classes: int) -> None:
+    """Reject labels that are not class indices of a model with `classes` outputs."""
+    if not y.size:
+        return
+    if not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y)):
+        raise InputError(
+            f"--eval labels y ({y.dtype}{list(y.shape)}) must be finite class indices from "
+            f"0 to {classes - 1}"
+        )
+    if not np.issubdtype(y.dtype, np.integer) and not np.all(y == np.round(y)):
+        raise InputError(
+            f"--eval labels y are fractional ({y.dtype}{list(y.shape)}); a classifier needs "
+            f"class indices from 0 to {classes - 1}"
+        )
+    low, high = y.min(), y.max()
+    if low < 0 or high > classes - 1:
+        raise InputError(
+            f"--eval labels y range from {low:g} to {high:g}, but the model has {classes} "
+            f"classes, so each label must be from 0 to {classes - 1}"
+        )
 
 
 def p50_latency_ms(session: ort.InferenceSession, x: np.ndarray, runs: int) -> float:

@@ -134,10 +134,13 @@ def quantize_model(
         "rnnedge.precision": mode.precision,
         "rnnedge.quantization": mode.value,
     })  # fmt: skip
+    # ONNX Runtime is native code that may crash the process on a malformed graph, so no
+    # session loads a model that the ONNX checker rejects.
+    _check_model(onnx, quantized, mode, source)
     data = quantized.SerializeToString()
     candidate = evaluate.open_session(data)
 
-    drift_x = _drift_inputs(float_model, metadata, samples, calibration_x)
+    drift_x = _drift_inputs(float_model, metadata, samples, calibration_x, reference)
     expected = evaluate.first_output(reference, drift_x)
     drift = evaluate.drift(expected, evaluate.first_output(candidate, drift_x), classification)
     metrics = _metrics(eval_data, reference, candidate, metadata)
@@ -188,6 +191,18 @@ def _check_quantizable(source: Path, metadata: ModelMetadata, ops: dict[str, int
             f"{str(source)!r} has no LSTM, GRU, RNN, MatMul, Gemm or Conv operator to "
             "quantize; pass a model with recurrent or matrix operators"
         )
+
+
+def _check_model(onnx, model, mode: QuantMode, source: Path) -> None:
+    """Run the ONNX checker on a quantized model; raise `CheckFailedError` if it fails."""
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckFailedError(
+            f"the {mode.value} model made from {str(source)!r} fails the ONNX checker: "
+            f"{first[:300]}; nothing was written; try another --mode"
+        ) from exc
 
 
 def _settings(
@@ -300,27 +315,44 @@ def _model_inputs(
     """Check raw (batch, time, features) data against the model and normalize it."""
     if data is None:
         return None
-    if isinstance(data, Mapping):
-        data = _pick_array(data, sequence_input(session.get_inputs()).name, option)
     info = sequence_input(session.get_inputs())
-    array = check_sequence_input(np.asarray(data), info.name, info.shape, info.type, option)
+    if isinstance(data, Mapping):
+        data = _pick_array(data, info.name, option)
+    array = np.asarray(data)
+    _check_finite(array, option)
+    array = check_sequence_input(array, info.name, info.shape, info.type, option)
     return normalize(array, metadata)
+
+
+def _check_finite(array: np.ndarray, option: str) -> None:
+    # Checked before `check_sequence_input`, whose message offers `rnnedge run`'s
+    # --nonfinite option; quantize has none, because a NaN spoils every range and drift.
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise InputError(
+            f"{option} contains {bad} NaN or infinite values ({array.dtype}"
+            f"{list(array.shape)}); clean or impute them before quantizing"
+        )
 
 
 def _pick_array(arrays: Mapping[str, np.ndarray], input_name: str, option: str) -> np.ndarray:
     for key in ("x", input_name):
         if key in arrays:
             return arrays[key]
-    if len(arrays) == 1:
-        return next(iter(arrays.values()))
     raise InputError(
-        f"{option} holds arrays {sorted(arrays)}; name the input array 'x' or {input_name!r}"
+        f"{option} contains arrays {sorted(arrays)}, none named 'x' or {input_name!r} (the "
+        f"model's input); save the inputs as x, for example numpy.savez(path, x=inputs)"
     )
 
 
-def _drift_inputs(float_model, metadata, samples, calibration_x) -> np.ndarray:
+def _drift_inputs(float_model, metadata, samples, calibration_x, session) -> np.ndarray:
     if samples is not None:
-        return np.ascontiguousarray(samples, dtype=np.float32)
+        # Samples are model inputs, already normalized: checked, never normalized again.
+        info = sequence_input(session.get_inputs())
+        array = np.asarray(samples)
+        _check_finite(array, "--samples")
+        array = check_sequence_input(array, info.name, info.shape, info.type, "--samples")
+        return np.ascontiguousarray(array, dtype=np.float32)
     if calibration_x is not None:
         return calibration_x
     features = metadata.features
