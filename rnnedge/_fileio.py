@@ -10,6 +10,7 @@ import contextlib
 import os
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,6 +73,11 @@ def _mode_for(target: Path) -> int:
         return 0o666 & ~_umask()
 
 
+# Serializes the set-and-restore of os.umask() between rnnedge's own threads. A thread of
+# other code that creates a file in that moment still gets the 0o022 umask.
+_UMASK_LOCK = threading.Lock()
+
+
 def _umask() -> int:
     # /proc/self/status reads the umask without changing it; os.umask() must set it to
     # read it, which races with threads that create files meanwhile.
@@ -79,8 +85,9 @@ def _umask() -> int:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)
-    current = os.umask(0o022)
-    os.umask(current)
+    with _UMASK_LOCK:
+        current = os.umask(0o022)
+        os.umask(current)
     return current
 
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 
 import numpy as np
 import pytest
@@ -203,3 +205,94 @@ def test_metadata_invalid(props):
 def test_metadata_newer_format_rejected():
     with pytest.raises(InputError, match="upgrade rnnedge"):
         ModelMetadata.from_props({"rnnedge.format_version": "99"})
+
+
+# --- input files --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("ax,ay,az\n1,2,3\n4,5,6\n", [[1, 2, 3], [4, 5, 6]], id="header"),
+        pytest.param("1,2,3\n4,5,6\n", [[1, 2, 3], [4, 5, 6]], id="no-header"),
+        pytest.param("nan,inf,-1e3\n4,5,6\n", [[np.nan, np.inf, -1e3], [4, 5, 6]], id="nan-inf"),
+        pytest.param("# comment\n\n1,2,3\n\n4,5,6\n", [[1, 2, 3], [4, 5, 6]], id="blank-lines"),
+    ],
+)
+def test_csv_keeps_every_time_step(tmp_path, text, expected):
+    (tmp_path / "x.csv").write_text(text)
+    array = load_array_file(tmp_path / "x.csv")
+    assert array.dtype == np.float32
+    np.testing.assert_array_equal(array, np.array(expected, np.float32))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("1,x,3\n4,5,6\n", "line 1: field 'x' is not a number", id="bad-first-row"),
+        pytest.param(
+            "a,b,c\n1,2,3\n4,5,oops\n", "line 3: field 'oops' is not a number", id="bad-later-row"
+        ),
+        pytest.param(
+            "1,2\n3,4,5\n", "line 2 has 3 fields, but the first row has 2", id="ragged-longer"
+        ),
+        pytest.param(
+            "a,b,c\n1,2,3\n\n4,5\n",
+            "line 4 has 2 fields, but the first row has 3",
+            id="ragged-shorter",
+        ),
+        pytest.param("1,2,3,\n", "line 1: field '' is not a number", id="trailing-comma"),
+        pytest.param("1_000,2\n", "line 1: field '1_000' is not a number", id="underscore"),
+        pytest.param("", "contains no numbers", id="empty"),
+        pytest.param("ax,ay\n", "contains no numbers", id="header-only"),
+    ],
+)
+def test_csv_errors_name_the_line(tmp_path, text, message):
+    (tmp_path / "x.csv").write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "input contained no data" must not show
+        with pytest.raises(InputError, match=message) as info:
+            load_array_file(tmp_path / "x.csv")
+    assert "numpy" not in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_csv_not_utf8(tmp_path):
+    (tmp_path / "x.csv").write_bytes(b"\xff\xfe1,2\n")
+    with pytest.raises(InputError, match="is not UTF-8 text") as info:
+        load_array_file(tmp_path / "x.csv")
+    assert "numpy" not in str(info.value)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_garbage_array_file_is_not_called_pickle(tmp_path, suffix):
+    path = tmp_path / f"x{suffix}"
+    path.write_bytes(b"this is not numpy output" * 4)
+    with pytest.raises(InputError, match=rf"is not a valid \{suffix} file") as info:
+        load_array_file(path)
+    assert "pickle" not in str(info.value)
+
+
+def test_object_array_is_called_pickle(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(InputError, match=r"contains an object array \(pickled data\)"):
+        load_array_file(tmp_path / "obj.npy")
+
+
+def test_input_directory_is_named(tmp_path):
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(InputError, match=r"input path '.*adir' is a directory"):
+        load_array_file(tmp_path / "adir")
+
+
+def test_float64_beyond_float32_range_rejected():
+    array = np.full((1, 2, 3), 1e39)
+    with pytest.raises(InputError, match="beyond the float32 range"):
+        check_sequence_input(array, "x", ["batch", "sequence", 3], "tensor(float)")
+
+
+def test_session_warns_above_logical_cores(exported, caplog):
+    threads = (os.cpu_count() or 1) + 1
+    session = Session(exported["lstm"], provider="cpu", threads=threads)
+    assert session.threads == threads
+    assert f"{threads} threads exceed the {os.cpu_count()} logical cores" in caplog.text

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -345,7 +346,11 @@ def _layout1_lstm(path: Path) -> Path:
 BAD_STREAM_INPUT = [
     pytest.param(["--stream", "--chunk", "0"], "--chunk must be at least 1", id="chunk-zero"),
     pytest.param(["--chunk", "4"], "--chunk applies to streaming only", id="chunk-no-stream"),
-    pytest.param(["--stream", "--state", "h0"], "--state 'h0' is not NAME=VALUE", id="state-form"),
+    pytest.param(
+        ["--stream", "--state", "h0"],
+        "--state 'h0' is not IN=OUT; write it as --state IN=OUT",
+        id="state-form",
+    ),
     pytest.param(
         ["--stream", "--state", "h9=hn"], "state input 'h9' is not an input", id="state-name"
     ),
@@ -378,3 +383,30 @@ def test_cli_bad_stream_input(capsys, streaming_models, rng, tmp_path, args, fra
     assert len(lines) == 1, err
     assert fragment in lines[0]
     assert out == ""
+
+
+def test_runtime_doc_example_runs(tmp_path, monkeypatch, rng):
+    """The Python example of docs/runtime.md runs on a model from rnnedge export --streaming."""
+    from rnnedge.export import export_model
+
+    class Classifier(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.GRU(FEATURES, HIDDEN, batch_first=True)
+            self.head = torch.nn.Linear(HIDDEN, OUTPUTS)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0])
+
+    torch.manual_seed(0)
+    export_model(Classifier().eval(), tmp_path / "gru.onnx", example_shape="1x10x5",
+                 streaming=True)  # fmt: skip
+    text = (Path(__file__).parents[1] / "docs" / "runtime.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    example = next(block for block in blocks if "StreamingSession(" in block)
+    frames = [sequence(rng, batch=2, length=4) for _ in range(3)]
+    namespace = {"frames": frames, "sequence": sequence(rng, batch=2, length=25)}
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "docs/runtime.md", "exec"), namespace)
+    assert namespace["y"].shape == (2, 4, OUTPUTS)
+    assert namespace["whole"]["output"].shape == (2, 25, OUTPUTS)

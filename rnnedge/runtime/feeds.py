@@ -18,11 +18,16 @@ from rnnedge.runtime.inputs import _ORT_TO_NUMPY as ORT_TO_NUMPY
 from rnnedge.runtime.inputs import describe
 
 
-def split_assignment(text: str, option: str) -> tuple[str, str]:
-    """Split `NAME=VALUE`; both parts must be non-empty."""
+def split_assignment(text: str, option: str, form: str = "NAME=VALUE") -> tuple[str, str]:
+    """Split `NAME=VALUE`; both parts must be non-empty.
+
+    Args:
+        form: the option's spelling of the two parts, as its help shows it (`IN=OUT` for
+            `--state`), for the error message.
+    """
     name, sep, value = text.partition("=")
     if not sep or not name.strip() or not value.strip():
-        raise InputError(f"{option} {text!r} is not NAME=VALUE; write it as {option} name=value")
+        raise InputError(f"{option} {text!r} is not {form}; write it as {option} {form}")
     return name.strip(), value.strip()
 
 

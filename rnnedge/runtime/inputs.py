@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,54 +28,157 @@ _ORT_TO_NUMPY = {
 }
 
 
+# The first bytes of each binary format; `np.load` takes a file without them for a pickle.
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+_EMPTY_ZIP_MAGIC = b"PK\x05\x06"
+
+
 def load_array_file(path: str | os.PathLike[str]) -> np.ndarray | dict[str, np.ndarray]:
     """Load `.npy` (one array), `.npz` (arrays by input name) or `.csv` (time along rows).
 
     Files are read with `allow_pickle=False`: a pickled object array is rejected.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"input path {str(path)!r} is a directory; pass a .npy, .npz or .csv file")
     if not path.is_file():
         raise InputError(
             f"input file {str(path)!r} not found; pass an existing .npy, .npz or .csv file"
         )
     suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _load_csv(path)
+    if suffix not in (".npy", ".npz"):
+        raise InputError(
+            f"unsupported input file type {suffix or '(none)'!r} for {str(path)!r}; "
+            "use .npy, .npz or .csv"
+        )
+    _check_magic(path, suffix)
     try:
         if suffix == ".npy":
             return np.load(path, allow_pickle=False)
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                return {name: archive[name] for name in archive.files}
-        if suffix == ".csv":
-            return _load_csv(path)
-    except InputError:
-        raise
-    except (ValueError, OSError, EOFError) as exc:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        if "pickle" in str(exc):
+            raise InputError(
+                f"cannot read {str(path)!r} as {suffix[1:]}: it contains an object array "
+                "(pickled data), which rnnedge does not load; save a numeric array instead"
+            ) from exc
         raise InputError(
-            f"cannot read {str(path)!r} as {suffix[1:]}: {_first_line(exc)}; check that "
-            "the file is complete and was written by numpy"
+            f"cannot read {str(path)!r} as {suffix[1:]}: {_first_line(exc)}; check that the "
+            "file is complete and was written by numpy (np.save or np.savez)"
         ) from exc
-    raise InputError(
-        f"unsupported input file type {suffix or '(none)'!r} for {str(path)!r}; "
-        "use .npy, .npz or .csv"
-    )
+
+
+def _check_magic(path: Path, suffix: str) -> None:
+    """Reject a file whose first bytes are not those of its format."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_NPY_MAGIC))
+    except OSError as exc:
+        raise InputError(f"cannot read {str(path)!r}: {exc.strerror}") from exc
+    if suffix == ".npy":
+        valid = head.startswith(_NPY_MAGIC)
+        reason, writer = "it does not start with the NPY magic string", "np.save"
+    else:
+        valid = head.startswith((_ZIP_MAGIC, _EMPTY_ZIP_MAGIC))
+        reason, writer = "it is not a zip archive", "np.savez"
+    # An empty file falls through to np.load, whose error reports it as incomplete.
+    if head and not valid:
+        raise InputError(
+            f"input file {str(path)!r} is not a valid {suffix} file ({reason}); write it "
+            f"with numpy's {writer}"
+        )
 
 
 def _load_csv(path: Path) -> np.ndarray:
-    """Read a CSV of numbers: one row per time step, one column per feature."""
+    """Read a CSV of numbers: one row per time step, one column per feature.
+
+    A first row whose fields are all non-numbers is taken as a header of column names and
+    skipped. Blank lines and lines starting with `#` are skipped. Any other field that is
+    not a number, and a row with another field count than the first, raise `InputError`
+    naming the line.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"CSV file {str(path)!r} is not UTF-8 text (byte {exc.start}); write one row of "
+            "comma-separated numbers per time step"
+        ) from exc
+    except OSError as exc:
+        raise InputError(f"cannot read CSV file {str(path)!r}: {exc.strerror}") from exc
+    start = _first_data_line(lines)
     with warnings.catch_warnings():
-        # numpy warns about a file without rows; the error below reports it in one line.
-        warnings.filterwarnings("ignore", message="loadtxt: input contained no data")
+        # numpy warns about input without rows; the error below reports it in one line.
+        warnings.filterwarnings("ignore", message=".*input contained no data")
         try:
-            array = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
-        except ValueError:
-            # A header row of column names is the usual cause; skip it and try once more.
-            array = np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2, skiprows=1)
+            array = np.loadtxt(lines[start:], delimiter=",", dtype=np.float32, ndmin=2)
+        except ValueError as exc:
+            # numpy's parser is fast, but its row numbers start at 0 after the skipped lines.
+            # Scan the lines again to name the line and the field at fault.
+            _check_csv_lines(path, lines, start)
+            raise InputError(
+                f"cannot read CSV file {str(path)!r}: {_first_line(exc)}; write one row of "
+                "comma-separated numbers per time step"
+            ) from exc
     if array.size == 0:
         raise InputError(
             f"CSV file {str(path)!r} contains no numbers; write one row per time step and "
             "one column per feature"
         )
     return array
+
+
+def _first_data_line(lines: Sequence[str]) -> int:
+    """Return the index of the first line to parse: after a header row, if there is one."""
+    for index, line in enumerate(lines):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if all(_csv_number(field.strip()) is None for field in text.split(",")):
+            return index + 1
+        return index
+    return len(lines)
+
+
+def _check_csv_lines(path: Path, lines: Sequence[str], start: int) -> None:
+    """Raise `InputError` for the first field that is not a number or the first ragged row."""
+    width = None
+    for number, line in enumerate(lines[start:], start=start + 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        fields = [field.strip() for field in text.split(",")]
+        bad = next((field for field in fields if _csv_number(field) is None), None)
+        if bad is not None:
+            raise InputError(
+                f"CSV file {str(path)!r} line {number}: field {bad[:40]!r} is not a number; "
+                "write one number per field (only a first row of column names is skipped)"
+            )
+        if width is None:
+            width = len(fields)
+        elif len(fields) != width:
+            raise InputError(
+                f"CSV file {str(path)!r} line {number} has {len(fields)} fields, but the "
+                f"first row has {width}; give every row one value per feature"
+            )
+
+
+def _csv_number(field: str) -> float | None:
+    """Parse one CSV field as a number, or return None.
+
+    Python's `float` also takes digit separators (`1_000`), which no CSV writer emits, so
+    a field with an underscore is not a number.
+    """
+    if "_" in field:
+        return None
+    try:
+        return float(field)
+    except ValueError:
+        return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -106,7 +106,15 @@ class Session:
             profile_preference = tuple(self.device.provider_preference)
             profile_options = {k: dict(v) for k, v in self.device.provider_options.items()}
         options = merge_options(profile_options, provider_options)
-        settings = cpu_settings(options.get("cpu", {}), threads, cpu_info()["physical_cores"] or 1)
+        host_cpu = cpu_info()
+        settings = cpu_settings(options.get("cpu", {}), threads, host_cpu["physical_cores"] or 1)
+        logical = host_cpu["logical_cores"]
+        if logical and settings.intra_op_threads > logical:
+            logger.warning(
+                "%d threads exceed the %d logical cores of this host; the threads then share "
+                "cores, which usually raises latency; pass --threads %d or fewer",
+                settings.intra_op_threads, logical, logical,
+            )  # fmt: skip
         ep_options = {
             name: provider_options_for(name, values)
             for name, values in options.items()

@@ -56,7 +56,7 @@ class StatePair:
 
 def parse_state_pairs(specs: Iterable[str]) -> tuple[tuple[str, str], ...]:
     """Parse `--state IN=OUT` values into (state input, state output) pairs."""
-    pairs = [split_assignment(spec, "--state") for spec in specs]
+    pairs = [split_assignment(spec, "--state", "IN=OUT") for spec in specs]
     inputs = [p[0] for p in pairs]
     duplicate = next((name for name in inputs if inputs.count(name) > 1), None)
     if duplicate is not None:
