@@ -202,9 +202,11 @@ CASES = [
     case("devices-show-empty-profile", "devices show x86-64 --devices-dir {empty_devices}", 2,
          "x86-64.yaml: a device profile must be a YAML mapping"),
     case("devices-compare-unknown", "devices compare pi9 x86-64", 2, "unknown device 'pi9'"),
-    case("devices-plot-unknown", "devices plot pi9 -o {tmp}/p.svg", 2, "unknown device 'pi9'"),
+    case("devices-plot-unknown", "devices plot pi9 -o {tmp}/p.png", 2, "unknown device 'pi9'"),
+    case("devices-plot-not-png", "devices plot x86-64 -o {tmp}/p.svg", 2,
+         "p.svg' must end in .png"),
     case("devices-plot-read-only",
-         "devices plot x86-64 --devices-dir {baseline} -o {ro}/p.svg", 2,
+         "devices plot x86-64 --devices-dir {baseline} -o {ro}/p.png", 2,
          "cannot write to", "choose a writable output directory", root=True),
     case("devices-predict-zero-hidden",
          "devices predict x86-64 --cell lstm --hidden-size 0 --features 6", 2,
@@ -215,13 +217,18 @@ CASES = [
     case("devices-predict-negative-batch",
          "devices predict x86-64 --cell gru --hidden-size 8 --features 6 --batch -1", 2,
          "must be at least 1, got -1, 100"),
-    # doctor: the findings go to stdout, the exit code is 3
+    # doctor: findings go to stdout and an error finding exits 3; a missing model file or
+    # an unknown device is a usage error
     case("doctor-empty-model", "doctor {empty_onnx}", 3, "doctor found 1 error",
+         "empty.onnx' is empty", "fix: pass the path of an .onnx file",
          stdout=("empty.onnx' is empty", "fix: pass the path of an .onnx file")),
     case("doctor-truncated-model", "doctor {trunc_onnx}", 3, "doctor found 1 error",
+         "trunc.onnx' is not a valid ONNX model",
          stdout=("trunc.onnx' is not a valid ONNX model",)),
-    case("doctor-unknown-device", "doctor {m} --device pi9", 3, "doctor found 1 error",
-         stdout=("unknown device 'pi9'", "fix: pass a known --device name")),
+    case("doctor-missing-model", "doctor {tmp}/absent.onnx", 2,
+         "model file", "absent.onnx' not found", "pass the path to an .onnx file"),
+    case("doctor-unknown-device", "doctor {m} --device pi9", 2,
+         "unknown device 'pi9'", "omit --device to check against this host's own profile"),
     # report
     case("report-missing-folder", "report {tmp}/absent -o {tmp}/r.html", 2,
          "report folder", "absent' not found", "pass an existing folder"),
@@ -503,3 +510,23 @@ def test_atomic_write_keeps_existing_mode(tmp_path):
     write_bytes_atomic(target, b"new")
     assert target.read_bytes() == b"new"
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+def test_umask_fallback_without_proc(monkeypatch):
+    """Where /proc/self/status is unreadable, the umask is read by setting and restoring it."""
+    from rnnedge import _fileio
+
+    read_text = Path.read_text
+
+    def no_proc(self, *args, **kwargs):
+        if str(self) == "/proc/self/status":
+            raise OSError("no /proc here")
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", no_proc)
+    previous = os.umask(0o027)
+    try:
+        assert _fileio._umask() == 0o027
+        assert os.umask(0o027) == 0o027  # the fallback restored the umask
+    finally:
+        os.umask(previous)

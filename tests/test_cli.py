@@ -91,7 +91,8 @@ def test_profile_writes_device_file(capsys, exported, tmp_path):
     for _ in range(2):
         code, out, err = run_cli(capsys, "profile", exported["lstm"], "--device", "raspberry-pi-4",
                                  "--runs", "10", "--warmup", "1", "--seq-len", "20",
-                                 "--provider", "cpu", "--devices-dir", devices)  # fmt: skip
+                                 "--provider", "cpu", "--devices-dir", devices,
+                                 "--force-device")  # fmt: skip
         assert code == 0, err
     assert "p50" in out
     import yaml
@@ -267,3 +268,74 @@ def test_export_without_torch_names_extra(tmp_path):
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2
     assert "pip install 'rnnedge[export]'" in result.stderr
+
+
+@pytest.fixture
+def quiet_args(exported, tmp_path, rng) -> dict[str, list[str]]:
+    """One successful command line per command that prints a report on stdout."""
+    np.save(tmp_path / "x.npy", rng.standard_normal((2, 10, FEATURES)).astype(np.float32))
+    return {
+        "run": ["run", exported["lstm"], "-i", tmp_path / "x.npy", "--provider", "cpu"],
+        "export": ["export", exported["lstm.pt"], "-o", tmp_path / "e.onnx"],
+        "quantize": ["quantize", exported["lstm"], "-o", tmp_path / "q.onnx"],
+        "profile": ["profile", exported["lstm"], "--runs", "3", "--warmup", "0",
+                    "--operators", "0", "--seq-len", "5", "--devices-dir", tmp_path / "d"],
+        "doctor": ["doctor", exported["lstm"]],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["run", "export", "quantize", "profile", "doctor"])
+@pytest.mark.parametrize("where", ["after", "before"], ids=["q-after", "q-before"])
+def test_quiet_prints_no_report(capsys, quiet_args, command, where):
+    args = quiet_args[command]
+    argv = [*args, "-q"] if where == "after" else ["-q", *args]
+    code, out, err = run_cli(capsys, *argv)
+    assert code in (0, 3), err  # doctor exits 3 where this host has an error finding
+    assert out == ""
+    if code == 3:
+        assert err.startswith("error: doctor found ")
+
+
+@pytest.mark.parametrize("command", ["run", "export", "quantize", "profile", "doctor"])
+def test_quiet_keeps_json(capsys, quiet_args, command):
+    code, out, err = run_cli(capsys, *quiet_args[command], "-q", "--json")
+    assert code in (0, 3), err
+    assert isinstance(json.loads(out), (dict, list))
+
+
+@pytest.mark.parametrize(
+    ("args", "fix"),
+    [
+        pytest.param(["run", "{m}", "-i", "{x}"], "pass one of these names, or add", id="run"),
+        pytest.param(
+            ["profile", "{m}"],
+            "omit --device to profile this host under its own name",
+            id="profile",
+        ),
+        pytest.param(["devices", "show"], "pass one of these names, or add", id="devices-show"),
+        pytest.param(
+            ["doctor"], "omit --device to check against this host's own profile", id="doctor"
+        ),
+    ],
+)
+def test_unknown_device_fix_fits_command(capsys, bad_input_files, tmp_path, monkeypatch, args,
+                                         fix):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    argv = [a.format(**bad_input_files) for a in args]
+    argv += ["pi9"] if args[0] == "devices" else ["--device", "pi9"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert err.startswith("error: unknown device 'pi9'; known devices: ")
+    assert fix in err
+    if args[0] != "profile":
+        assert "profile this host" not in err
+
+
+def test_threads_above_logical_cores_warn(capsys, exported, tmp_path, rng):
+    np.save(tmp_path / "x.npy", rng.standard_normal((1, 5, FEATURES)).astype(np.float32))
+    threads = (os.cpu_count() or 1) + 1
+    code, _, err = run_cli(capsys, "run", exported["lstm"], "-i", tmp_path / "x.npy",
+                           "--threads", threads, "--provider", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert f"WARNING: {threads} threads exceed the {os.cpu_count()} logical cores" in err
+    assert f"pass --threads {os.cpu_count()} or fewer" in err

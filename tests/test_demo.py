@@ -63,3 +63,74 @@ def test_demo_writes_artifacts_and_profile(demo_run):
     profile = yaml.safe_load((workdir / "devices" / f"{device}.yaml").read_text())
     assert len(profile["measurements"]) == 6
     assert {m["precision"] for m in profile["measurements"]} == {"fp32", "int8", "fp16"}
+
+
+BLOCK_IMPORTS = """
+import sys
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None  # any import of these now raises ImportError
+from rnnedge.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("missing", ["sktime", "torch,onnx,sktime"], ids=["no-sktime", "runtime"])
+def test_demo_names_demo_extra(tmp_path, missing):
+    result = subprocess.run([sys.executable, "-c", BLOCK_IMPORTS, missing, "demo", "--runs", "5"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2
+    assert len(lines) == 1, result.stderr
+    assert "pip install 'rnnedge[demo]'" in lines[0]
+    assert missing.replace(",", ", ") in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def _other_device() -> str:
+    from rnnedge.profiling.catalog import catalog_names, host_matches, load_device
+
+    return next(n for n in catalog_names() if not host_matches(load_device(n, "/nonexistent")))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--runs", "0"], "run count must be at least 1, got 0", id="runs"),
+        pytest.param(["--epochs", "0"], "epochs must be at least 1, got 0", id="epochs"),
+        pytest.param(["--device", "{other}"], "does not look like device", id="other-device"),
+        pytest.param(["--devices-dir", "{catalog}"], "shipped device catalog", id="catalog"),
+        pytest.param(["--output-dir", "out", "--runs", "-1"], "got -1", id="output-dir"),
+    ],
+)
+def test_demo_checks_options_first(capsys, tmp_path, monkeypatch, args, message):
+    from rnnedge.cli import main
+    from rnnedge.profiling.catalog import catalog_dir
+
+    monkeypatch.chdir(tmp_path)
+    places = {"other": _other_device(), "catalog": str(catalog_dir())}
+    code = main(["demo", *(a.format(**places) for a in args)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "loading BasicMotions" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("folder", ["default", "new", "existing"])
+def test_early_failure_removes_demo_folder(tmp_path, monkeypatch, folder):
+    """Interrupted in training, before any file is written: a folder it made is removed."""
+    import rnnedge.demo.train
+    from rnnedge.demo import run_demo
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rnnedge.demo.train, "train_classifier", interrupted)
+    monkeypatch.chdir(tmp_path)
+    output_dir = {"default": None, "new": tmp_path / "new", "existing": tmp_path / "existing"}
+    if folder == "existing":
+        output_dir[folder].mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(output_dir=output_dir[folder], runs=5, user_dir=tmp_path / "devices")
+    expected = ["existing"] if folder == "existing" else []
+    assert sorted(p.name for p in tmp_path.iterdir()) == expected

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -303,3 +306,52 @@ def test_predict_without_reference(capsys, tmp_path):
     )
     assert code == 2
     assert "no fp32 gru measurements" in err
+
+
+def test_plot_requires_png(capsys, swept, tmp_path):
+    output = tmp_path / "p.txt"
+    code, out, err = run_cli(capsys, "devices", "plot", "--devices-dir", swept, "-o", output)
+    assert code == 2
+    assert (
+        err.strip()
+        == f"error: plot output {str(output)!r} must end in .png; the plot is a PNG image"
+    )
+    assert out == ""
+    assert not output.exists()
+
+
+def test_list_hides_lock_files(capsys, swept):
+    assert (swept / ".x86-64.yaml.lock").is_file()  # the lock stays for the next writer
+    code, out, _ = run_cli(capsys, "devices", "list", "--devices-dir", swept)
+    assert code == 0
+    assert ".lock" not in out
+    assert [line.split()[0] for line in out.splitlines()[2:]] == catalog_names()
+
+
+def test_interrupted_sweep_prints_measured_points(exported, tmp_path):
+    """Each point is printed when it is measured, so an interrupted sweep shows its results."""
+    devices = tmp_path / "devices"
+    lengths = ",".join(str(n) for n in range(1, 41))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rnnedge", "profile", str(exported["lstm"]), "--device",
+         "x86-64", "--sweep", f"seq-len={lengths}", "--budget-s", "0.3", "--runs", "100000",
+         "--warmup", "0", "--operators", "0", "--provider", "cpu", "--devices-dir",
+         str(devices)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        lines = []
+        while not any(line.startswith("recorded in ") for line in lines):
+            line = process.stdout.readline()
+            assert line, "the sweep ended before printing a point"
+            lines.append(line)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    out = "".join(lines) + out
+    stored = len(read_profile(devices / "x86-64.yaml").measurements)
+    printed = out.count("recorded in ")
+    assert process.returncode == 130, err
+    assert 1 <= printed <= stored < 40
+    assert out.count("latency ms: p50 ") == printed

@@ -29,6 +29,13 @@ from rnnedge.host import (
     parse_nvpmodel_conf,
     parse_pi_throttled,
 )
+from rnnedge.profiling.catalog import (
+    catalog_names,
+    host_device_name,
+    host_matches,
+    load_device,
+    recognize_host,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,10 +165,18 @@ def test_recurrent_node_placement(models, capsys, cell):
     assert {row["provider"] for row in nodes.values()} == {"CPUExecutionProvider"}
 
 
-def test_missing_model_file(tmp_path, capsys):
-    code, report = _doctor_json([str(tmp_path / "absent.onnx")], capsys)
-    assert code == ERROR_EXIT_CODE
-    assert _findings(report, "model")["file"]["status"] == "error"
+@pytest.mark.parametrize("name", ["absent.onnx", "folder"])
+def test_missing_model_is_usage_error(tmp_path, capsys, name):
+    (tmp_path / "folder").mkdir()
+    code = main(["doctor", str(tmp_path / name)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("error: model ")
+    assert f"{name}'" in lines[0]
+    assert "pass the path to an .onnx file" in lines[0]
 
 
 def test_every_problem_names_a_fix(models):
@@ -183,11 +198,43 @@ def test_host_without_model(capsys):
     assert code == (ERROR_EXIT_CODE if report["counts"]["error"] else 0)
 
 
-def test_unknown_device_is_reported(capsys):
-    code, report = _doctor_json(["--device", "no-such-board"], capsys)
+def test_unknown_device_is_usage_error(capsys):
+    code = main(["doctor", "--device", "no-such-board"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert "unknown device 'no-such-board'" in lines[0]
+    assert "omit --device to check against this host's own profile" in lines[0]
+
+
+def test_other_device_is_a_warning(capsys):
+    other = next(n for n in catalog_names() if not host_matches(load_device(n)))
+    code, report = _doctor_json(["--device", other], capsys)
+    finding = _findings(report, "machine")["device"]
+    assert finding["status"] == "warning"
+    assert f"does not look like device {other!r}" in finding["message"]
+    assert "omit --device" in finding["fix"]
+    assert report["device"] == other
+    assert code == (ERROR_EXIT_CODE if report["counts"]["error"] else 0)
+
+
+def test_corrupt_host_profile_is_an_error(tmp_path, monkeypatch, capsys):
+    name = _this_host_device()
+    (tmp_path / "devices").mkdir()
+    (tmp_path / "devices" / f"{name}.yaml").write_text("name: [unclosed\n")
+    monkeypatch.chdir(tmp_path)
+    code, report = _doctor_json([], capsys)
+    finding = _findings(report, "machine")["device"]
     assert code == ERROR_EXIT_CODE
-    assert _findings(report, "machine")["device"]["status"] == "error"
-    assert "version" in _findings(report, "onnxruntime")
+    assert finding["status"] == "error"
+    assert f"{name}.yaml: invalid YAML" in finding["message"]
+
+
+def _this_host_device() -> str:
+    found = recognize_host("/nonexistent")
+    return found.name if found is not None else host_device_name()
 
 
 def test_text_output_and_exit_code(models, capsys):
@@ -197,6 +244,18 @@ def test_text_output_and_exit_code(models, capsys):
     assert "ERROR  operators" in captured.out
     assert "fix: " in captured.out
     assert captured.err.startswith("error: doctor found ")
+
+
+def test_error_exit_names_first_finding(models, capsys):
+    code = main(["doctor", str(models["unknown-op"]), "--json"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    first = next(f for f in report["findings"] if f["status"] == "error")
+    lines = captured.err.strip().splitlines()
+    assert code == ERROR_EXIT_CODE
+    assert len(lines) == 1, captured.err
+    assert f"the first in {first['area']} {first['check']}: {first['message']}" in lines[0]
+    assert f"fix: {first['fix']}" in lines[0]
 
 
 def test_cpu_provider_loads():

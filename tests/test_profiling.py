@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +13,15 @@ import yaml
 from rnnedge.errors import DeviceProfileError, InputError
 from rnnedge.profiling import profile_model
 from rnnedge.profiling.catalog import (
+    catalog_dir,
     catalog_names,
+    host_device_name,
+    host_matches,
+    known_names,
     load_device,
     read_profile,
     recognize_host,
+    user_profile_path,
     validate,
 )
 from rnnedge.profiling.store import add_measurements
@@ -147,10 +155,13 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 
 def test_profile_model_records_measurement(exported, tmp_path):
     result = profile_model(exported["gru"], device="raspberry-pi-5", provider="cpu", batch=2,
-                           seq_len=30, warmup=2, runs=15, user_dir=tmp_path)  # fmt: skip
+                           seq_len=30, warmup=2, runs=15, user_dir=tmp_path,
+                           force_device=True)  # fmt: skip
     stored = read_profile(tmp_path / "raspberry-pi-5.yaml").measurements
     assert len(stored) == 1
     entry = stored[0]
+    on_a_pi_5 = host_matches(load_device("raspberry-pi-5"))
+    assert entry.get("host_mismatch", False) is not on_a_pi_5
     assert entry["batch"] == 2
     assert entry["seq_len"] == 30
     assert entry["precision"] == "fp32"
@@ -307,3 +318,213 @@ def test_profile_streaming_and_packed_models(tmp_path):
                                warmup=1, runs=5, operators=0, store=False)  # fmt: skip
         assert result.latency.count == 5
         assert result.measurement["batch"] == 3
+
+
+# --- the shipped catalog, the host check and unreadable user profiles ----------------------
+
+
+def _catalog_state() -> dict[str, tuple[int, bytes]]:
+    """Every file of the shipped catalog with its mode and content."""
+    return {p.name: (p.stat().st_mode, p.read_bytes()) for p in sorted(catalog_dir().iterdir())}
+
+
+def _other_device() -> str:
+    """A catalog device whose recognize rules this host does not match."""
+    return next(name for name in CATALOG if not host_matches(load_device(name, "/nonexistent")))
+
+
+def _this_host_device() -> str:
+    found = recognize_host("/nonexistent")
+    return found.name if found is not None else host_device_name()
+
+
+@pytest.mark.parametrize("form", ["absolute", "relative", "str"])
+def test_store_refuses_shipped_catalog(monkeypatch, form):
+    before = _catalog_state()
+    monkeypatch.chdir(catalog_dir().parent)
+    folder = {
+        "absolute": catalog_dir(),
+        "relative": Path(catalog_dir().name),
+        "str": str(catalog_dir()),
+    }[form]
+    base = load_device("x86-64", "/nonexistent")
+    with pytest.raises(DeviceProfileError, match="is rnnedge's shipped device catalog") as info:
+        add_measurements(base, [{"model": "a"}], folder)
+    assert "--devices-dir" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert _catalog_state() == before
+
+
+def test_profile_refuses_catalog_before_measuring(exported, caplog):
+    caplog.set_level(logging.INFO, logger="rnnedge")
+    before = _catalog_state()
+    with pytest.raises(DeviceProfileError, match="shipped device catalog"):
+        profile_model(exported["lstm"], runs=5, warmup=0, operators=0, user_dir=catalog_dir())
+    assert "cold start" not in caplog.text  # no session was created
+    assert _catalog_state() == before
+
+
+def test_devices_dir_defaults_beside_catalog(capsys, exported, tmp_path, monkeypatch):
+    """Where ./devices is the shipped catalog, the CLI stores under ./.rnnedge/devices."""
+    from rnnedge.cli import main
+    from rnnedge.commands._common import reset_verbosity
+
+    before = _catalog_state()
+    (tmp_path / "devices").symlink_to(catalog_dir(), target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    code = main(["-v", "profile", str(exported["lstm"]), "--runs", "3", "--warmup", "0",
+                 "--operators", "0", "--seq-len", "5"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    stored = list((tmp_path / ".rnnedge" / "devices").glob("*.yaml"))
+    assert [p.stem for p in stored] == [_this_host_device()]
+    assert "using .rnnedge/devices for device profiles" in captured.err
+    assert f"recorded in {Path('.rnnedge', 'devices', stored[0].name)}" in captured.out
+    assert _catalog_state() == before
+
+    reset_verbosity()  # the -v above would otherwise print a traceback below
+    code = main(["profile", str(exported["lstm"]), "--devices-dir", "devices", "--runs", "3"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.startswith("error: devices is rnnedge's shipped device catalog")
+    assert _catalog_state() == before
+
+
+def test_profile_refuses_other_device(exported, tmp_path):
+    other = _other_device()
+    with pytest.raises(DeviceProfileError, match=f"does not look like device '{other}'") as info:
+        profile_model(exported["lstm"], device=other, runs=3, warmup=0, operators=0,
+                      user_dir=tmp_path)  # fmt: skip
+    assert "--force-device" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_force_device_marks_mismatch(exported, tmp_path, caplog):
+    other = _other_device()
+    result = profile_model(exported["lstm"], device=other, runs=3, warmup=0, operators=0,
+                           seq_len=5, user_dir=tmp_path, force_device=True)  # fmt: skip
+    stored = read_profile(tmp_path / f"{other}.yaml").measurements
+    assert [m["host_mismatch"] for m in stored] == [True]
+    assert result.measurement["host_mismatch"] is True
+    assert f"does not look like device '{other}'" in caplog.text
+
+
+def test_no_store_only_warns_about_other_device(exported, tmp_path, caplog):
+    other = _other_device()
+    result = profile_model(exported["lstm"], device=other, runs=3, warmup=0, operators=0,
+                           seq_len=5, store=False, user_dir=tmp_path)  # fmt: skip
+    assert result.measurement["host_mismatch"] is True
+    assert "marked host_mismatch: true" in caplog.text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_own_device_has_no_mismatch_field(exported, tmp_path):
+    name = _this_host_device()
+    device = name if name in CATALOG else None
+    result = profile_model(exported["lstm"], device=device, runs=3, warmup=0, operators=0,
+                           seq_len=5, user_dir=tmp_path)  # fmt: skip
+    assert "host_mismatch" not in result.measurement
+
+
+def test_cli_refuses_other_device(capsys, exported, tmp_path):
+    from rnnedge.cli import main
+
+    other = _other_device()
+    code = main(["profile", str(exported["lstm"]), "--device", other, "--devices-dir",
+                 str(tmp_path), "--runs", "3"])  # fmt: skip
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2
+    assert len(lines) == 1, captured.err
+    assert f"does not look like device '{other}'" in lines[0]
+    assert captured.out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+UNREADABLE_PROFILES = [
+    pytest.param(lambda data: "name: [unclosed\n", "invalid YAML at line", id="corrupt"),
+    pytest.param(
+        lambda data: yaml.safe_dump({**data, "colour": "red"}),
+        "unknown field 'colour'",
+        id="invalid",
+    ),
+    pytest.param(
+        lambda data: yaml.safe_dump({**data, "schema_version": 3}),
+        "schema_version 3 is newer",
+        id="newer-schema",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), UNREADABLE_PROFILES)
+def test_unreadable_host_profile_stops_profile(capsys, exported, tmp_path, text, message):
+    from rnnedge.cli import main
+    from rnnedge.profiling.catalog import new_profile_for_host
+
+    name = _this_host_device()
+    data = (load_device(name) if name in CATALOG else new_profile_for_host(name)).to_dict()
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text(data))
+    before = path.read_bytes()
+    code = main(["profile", str(exported["lstm"]), "--devices-dir", str(tmp_path),
+                 "--runs", "3", "--warmup", "0", "--operators", "0"])  # fmt: skip
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"error: {path}: ")
+    assert message in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    assert path.read_bytes() == before
+
+
+def test_unreadable_unrelated_profile_is_skipped(exported, tmp_path, caplog):
+    (tmp_path / "my-board.yaml").write_text("name: [unclosed\n")
+    result = profile_model(exported["lstm"], runs=3, warmup=0, operators=0, seq_len=5,
+                           user_dir=tmp_path)  # fmt: skip
+    assert result.device == _this_host_device()
+    assert "skipping device profile" in caplog.text
+
+
+def test_user_dir_accepts_str(tmp_path):
+    folder = str(tmp_path)
+    base = load_device("x86-64", folder)
+    written = add_measurements(base, [{"model": "a"}], folder)
+    assert written == tmp_path / "x86-64.yaml"
+    assert load_device("x86-64", folder).measurements == [{"model": "a"}]
+    assert "x86-64" in known_names(folder)
+    assert user_profile_path("x86-64", folder) == written
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask-022", "umask-077"])
+def test_profile_file_mode_follows_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        written = add_measurements(load_device("x86-64", tmp_path), [{"model": "a"}], tmp_path)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~umask
+
+
+def test_negative_operator_count_rejected(exported, capsys):
+    from rnnedge.cli import main
+
+    with pytest.raises(InputError, match="operator count must be 0 or more, got -1"):
+        profile_model(exported["lstm"], operators=-1, store=False)
+    code = main(["profile", str(exported["lstm"]), "--operators", "-1", "--no-store"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: --operators must be 0 or more, got -1")
+
+
+@pytest.mark.parametrize(("runs", "interval"), [(1, "95% CI n/a below 6 runs"), (6, "95% CI ")])
+def test_interval_label_needs_six_runs(capsys, exported, runs, interval):
+    from rnnedge.cli import main
+
+    code = main(["profile", str(exported["lstm"]), "--runs", str(runs), "--warmup", "0",
+                 "--operators", "0", "--seq-len", "5", "--no-store"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert interval in out
+    if runs >= 6:
+        assert "n/a" not in out

@@ -33,8 +33,9 @@ def rnnedge(*args: object, cwd: Path, **kwargs) -> subprocess.Popen:
 def test_kill_during_profile_keeps_previous_file(exported, tmp_path):
     """SIGKILL at random moments: the profile always parses and loses no earlier entry."""
     devices = tmp_path / "devices"
-    base = ["profile", exported["gru"], "--device", "raspberry-pi-4", "--provider", "cpu",
-            "--warmup", "0", "--seq-len", "5", "--devices-dir", devices]  # fmt: skip
+    base = ["profile", exported["gru"], "--device", "raspberry-pi-4", "--force-device",
+            "--provider", "cpu", "--warmup", "0", "--seq-len", "5",
+            "--devices-dir", devices]  # fmt: skip
     first = rnnedge(*base, "--runs", "3", cwd=tmp_path)
     assert first.wait(timeout=120) == 0, first.stderr.read()
     stored = len(read_profile(devices / "raspberry-pi-4.yaml").measurements)

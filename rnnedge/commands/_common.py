@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +14,8 @@ from typing import Any
 
 import click
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 _verbosity = {"level": 0}
 
@@ -50,7 +55,12 @@ def configure_logging() -> None:
 
 
 def verbosity_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add -v/-q to a command, so that they work before or after the command name."""
+    """Add -v/-q to a command, so that they work before or after the command name.
+
+    Under -q the command's report lines on stdout are discarded, except a `--json`
+    document; errors and warnings go to stderr and stay.
+    """
+    command = _quiet_stdout(command)
     command = click.option(
         "-q", "--quiet", is_flag=True, expose_value=False, callback=_set_verbosity,
         help="Print errors only.",
@@ -59,6 +69,52 @@ def verbosity_options(command: Callable[..., Any]) -> Callable[..., Any]:
         "-v", "--verbose", count=True, expose_value=False, callback=_set_verbosity,
         help="Print progress (-v) and debug detail (-vv); show tracebacks on errors.",
     )(command)  # fmt: skip
+
+
+def _quiet_stdout(command: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if verbosity() >= 0 or kwargs.get("as_json"):
+            return command(*args, **kwargs)
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            return command(*args, **kwargs)
+
+    return run
+
+
+# Where `--devices-dir` points when `./devices` is the shipped catalog, as it is at the
+# root of an rnnedge source checkout.
+CHECKOUT_DEVICES_DIR = Path(".rnnedge") / "devices"
+
+
+def default_devices_dir() -> Path:
+    """Return `./devices`, or `./.rnnedge/devices` when `./devices` is the shipped catalog."""
+    from rnnedge.profiling.catalog import catalog_dir
+
+    local = Path("devices")
+    if local.resolve() == catalog_dir().resolve():
+        logger.info(
+            "./devices is rnnedge's shipped device catalog; using %s for device profiles",
+            CHECKOUT_DEVICES_DIR,
+        )
+        return CHECKOUT_DEVICES_DIR
+    return local
+
+
+def _devices_dir_or_default(ctx: click.Context, param: click.Parameter, value: Any) -> Path:
+    return value if value is not None else default_devices_dir()
+
+
+def devices_dir_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Build the `--devices-dir` option, whose default never points into the shipped catalog."""
+    return click.option(
+        "--devices-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        callback=_devices_dir_or_default,
+        help=f"{help_text} [default: ./devices, or ./{CHECKOUT_DEVICES_DIR} where ./devices is "
+        "rnnedge's shipped catalog, as at the root of a source checkout]",
+    )
 
 
 def emit_json(document: Any) -> None:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import click
 
-from rnnedge.commands._common import emit_json, verbosity, verbosity_options
-from rnnedge.errors import InputError
+from rnnedge.commands._common import (
+    devices_dir_option,
+    emit_json,
+    verbosity,
+    verbosity_options,
+)
+from rnnedge.errors import MissingDependencyError
 
 
 @click.command("demo")
@@ -19,34 +25,38 @@ from rnnedge.errors import InputError
 @click.option("--device", help="Device name for the profile [default: this host's].")
 @click.option("--epochs", type=int, default=60, show_default=True, help="Training epochs.")
 @click.option("--runs", type=int, default=200, show_default=True, help="Timed runs per artifact.")
+@devices_dir_option("Folder of the device profiles to update.")
 @click.option(
-    "--devices-dir",
-    type=click.Path(path_type=Path),
-    default=Path("devices"),
-    show_default=True,
-    help="Folder of the device profiles to update.",
+    "--force-device",
+    is_flag=True,
+    help="Record under --device even when this host does not match that device's "
+    "recognize rules; each measurement is marked host_mismatch: true.",
 )
 @click.option(
     "--json", "as_json", is_flag=True, help="Print only a JSON document of the results on stdout."
 )
 @verbosity_options
 def demo_command(output_dir: Path | None, device: str | None, epochs: int, runs: int,
-                 devices_dir: Path, as_json: bool) -> None:  # fmt: skip
+                 devices_dir: Path, force_device: bool, as_json: bool) -> None:  # fmt: skip
     """Train an LSTM and a GRU on BasicMotions and compare float and int8 on this host."""
+    # The demo trains (torch), exports and quantizes (onnx) and loads its data (sktime);
+    # the `demo` extra installs all three. find_spec checks without importing them.
+    needed = ("torch", "onnx", "sktime")
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingDependencyError(
+            f"the demo needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+            "not installed; install them with: pip install 'rnnedge[demo]'"
+        )
     from rnnedge.demo import run_demo
-    from rnnedge.profiling.catalog import load_device
-
-    if device is not None:
-        load_device(device, devices_dir)  # an unknown name fails before training
-    if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
-        raise InputError(f"--output-dir {str(output_dir)!r} is a file; pass a folder")
 
     def progress(message: str) -> None:
         if verbosity() >= 0:
             click.echo(message, err=True)
 
     result = run_demo(output_dir=output_dir, device=device, epochs=epochs, runs=runs,
-                      user_dir=devices_dir, progress=progress)  # fmt: skip
+                      user_dir=devices_dir, progress=progress,
+                      force_device=force_device)  # fmt: skip
     from rnnedge.report import write_demo_report
 
     report = write_demo_report(result.as_json(), result.output_dir, devices_dir)

@@ -7,14 +7,10 @@ from typing import Any
 
 import click
 
-from rnnedge.commands._common import emit_json, verbosity_options
+from rnnedge.commands._common import devices_dir_option, emit_json, verbosity_options
 
-_DEVICES_DIR = click.option(
-    "--devices-dir",
-    type=click.Path(path_type=Path),
-    default=Path("devices"),
-    show_default=True,
-    help="Folder of the user's device profiles (they take precedence over the catalog).",
+_DEVICES_DIR = devices_dir_option(
+    "Folder of the user's device profiles (they take precedence over the catalog)."
 )
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
@@ -145,7 +141,11 @@ def plot_command(
 ) -> None:
     """Plot p50 latency against sequence length per device and precision (needs the
     `plot` extra)."""
+    from rnnedge.errors import InputError
     from rnnedge.profiling.compare import load_profiles
+
+    if output.suffix.lower() != ".png":
+        raise InputError(f"plot output {str(output)!r} must end in .png; the plot is a PNG image")
     from rnnedge.profiling.plot import plot_latency
 
     written = plot_latency(load_profiles(names, devices_dir), output, model=model, batch=batch)

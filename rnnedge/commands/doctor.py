@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rnnedge.commands._common import emit_json, verbosity_options
+from rnnedge.commands._common import devices_dir_option, emit_json, verbosity_options
 from rnnedge.errors import CheckFailedError
 
 _MARK = {"ok": "ok", "warning": "WARN", "error": "ERROR"}
@@ -15,20 +15,15 @@ _MARK = {"ok": "ok", "warning": "WARN", "error": "ERROR"}
 @click.command("doctor")
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option("--device", help="Device profile to check against [default: this host's].")
-@click.option(
-    "--devices-dir",
-    type=click.Path(path_type=Path),
-    default=Path("devices"),
-    show_default=True,
-    help="Folder of the user's device profiles.",
-)
+@devices_dir_option("Folder of the user's device profiles.")
 @click.option("--json", "as_json", is_flag=True, help="Print every finding as JSON.")
 @verbosity_options
 def doctor_command(model: Path | None, device: str | None, devices_dir: Path,
                    as_json: bool) -> None:  # fmt: skip
     """Check the machine, onnxruntime, MODEL and the measurement conditions.
 
-    Exits with 0 when no finding is an error (warnings allowed) and 3 when any is.
+    Exits with 0 when no finding is an error (warnings allowed) and 3 when any is. A
+    missing MODEL file or an unknown --device is a usage error (exit code 2).
     """
     from rnnedge.doctor import run_doctor
 
@@ -39,8 +34,12 @@ def doctor_command(model: Path | None, device: str | None, devices_dir: Path,
         _print_report(report)
     if report.has_errors:
         errors = report.counts()["error"]
+        first = next(f for f in report.findings if f.status.value == "error")
+        message = first.message.splitlines()[0] if first.message else first.check
+        more = f"; {errors - 1} more listed above" if errors > 1 and not as_json else ""
         raise CheckFailedError(
-            f"doctor found {_plural(errors, 'error')}; apply the fix listed with each"
+            f"doctor found {_plural(errors, 'error')}, the first in {first.area.value} "
+            f"{first.check}: {message}; fix: {first.fix}{more}"
         )
 
 

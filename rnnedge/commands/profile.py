@@ -8,7 +8,13 @@ from typing import Any
 
 import click
 
-from rnnedge.commands._common import PROVIDER_CHOICES, emit_json, verbosity, verbosity_options
+from rnnedge.commands._common import (
+    PROVIDER_CHOICES,
+    devices_dir_option,
+    emit_json,
+    verbosity,
+    verbosity_options,
+)
 
 
 @click.command("profile")
@@ -76,12 +82,12 @@ from rnnedge.commands._common import PROVIDER_CHOICES, emit_json, verbosity, ver
     type=click.Path(path_type=Path, dir_okay=False),
     help="An ssh_config file to use instead of ~/.ssh/config.",
 )
+@devices_dir_option("Folder of the device profiles to update.")
 @click.option(
-    "--devices-dir",
-    type=click.Path(path_type=Path),
-    default=Path("devices"),
-    show_default=True,
-    help="Folder of the device profiles to update.",
+    "--force-device",
+    is_flag=True,
+    help="Record under --device even when this host does not match that device's "
+    "recognize rules; each measurement is marked host_mismatch: true.",
 )
 @click.option("--no-store", is_flag=True, help="Measure only; leave the device profile as it is.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
@@ -106,6 +112,7 @@ def profile_command(
     ssh_port: int | None,
     ssh_config: Path | None,
     devices_dir: Path,
+    force_device: bool,
     no_store: bool,
     as_json: bool,
 ) -> None:
@@ -149,6 +156,10 @@ def profile_command(
     from rnnedge.runtime.providers import parse_provider
 
     points = sweep_points(models, parse_sweep(sweep), batch=batch, seq_len=seq_len, threads=threads)
+    if operators < 0:
+        raise InputError(
+            f"--operators must be 0 or more, got {operators}; pass 0 to skip the ranking"
+        )
     options: dict[str, Any] = {
         "provider": parse_provider(provider),
         "warmup": warmup,
@@ -156,6 +167,7 @@ def profile_command(
         "budget_s": budget_s,
         "operators": operators,
         "strict_provider": strict_provider,
+        "force_device": force_device,
     }
     progress = _progress if len(points) > 1 and verbosity() >= 0 else None
     if check:
@@ -163,22 +175,27 @@ def profile_command(
         return
     from rnnedge.profiling.sweeps import run_sweep
 
+    def on_point(done: int, total: int, point: Any, result: Any) -> None:
+        # Each point is printed as it completes, so an interrupted sweep shows its results.
+        if not as_json:
+            _print_result(result)
+        if progress is not None:
+            progress(done, total, point, result, keep_line=not as_json)
+
     results = run_sweep(
-        points, device, store=not no_store, user_dir=devices_dir, on_point=progress, **options
+        points, device, store=not no_store, user_dir=devices_dir, on_point=on_point, **options
     )
     if as_json:
         documents = [_document(r) for r in results]
         emit_json(documents[0] if len(documents) == 1 and not sweep else documents)
-        return
-    for result in results:
-        _print_result(result)
 
 
-def _progress(done: int, total: int, point: Any, result: Any) -> None:
+def _progress(done: int, total: int, point: Any, result: Any, keep_line: bool = False) -> None:
+    """Draw the sweep's progress bar on stderr; `keep_line` ends each bar with a newline."""
     width = 24
     filled = width * done // total
     bar = "#" * filled + "-" * (width - filled)
-    end = "\r" if sys.stderr.isatty() and done < total else "\n"
+    end = "\r" if sys.stderr.isatty() and done < total and not keep_line else "\n"
     click.echo(
         f"[{bar}] {done}/{total} {point.label()}: p50 {result.latency.p50_ms:.4f} ms",
         err=True,
@@ -192,15 +209,22 @@ def _document(result: Any) -> dict[str, Any]:
 
 
 def _print_result(result: Any) -> None:
+    from rnnedge.profiling.timing import MIN_CI_COUNT
+
     m = result.measurement
     stats = result.latency
+    mismatch = " (host_mismatch: measured on another machine)" if m.get("host_mismatch") else ""
     click.echo(
         f"{m['model']} on {result.device} ({m['provider']}, {m['precision']}, batch "
-        f"{m['batch']}, length {m['seq_len']}, {m['threads']} threads)"
+        f"{m['batch']}, length {m['seq_len']}, {m['threads']} threads){mismatch}"
     )
+    if stats.count >= MIN_CI_COUNT:
+        interval = f"95% CI {stats.p50_ci_low_ms:.4f} to {stats.p50_ci_high_ms:.4f}"
+    else:
+        interval = f"95% CI n/a below {MIN_CI_COUNT} runs"
     click.echo(
-        f"latency ms: p50 {stats.p50_ms:.4f} (95% CI {stats.p50_ci_low_ms:.4f} to "
-        f"{stats.p50_ci_high_ms:.4f})  p90 {stats.p90_ms:.4f}  p99 {stats.p99_ms:.4f}  "
+        f"latency ms: p50 {stats.p50_ms:.4f} ({interval})  p90 {stats.p90_ms:.4f}  "
+        f"p99 {stats.p99_ms:.4f}  "
         f"max {stats.max_ms:.4f}  mean {stats.mean_ms:.4f}  std {stats.std_ms:.4f}  "
         f"({stats.count} runs after {m['warmup']} warm-up)"
     )
@@ -227,7 +251,6 @@ def _check(
 ) -> None:
     from rnnedge.errors import CheckFailedError
     from rnnedge.profiling.check import check_points
-
     checked = check_points(points, device, tolerance, devices_dir, progress, **options)
     if as_json:
         emit_json([{**_document(r), "check": c.as_dict()} for r, c in checked])

@@ -17,7 +17,8 @@ import numpy as np
 
 from rnnedge.errors import InputError
 from rnnedge.profiling.catalog import USER_DEVICES_DIR, DeviceProfile, default_device, load_device
-from rnnedge.profiling.profile import profile_model
+from rnnedge.profiling.profile import UNKNOWN_DEVICE_HINT, confirm_host, profile_model
+from rnnedge.profiling.store import check_user_dir
 from rnnedge.quantize import QuantMode, quantize_model
 from rnnedge.runtime.session import Session
 
@@ -63,27 +64,77 @@ def new_output_dir(base: Path = Path(".")) -> Path:
 
 
 def run_demo(
-    output_dir: Path | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
     device: str | DeviceProfile | None = None,
     epochs: int = 60,
     hidden_size: int = 32,
     runs: int = 200,
     modes: Sequence[QuantMode] = DEFAULT_MODES,
-    user_dir: Path = USER_DEVICES_DIR,
+    user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
     progress: Callable[[str], None] | None = None,
+    *,
+    force_device: bool = False,
 ) -> DemoResult:
-    """Train an LSTM and a GRU on BasicMotions and compare every artifact on this host."""
+    """Train an LSTM and a GRU on BasicMotions and compare every artifact on this host.
+
+    Every argument is checked before any work starts. The artifact folder is created
+    next, and removed again when the run fails before writing anything into it.
+
+    Args:
+        force_device: record under `device` even when this host does not match it (see
+            `rnnedge.profiling.profile.confirm_host`).
+    """
+    say = progress or (lambda message: logger.info("%s", message))
+    output_dir = None if output_dir is None else Path(output_dir)
+    profile = check_demo_options(output_dir, device, epochs, hidden_size, runs, user_dir,
+                                 force_device)  # fmt: skip
+    created = output_dir is None or not output_dir.exists()
+    output_dir = _writable_output_dir(output_dir)
+    try:
+        return _run_pipeline(output_dir, profile, epochs, hidden_size, runs, modes, user_dir,
+                             say, force_device)  # fmt: skip
+    except BaseException:
+        if created and output_dir.is_dir() and not any(output_dir.iterdir()):
+            logger.info("removing the empty demo folder %s", output_dir)
+            output_dir.rmdir()
+        raise
+
+
+def check_demo_options(
+    output_dir: Path | None,
+    device: str | DeviceProfile | None,
+    epochs: int,
+    hidden_size: int,
+    runs: int,
+    user_dir: str | os.PathLike[str],
+    force_device: bool = False,
+) -> DeviceProfile:
+    """Check the demo's arguments without doing any work; return the device profile."""
+    for name, value in (("epochs", epochs), ("hidden size", hidden_size), ("run count", runs)):
+        if value < 1:
+            raise InputError(f"{name} must be at least 1, got {value}")
+    check_user_dir(user_dir)
+    if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"--output-dir {str(output_dir)!r} is a file; pass a folder")
+    profile = _resolve_device(device, user_dir)
+    confirm_host(profile, device is not None, force_device, records=True)
+    return profile
+
+
+def _run_pipeline(
+    output_dir: Path,
+    profile: DeviceProfile,
+    epochs: int,
+    hidden_size: int,
+    runs: int,
+    modes: Sequence[QuantMode],
+    user_dir: str | os.PathLike[str],
+    say: Callable[[str], None],
+    force_device: bool,
+) -> DemoResult:
     from rnnedge.demo.data import load_basic_motions
     from rnnedge.demo.train import train_classifier
     from rnnedge.export import export_checkpoint, save_checkpoint
-
-    say = progress or (lambda message: logger.info("%s", message))
-    if epochs < 1:
-        raise InputError(f"epochs must be at least 1, got {epochs}")
-    if runs < 1:
-        raise InputError(f"run count must be at least 1, got {runs}")
-    profile = _resolve_device(device, user_dir)
-    output_dir = _writable_output_dir(output_dir)
 
     say("loading BasicMotions (sktime)")
     dataset = load_basic_motions()
@@ -117,6 +168,7 @@ def run_demo(
                 seq_len=dataset.x_test.shape[1],
                 runs=runs,
                 user_dir=user_dir,
+                force_device=force_device,
             )
             profile_path = result.profile_path
             say(f"{path.name}: accuracy {accuracy:.3f}, p50 {result.latency.p50_ms:.3f} ms")
@@ -165,9 +217,11 @@ def _normalized(dataset) -> np.ndarray:
     return np.ascontiguousarray((dataset.x_train - mean) / std, dtype=np.float32)
 
 
-def _resolve_device(device: str | DeviceProfile | None, user_dir: Path) -> DeviceProfile:
+def _resolve_device(
+    device: str | DeviceProfile | None, user_dir: str | os.PathLike[str]
+) -> DeviceProfile:
     if isinstance(device, DeviceProfile):
         return device
     if device is None:
         return default_device(user_dir)
-    return load_device(device, user_dir)
+    return load_device(device, user_dir, hint=UNKNOWN_DEVICE_HINT)

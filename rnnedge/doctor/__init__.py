@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rnnedge.doctor.findings import Area, Finding, Status, error
+from rnnedge.doctor.findings import Area, Finding, Status, error, warning
 from rnnedge.errors import CheckFailedError
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class DoctorReport:
 def run_doctor(
     model: str | os.PathLike[str] | None = None,
     device: str | None = None,
-    user_dir: Path = Path("devices"),
+    user_dir: str | os.PathLike[str] = Path("devices"),
 ) -> DoctorReport:
     """Check this host, its onnxruntime and, if given, a model.
 
@@ -66,6 +66,11 @@ def run_doctor(
         device: a device profile name whose provider preference applies; the profile that
             recognizes this host when None.
         user_dir: the folder of the user's own device profiles.
+
+    Raises:
+        InputError: `model` does not exist or is a directory, or `device` is unknown or
+            its profile cannot be read. Both are usage errors, not findings, because no
+            check can run on them.
     """
     from rnnedge.doctor.conditions import check_conditions
     from rnnedge.doctor.machine import check_machine
@@ -73,6 +78,9 @@ def run_doctor(
     from rnnedge.doctor.providers import check_onnxruntime
     from rnnedge.host import cpu_info, measurement_conditions
 
+    user_dir = Path(os.fspath(user_dir))
+    if model is not None:
+        _check_model_path(Path(os.fspath(model)))
     findings: list[Finding] = []
     profile = _device_profile(device, user_dir, findings)
     preference = profile.provider_preference if profile is not None else []
@@ -91,15 +99,48 @@ def run_doctor(
     return DoctorReport(tuple(findings), name, str(model) if model is not None else None)
 
 
-def _device_profile(device: str | None, user_dir: Path, findings: list[Finding]):
-    from rnnedge.errors import DeviceProfileError
-    from rnnedge.profiling.catalog import load_device, recognize_host
+def _check_model_path(path: Path) -> None:
+    from rnnedge.errors import InputError
 
+    if not path.exists():
+        raise InputError(f"model file {str(path)!r} not found; pass the path to an .onnx file")
+    if path.is_dir():
+        raise InputError(f"model path {str(path)!r} is a directory; pass the path to an .onnx file")
+
+
+def _device_profile(device: str | None, user_dir: Path, findings: list[Finding]):
+    """Load the named device, or find this host's; record a mismatch or an unreadable file.
+
+    A named device that is unknown or unreadable raises `DeviceProfileError`.
+    """
+    from rnnedge.errors import DeviceProfileError
+    from rnnedge.profiling.catalog import (
+        describe_host,
+        describe_recognize,
+        host_matches,
+        load_device,
+        recognize_host,
+    )
+
+    if device:
+        profile = load_device(
+            device, user_dir, hint="omit --device to check against this host's own profile"
+        )
+        if not host_matches(profile):
+            findings.append(warning(
+                Area.MACHINE, "device",
+                f"this host ({describe_host()}) does not look like device {profile.name!r}, "
+                f"whose recognize rules need {describe_recognize(profile)}",
+                "run rnnedge doctor on that device, or omit --device to check this host "
+                "against its own profile",
+                device=profile.name,
+            ))  # fmt: skip
+        return profile
     try:
-        return load_device(device, user_dir) if device else recognize_host(user_dir)
+        return recognize_host(user_dir, strict=True)
     except DeviceProfileError as exc:
         findings.append(error(Area.MACHINE, "device", str(exc),
-                              "pass a known --device name, or omit --device"))  # fmt: skip
+                              "fix or delete the device profile named in the message"))  # fmt: skip
         return None
 
 

@@ -277,8 +277,8 @@ def load_device(
 
     Args:
         hint: the fix that ends the message for an unknown name, worded for the caller's
-            option (for example "omit --device to profile this host under its own name");
-            by default it asks for one of the known names.
+            option (for example "omit --device to profile this host under its own name").
+            The default fix is to pass a known name or to add the profile file.
     """
     user_dir = as_user_dir(user_dir)
     if not _NAME.match(name):
@@ -301,10 +301,10 @@ def recognize_host(
     """Find the catalog or user profile that describes this host, or None.
 
     A board match (device tree model, Jetson release file) wins over a generic one
-    (architecture only). A user profile that cannot be read is skipped with a warning,
-    unless `strict` is set and the file may describe this host (see
-    `_unreadable_may_match`): then its `DeviceProfileError` is raised, because skipping
-    it would record this host's measurements under another name.
+    (architecture only). A user profile that cannot be read is skipped with a warning.
+    With `strict`, a file that may describe this host (see `_unreadable_may_match`)
+    raises its `DeviceProfileError` instead, because skipping it would record this host's
+    measurements under another name.
     """
     user_dir = as_user_dir(user_dir)
     board = board_info()
@@ -338,7 +338,7 @@ def recognize_host(
 def _unreadable_may_match(
     path: Path, board: dict[str, Any], cpu: dict[str, Any], arch: str
 ) -> bool:
-    """Whether a profile file that failed to read or validate may describe this host.
+    """Return whether a profile file that failed to read or validate may describe this host.
 
     It may when it replaces a catalog entry that matches this host, when it has the name
     rnnedge gives an unrecognized host, or when its `recognize` rules still parse and
@@ -361,7 +361,7 @@ def _unreadable_may_match(
 
 
 def host_matches(profile: DeviceProfile) -> bool:
-    """Whether this host satisfies the `recognize` rules of `profile`."""
+    """Return whether this host satisfies the `recognize` rules of `profile`."""
     rule = profile.data.get("recognize", {}) or {}
     return _match_score(rule, board_info(), cpu_info(), platform.machine().lower()) > 0
 
@@ -374,7 +374,7 @@ def describe_host() -> str:
 
 
 def describe_recognize(profile: DeviceProfile) -> str:
-    """The `recognize` rules of `profile` in words, for messages."""
+    """Describe the `recognize` rules of `profile` in words, for messages."""
     rule = profile.data.get("recognize", {}) or {}
     parts = []
     if rule.get("arch"):

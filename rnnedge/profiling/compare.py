@@ -7,10 +7,10 @@ Where a device contains several measurements of one configuration, tables show t
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rnnedge.errors import InputError
@@ -32,7 +32,7 @@ def config_key(measurement: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def load_profiles(
-    names: Sequence[str] = (), user_dir: Path = USER_DEVICES_DIR
+    names: Sequence[str] = (), user_dir: str | os.PathLike[str] = USER_DEVICES_DIR
 ) -> list[DeviceProfile]:
     """Load the named devices, or every known device when `names` is empty."""
     return [load_device(name, user_dir) for name in (names or known_names(user_dir))]

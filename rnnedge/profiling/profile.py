@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,17 +14,29 @@ from typing import Any
 import numpy as np
 
 from rnnedge import __version__
-from rnnedge.errors import InputError
-from rnnedge.profiling.catalog import USER_DEVICES_DIR, DeviceProfile, default_device, load_device
+from rnnedge.errors import DeviceProfileError, InputError
+from rnnedge.profiling.catalog import (
+    USER_DEVICES_DIR,
+    DeviceProfile,
+    as_user_dir,
+    default_device,
+    describe_host,
+    describe_recognize,
+    host_matches,
+    load_device,
+)
 from rnnedge.profiling.fingerprint import measurement_host, reset_peak_rss, rss_mb
 from rnnedge.profiling.operators import top_operators
-from rnnedge.profiling.store import add_measurements
+from rnnedge.profiling.store import add_measurements, check_user_dir
 from rnnedge.profiling.timing import LatencyStats, measure
 from rnnedge.runtime.memory import check_run_memory
 from rnnedge.runtime.providers import Provider
 from rnnedge.runtime.session import Session, open_model_file
 
 logger = logging.getLogger(__name__)
+
+# The fix for an unknown --device name where profiling this host is the alternative.
+UNKNOWN_DEVICE_HINT = "omit --device to profile this host under its own name"
 
 
 @dataclass(frozen=True)
@@ -92,9 +105,11 @@ def profile_model(
     budget_s: float | None = None,
     strict_provider: bool = False,
     store: bool = True,
-    user_dir: Path = USER_DEVICES_DIR,
+    user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
     operators: int = 10,
     operator_runs: int = 10,
+    *,
+    force_device: bool = False,
 ) -> ProfileResult:
     """Measure latency of `model` and, if `store`, append it to the device's profile.
 
@@ -103,13 +118,54 @@ def profile_model(
         warmup: untimed runs before measuring.
         runs: timed runs (fewer if `budget_s` seconds run out first).
         budget_s: seconds of timed runs after which measuring stops early.
+        user_dir: the folder of the user's device profiles; never the shipped catalog.
         operators: how many operator types to rank with ONNX Runtime's profiler (0: none).
         operator_runs: runs of the separate, profiled session that ranks the operators.
+        force_device: store the measurement under `device` even when this host does not
+            match its `recognize` rules; the measurement then has `host_mismatch: true`.
+
+    Raises:
+        DeviceProfileError: `device` does not describe this host and `store` is set
+            without `force_device`, or `user_dir` is the shipped catalog.
     """
     path = open_model_file(model)
+    user_dir = check_user_dir(user_dir) if store else as_user_dir(user_dir)
     profile = resolve_device(device, user_dir)
+    mismatch = confirm_host(profile, device is not None, force_device, records=store)
+    measurement, stats = measure_configuration(
+        path, profile, provider=provider, batch=batch, seq_len=seq_len, threads=threads,
+        warmup=warmup, runs=runs, budget_s=budget_s, strict_provider=strict_provider,
+        operators=operators, operator_runs=operator_runs, host_mismatch=mismatch,
+    )  # fmt: skip
+    written = add_measurements(profile, [measurement], user_dir) if store else None
+    return ProfileResult(profile.name, measurement, stats, written)
+
+
+def measure_configuration(
+    path: Path,
+    profile: DeviceProfile,
+    provider: Provider | str = Provider.AUTO,
+    batch: int = 1,
+    seq_len: int = 100,
+    threads: int | None = None,
+    warmup: int = 20,
+    runs: int = 200,
+    budget_s: float | None = None,
+    strict_provider: bool = False,
+    operators: int = 10,
+    operator_runs: int = 10,
+    host_mismatch: bool = False,
+) -> tuple[dict[str, Any], LatencyStats]:
+    """Measure one configuration on this host; return the measurement and its statistics.
+
+    The device profile supplies the provider preference and options; nothing is stored.
+    """
     if budget_s is not None and budget_s <= 0:
         raise InputError(f"time budget must be positive, got {budget_s} s")
+    if operators < 0:
+        raise InputError(
+            f"operator count must be 0 or more, got {operators}; pass 0 to skip the ranking"
+        )
 
     # Reset first: the peak since the reset is then at least the RSS read just after it.
     peak_reset = reset_peak_rss()
@@ -166,19 +222,53 @@ def profile_model(
         "rnnedge": __version__,
         "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    written = add_measurements(profile, [measurement], user_dir) if store else None
-    return ProfileResult(profile.name, measurement, stats, written)
+    if host_mismatch:
+        measurement["host_mismatch"] = True
+    return measurement, stats
 
 
 def resolve_device(
-    device: str | DeviceProfile | None, user_dir: Path = USER_DEVICES_DIR
+    device: str | DeviceProfile | None,
+    user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
+    hint: str | None = None,
 ) -> DeviceProfile:
-    """Return the profile for a device name, a profile as given, or this host's profile."""
+    """Return the profile for a device name, a profile as given, or this host's profile.
+
+    Args:
+        hint: the fix named in the error for an unknown device name (see `load_device`).
+    """
     if isinstance(device, str):
-        return load_device(device, user_dir)
+        return load_device(device, user_dir, hint=hint or UNKNOWN_DEVICE_HINT)
     if device is None:
         return default_device(user_dir)
     return device
+
+
+def confirm_host(profile: DeviceProfile, explicit: bool, force_device: bool, records: bool) -> bool:
+    """Check that this host matches the `recognize` rules of the device it is profiled as.
+
+    Args:
+        explicit: the caller named the device; this host's own profile needs no check.
+        force_device: accept a mismatch with a warning.
+        records: the measurements will be stored or compared with stored ones, so a
+            mismatch without `force_device` raises; otherwise it is a warning.
+
+    Returns:
+        True when this host does not match and the measurement goes ahead anyway.
+    """
+    if not explicit or host_matches(profile):
+        return False
+    described = (
+        f"this host ({describe_host()}) does not look like device {profile.name!r}, whose "
+        f"recognize rules need {describe_recognize(profile)}"
+    )
+    if records and not force_device:
+        raise DeviceProfileError(
+            f"{described}; profile on that device or with --remote USER@HOST, or pass "
+            "--force-device to record this host's measurements under it anyway"
+        )
+    logger.warning("%s; the measurements of this host are marked host_mismatch: true", described)
+    return True
 
 
 def model_architecture(session: Session) -> dict[str, Any]:

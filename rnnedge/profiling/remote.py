@@ -17,6 +17,7 @@ import concurrent.futures
 import dataclasses
 import json
 import logging
+import os
 import re
 import shlex
 import subprocess
@@ -160,7 +161,7 @@ def profile_remote(
     budget_s: float | None = None,
     strict_provider: bool = False,
     store: bool = True,
-    user_dir: Path = USER_DEVICES_DIR,
+    user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ProfileResult:
     """Profile `model` on the board at `target` and store the measurement locally.
@@ -249,7 +250,10 @@ def _parse(output: str, target: RemoteTarget) -> dict[str, Any]:
 
 
 def _profile_for_board(
-    name: str, measurement: dict[str, Any], target: RemoteTarget, user_dir: Path
+    name: str,
+    measurement: dict[str, Any],
+    target: RemoteTarget,
+    user_dir: str | os.PathLike[str],
 ) -> DeviceProfile:
     if name in known_names(user_dir):
         return load_device(name, user_dir)
@@ -271,7 +275,7 @@ def _profile_for_board(
     return validate(data, f"new profile {name!r} from {target.address}")
 
 
-def remote_devices(user_dir: Path = USER_DEVICES_DIR) -> list[DeviceProfile]:
+def remote_devices(user_dir: str | os.PathLike[str] = USER_DEVICES_DIR) -> list[DeviceProfile]:
     """Load every known device whose profile names an SSH address."""
     found = [load_device(name, user_dir) for name in known_names(user_dir)]
     return [profile for profile in found if profile.remote]
@@ -279,7 +283,7 @@ def remote_devices(user_dir: Path = USER_DEVICES_DIR) -> list[DeviceProfile]:
 
 def profile_fleet(
     model: str | Path,
-    user_dir: Path = USER_DEVICES_DIR,
+    user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
     ssh_config: Path | None = None,
     max_workers: int = 8,
     **options: Any,

@@ -4,12 +4,20 @@ The read-modify-write runs under an exclusive `fcntl.flock` on a lock file besid
 profile, so concurrent profile runs each add their measurements, and the write goes to a
 temporary file that is renamed over the profile, so a run killed mid-write leaves the
 previous file intact.
+
+The lock file `.<device>.yaml.lock` stays in the folder after the run: removing it while
+another process waits on it would let two writers hold different locks. It is empty, and
+deleting it is safe while no rnnedge process runs.
+
+`add_measurements` never writes into the catalog shipped with rnnedge (`catalog_dir()`),
+which in a source checkout is the `devices/` folder at the repository root.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +26,28 @@ import yaml
 
 from rnnedge._fileio import atomic_path
 from rnnedge.errors import DeviceProfileError
-from rnnedge.profiling.catalog import USER_DEVICES_DIR, DeviceProfile, read_profile
+from rnnedge.profiling.catalog import (
+    USER_DEVICES_DIR,
+    DeviceProfile,
+    as_user_dir,
+    catalog_dir,
+    read_profile,
+)
+
+
+def check_user_dir(user_dir: str | os.PathLike[str]) -> Path:
+    """Return `user_dir` as a path; raise if it is the catalog shipped with rnnedge.
+
+    The catalog is tracked in rnnedge's repository and installed inside the package, so
+    measurements written there would change the source tree or the installation.
+    """
+    user_dir = as_user_dir(user_dir)
+    if user_dir.resolve() == catalog_dir().resolve():
+        raise DeviceProfileError(
+            f"{user_dir} is rnnedge's shipped device catalog, which holds no measurements; "
+            "run from another folder or pass --devices-dir with another folder"
+        )
+    return user_dir
 
 
 @contextlib.contextmanager
@@ -46,13 +75,18 @@ def dump_profile(profile: DeviceProfile) -> str:
 def add_measurements(
     base: DeviceProfile,
     measurements: Sequence[dict[str, Any]],
-    user_dir: Path = USER_DEVICES_DIR,
+    user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
 ) -> Path:
     """Append measurements to `user_dir/<device>.yaml`, creating it from `base` if needed.
 
     Earlier measurements are kept as they are; the new ones are appended in order.
     Returns the path of the profile written.
+
+    Raises:
+        DeviceProfileError: `user_dir` is the shipped catalog, or the existing profile
+            cannot be read or written.
     """
+    user_dir = check_user_dir(user_dir)
     try:
         user_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

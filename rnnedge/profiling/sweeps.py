@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rnnedge.errors import InputError
-from rnnedge.profiling.catalog import USER_DEVICES_DIR, DeviceProfile
-from rnnedge.profiling.profile import ProfileResult, profile_model, resolve_device
-from rnnedge.profiling.store import add_measurements
+from rnnedge.profiling.catalog import USER_DEVICES_DIR, DeviceProfile, as_user_dir
+from rnnedge.profiling.profile import (
+    ProfileResult,
+    confirm_host,
+    measure_configuration,
+    resolve_device,
+)
+from rnnedge.profiling.store import add_measurements, check_user_dir
 from rnnedge.runtime.session import open_model_file
 
 logger = logging.getLogger(__name__)
@@ -126,33 +132,39 @@ def run_sweep(
     points: Sequence[SweepPoint],
     device: str | DeviceProfile | None = None,
     store: bool = True,
-    user_dir: Path = USER_DEVICES_DIR,
+    user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
     on_point: Callable[[int, int, SweepPoint, ProfileResult], None] | None = None,
+    *,
+    force_device: bool = False,
+    compared: bool = False,
     **options: Any,
 ) -> list[ProfileResult]:
     """Profile every point; each result is stored as soon as it is measured.
 
     Storing point by point means an interrupted sweep keeps what it measured.
-    `options` go to `profile_model` (provider, warmup, runs, budget_s, ...), and
-    `on_point(done, total, point, result)` reports progress.
+    `options` go to `measure_configuration` (provider, warmup, runs, budget_s, ...), and
+    `on_point(done, total, point, result)` reports each point as it completes.
+    `force_device` and `compared` (the results are compared with stored measurements,
+    as `--check` does) decide what a device that does not match this host does; see
+    `confirm_host`.
     """
+    user_dir = check_user_dir(user_dir) if store else as_user_dir(user_dir)
     profile = resolve_device(device, user_dir)
+    mismatch = confirm_host(profile, device is not None, force_device, store or compared)
     results = []
     for index, point in enumerate(points, start=1):
         logger.info("sweep point %d/%d: %s", index, len(points), point.label())
-        result = profile_model(
-            point.model,
-            device=profile,
+        measurement, stats = measure_configuration(
+            open_model_file(point.model),
+            profile,
             batch=point.batch,
             seq_len=point.seq_len,
             threads=point.threads,
-            store=False,
-            user_dir=user_dir,
+            host_mismatch=mismatch,
             **options,
         )
-        if store:
-            written = add_measurements(profile, [result.measurement], user_dir)
-            result = ProfileResult(result.device, result.measurement, result.latency, written)
+        written = add_measurements(profile, [measurement], user_dir) if store else None
+        result = ProfileResult(profile.name, measurement, stats, written)
         results.append(result)
         if on_point is not None:
             on_point(index, len(points), point, result)

@@ -20,6 +20,10 @@ import numpy as np
 
 from rnnedge.errors import InputError
 
+# The fewest samples whose full range covers the median with 95% probability: the range
+# of n samples misses it with probability 2 / 2**n, which is 3.1% for 6 and 6.3% for 5.
+MIN_CI_COUNT = 6
+
 
 @dataclass(frozen=True)
 class LatencyStats:
