@@ -102,9 +102,7 @@ class ModelMetadata:
                     mean=tuple(float(x) for x in stats["mean"]),
                     std=tuple(float(x) for x in stats["std"]),
                 )
-            pairs = tuple(
-                (str(a), str(b)) for a, b in json.loads(ours.get("state_pairs", "[]"))
-            )
+            pairs = tuple((str(a), str(b)) for a, b in json.loads(ours.get("state_pairs", "[]")))
             return cls(
                 state_pairs=pairs,
                 layout=Layout(ours.get("layout", Layout.BATCH_MAJOR.value)),
