@@ -251,6 +251,7 @@ def _check(
 ) -> None:
     from rnnedge.errors import CheckFailedError
     from rnnedge.profiling.check import check_points
+
     checked = check_points(points, device, tolerance, devices_dir, progress, **options)
     if as_json:
         emit_json([{**_document(r), "check": c.as_dict()} for r, c in checked])
