@@ -14,9 +14,9 @@ import click
 from rnnedge import __version__
 from rnnedge.commands import demo, export, profile, quantize, run
 from rnnedge.commands._common import configure_logging, verbosity, verbosity_options
+from rnnedge.commands.devices import devices_command
 from rnnedge.commands.doctor import doctor_command
 from rnnedge.commands.report import report_command
-from rnnedge.commands.devices import devices_command
 from rnnedge.errors import RnnedgeError
 
 

@@ -156,7 +156,8 @@ def validate(data: Any, source: str) -> DeviceProfile:
         extra = sorted(set(data.get(key, {}) or {}) - allowed)
         if extra:
             raise DeviceProfileError(
-                f"{source}: unknown field {f'{key}.{extra[0]}'!r}; allowed: {', '.join(sorted(allowed))}"
+                f"{source}: unknown field {f'{key}.{extra[0]}'!r}; "
+                f"allowed: {', '.join(sorted(allowed))}"
             )
     preference = data["providers"].get("preference", [])
     if not isinstance(preference, list):
@@ -184,7 +185,8 @@ def _check_remote(remote: dict[str, Any] | None, source: str) -> None:
     for key, value in remote.items():
         if key not in _REMOTE:
             raise DeviceProfileError(
-                f"{source}: unknown field {f'remote.{key}'!r}; allowed: {', '.join(sorted(_REMOTE))}"
+                f"{source}: unknown field {f'remote.{key}'!r}; "
+                f"allowed: {', '.join(sorted(_REMOTE))}"
             )
         if not isinstance(value, _REMOTE[key]) or isinstance(value, bool):
             raise DeviceProfileError(
