@@ -404,3 +404,12 @@ def test_cli_samples_wrong_features_exit_2(exported, tmp_path, rng, capsys):
     assert len(lines) == 1
     assert f"(4, 20, {FEATURES + 2})" in lines[0]
     assert f"axis 2 must be {FEATURES}" in lines[0]
+
+
+def test_output_over_input_rejected(exported, tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(exported["lstm"].read_bytes())
+    before = model.read_bytes()
+    with pytest.raises(InputError, match="is the input model"):
+        quantize_model(model, model, "dynamic-int8")
+    assert model.read_bytes() == before

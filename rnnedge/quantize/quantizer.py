@@ -103,6 +103,11 @@ def quantize_model(
     """
     onnx = require("onnx", "export")
     source = open_model_file(model)
+    if Path(output).resolve() == source.resolve():
+        raise InputError(
+            f"output {os.fspath(output)!r} is the input model; choose another output path, "
+            "so that the float model is kept"
+        )
     try:
         float_model = onnx.load(str(source))
     except Exception as exc:  # protobuf raises DecodeError, onnx raises its own
