@@ -14,6 +14,7 @@ import click
 from rnnedge import __version__
 from rnnedge.commands import demo, export, profile, quantize, run
 from rnnedge.commands._common import configure_logging, verbosity, verbosity_options
+from rnnedge.commands.convert import convert_command
 from rnnedge.commands.devices import devices_command
 from rnnedge.commands.doctor import doctor_command
 from rnnedge.commands.report import report_command
@@ -36,6 +37,7 @@ cli.add_command(demo.demo_command)
 cli.add_command(doctor_command)
 cli.add_command(report_command)
 cli.add_command(devices_command)
+cli.add_command(convert_command)
 
 
 def main(argv: list[str] | None = None) -> int:

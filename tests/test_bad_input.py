@@ -31,7 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnedge.cli import main
+from rnnedge.cli import cli, main
 from rnnedge.export import export_model
 from tests.conftest import FEATURES
 from tests.test_cli import BAD_INPUT as CLI_BAD_INPUT
@@ -229,6 +229,12 @@ CASES = [
          "model file", "absent.onnx' not found", "pass the path to an .onnx file"),
     case("doctor-unknown-device", "doctor {m} --device pi9", 2,
          "unknown device 'pi9'", "omit --device to check against this host's own profile"),
+    # convert
+    case("convert-no-format", "convert {m}", 2, "no target format given", "pass --ort"),
+    case("convert-truncated-model", "convert {trunc_onnx} --ort -o {tmp}/j.ort", 2,
+         "not a valid ONNX model"),
+    case("convert-wrong-suffix", "convert {m} --ort -o {tmp}/m.onnx", 2,
+         "must end in .ort"),
     # report
     case("report-missing-folder", "report {tmp}/absent -o {tmp}/r.html", 2,
          "report folder", "absent' not found", "pass an existing folder"),
@@ -472,6 +478,8 @@ def _commands(cases) -> set[str]:
 
 def test_corpus_covers_every_command():
     commands = _commands(CASES) | _commands(CLI_BAD_INPUT)
+    top_level = {name for name in cli.commands if name != "devices"}
+    assert top_level <= commands, top_level - commands
     expected = {
         "export", "quantize", "run", "run --stream", "profile", "profile --sweep",
         "profile --check", "devices list", "devices show", "devices compare", "devices plot",

@@ -242,7 +242,7 @@ sys.exit(code)
 """
 
 
-@pytest.mark.parametrize("command", ["run", "profile"])
+@pytest.mark.parametrize("command", ["run", "profile", "convert"])
 def test_runtime_commands_need_no_torch(exported, tmp_path, rng, command):
     np.save(tmp_path / "x.npy", rng.standard_normal((2, 10, FEATURES)).astype(np.float32))
     args = {
@@ -255,6 +255,7 @@ def test_runtime_commands_need_no_torch(exported, tmp_path, rng, command):
             "--devices-dir",
             str(tmp_path / "d"),
         ],
+        "convert": ["convert", str(exported["lstm"]), "--ort", "-o", str(tmp_path / "m.ort")],
     }[command]
     result = subprocess.run([sys.executable, "-c", NO_TORCH, *args], capture_output=True,
                             text=True, cwd=tmp_path, env=dict(os.environ), timeout=120)  # fmt: skip

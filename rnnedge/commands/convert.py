@@ -1,0 +1,48 @@
+"""`rnnedge convert`: the ONNX Runtime format and operator list for a reduced build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from rnnedge.commands._common import emit_json, verbosity_options
+from rnnedge.errors import InputError
+
+
+@click.command("convert")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--ort", "to_ort", is_flag=True, help="Convert to the ONNX Runtime (.ort) format.")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path),
+    help="Output .ort file [default: MODEL with the suffix .ort].",
+)  # fmt: skip
+@click.option(
+    "--optimization", type=click.Choice(["basic", "extended", "all"]), default="basic",
+    show_default=True,
+    help="Graph optimizations saved into the file; basic stays portable across providers.",
+)  # fmt: skip
+@click.option(
+    "--type-reduction", is_flag=True,
+    help="Also record the element types of each operator, for a type-reduced build.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@verbosity_options
+def convert_command(
+    model: Path, to_ort: bool, output: Path | None, optimization: str, type_reduction: bool,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Write MODEL as .ort plus the operator configuration of a minimal ONNX Runtime build."""
+    from rnnedge.runtime.ort_format import convert_to_ort
+
+    if not to_ort:
+        raise InputError("no target format given; pass --ort (the only format so far)")
+    result = convert_to_ort(model, output, optimization=optimization, type_reduction=type_reduction)
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    click.echo(f"wrote {result.model} ({result.size_bytes:,} bytes)")
+    click.echo(f"wrote {result.config}: {len(result.operators)} opset lines")
+    for line in result.operators:
+        click.echo(f"  {line}")
+    click.echo(f"outputs match the .onnx model: max abs error {result.max_abs_error:.3g}")

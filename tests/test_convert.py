@@ -1,0 +1,84 @@
+"""`rnnedge convert --ort`: the .ort file and the operator list for a reduced build."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from rnnedge.cli import main
+from rnnedge.errors import InputError
+from rnnedge.quantize import quantize_model
+from rnnedge.runtime import Session
+from rnnedge.runtime.ort_format import convert_to_ort
+from tests.conftest import FEATURES, LABELS
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_convert_matches_onnx(exported, tmp_path, rng, precision):
+    source = exported["lstm"]
+    if precision == "int8":
+        source = tmp_path / "lstm.int8.onnx"
+        quantize_model(exported["lstm"], source, "dynamic-int8")
+    result = convert_to_ort(source, tmp_path / "lstm.ort")
+    assert result.model.read_bytes()[4:8] == b"ORTM"  # the flatbuffer file identifier
+    assert result.max_abs_error <= 1e-5
+    x = rng.standard_normal((3, 21, FEATURES)).astype(np.float32)
+    expected = Session(source, provider="cpu").run(x)["output"]
+    converted = Session(result.model, provider="cpu")
+    np.testing.assert_allclose(converted.run(x)["output"], expected, atol=1e-5, rtol=0)
+    assert converted.metadata.labels == tuple(LABELS)
+    wanted = "com.microsoft;1;DynamicQuantizeLSTM" if precision == "int8" else "LSTM"
+    assert any(wanted in line for line in result.operators)
+
+
+def test_operator_config_loads_in_onnxruntime_tooling(exported, tmp_path):
+    result = convert_to_ort(exported["gru"], tmp_path / "gru.ort", type_reduction=True)
+    text = result.config.read_text()
+    assert result.config.name == "gru.required_operators_and_types.config"
+    assert "GRU" in text
+    # With type reduction each operator line carries its element types as JSON.
+    assert "{" in text
+
+
+def test_convert_cli(capsys, exported, tmp_path):
+    code = main(["convert", str(exported["gru"]), "--ort", "-o", str(tmp_path / "g.ort"), "--json"])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert document["model"].endswith("g.ort")
+    assert (tmp_path / "g.required_operators.config").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        pytest.param([], "pass --ort", id="no-format"),
+        pytest.param(["--ort", "-o", "{tmp}/x.onnx"], "must end in .ort", id="suffix"),
+        pytest.param(["--ort", "-o", "{tmp}/missing/x.ort"], "does not exist", id="folder"),
+        pytest.param(["--ort", "--optimization", "max"], "'max' is not one of", id="level"),
+    ],
+)
+def test_convert_bad_input(capsys, exported, tmp_path, args, fragment):
+    argv = ["convert", str(exported["gru"]), *[a.format(tmp=tmp_path) for a in args]]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1
+    assert fragment in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_rejects_ort_input(exported, tmp_path):
+    result = convert_to_ort(exported["gru"], tmp_path / "g.ort")
+    with pytest.raises(InputError, match="already in the ORT format"):
+        convert_to_ort(result.model, tmp_path / "again.ort")
+
+
+def test_ort_file_runs_in_plain_onnxruntime(exported, tmp_path, rng):
+    result = convert_to_ort(exported["lstm"], tmp_path / "l.ort")
+    session = ort.InferenceSession(str(result.model), providers=["CPUExecutionProvider"])
+    x = rng.standard_normal((1, 9, FEATURES)).astype(np.float32)
+    assert session.run(None, {"input": x})[0].shape == (1, len(LABELS))
