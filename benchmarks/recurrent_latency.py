@@ -119,8 +119,8 @@ def matvec_ceiling_gflops(hidden: int, gates: int) -> float:
     """Single-thread float32 rate of one recurrent step's matrix-vector product.
 
     At batch 1 each step multiplies a (gates * H) x (2H) weight matrix by one vector, so
-    every weight is read once per step: the rate is bounded by memory bandwidth, not by
-    the arithmetic peak, once the weights outgrow the caches.
+    every weight is read once per step. Once the weights outgrow the caches, memory
+    bandwidth bounds the rate, not the arithmetic peak.
     """
     weights = torch.randn(gates * hidden, 2 * hidden)
     vector = torch.randn(2 * hidden)
@@ -335,7 +335,7 @@ def machine_summary(peak: dict[str, float]) -> dict[str, Any]:
 
 
 def render_markdown(document: dict[str, Any]) -> str:
-    """The tables of docs/benchmarks.md, regenerated from one run's results."""
+    """Render the tables of docs/benchmarks.md from one run's results."""
     machine = document["machine"]
     peak = max(machine["peak_gflops_1thread"].values())
     lines = [
@@ -416,7 +416,7 @@ def _matches(row: dict[str, Any], **fields: Any) -> bool:
 
 
 def render_targets(document: dict[str, Any]) -> list[str]:
-    """Each target of the benchmark, met or missed, with the figure that decides it."""
+    """List each target of the benchmark, met or missed, with the figure that decides it."""
     rows = document["rows"]
     peak = max(document["machine"]["peak_gflops_1thread"].values())
     lines = ["### Targets", "", "| target | measured | met |", "|---|---|---|"]

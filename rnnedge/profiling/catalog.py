@@ -102,7 +102,7 @@ class DeviceProfile:
 
 
 def catalog_dir() -> Path:
-    """The catalog shipped with rnnedge: inside the wheel, or `devices/` of a checkout."""
+    """Return the folder of the shipped catalog: inside the wheel, or `devices/` of a checkout."""
     packaged = Path(__file__).resolve().parent.parent / "_catalog"
     if packaged.is_dir():
         return packaged
@@ -416,14 +416,14 @@ def _match_score(
 
 
 def host_device_name() -> str:
-    """A device name made from this host's CPU model, for hosts no profile recognizes."""
+    """Make a device name from this host's CPU model, for hosts no profile recognizes."""
     model = str(cpu_info().get("model", "unknown")).lower()
     slug = re.sub(r"[^a-z0-9]+", "-", model).strip("-")[:40] or "unknown"
     return f"host-{platform.machine().lower()}-{slug}"[:64]
 
 
 def new_profile_for_host(name: str) -> DeviceProfile:
-    """A fresh profile for an unrecognized host, filled from its fingerprint."""
+    """Build a fresh profile for an unrecognized host from its fingerprint."""
     cpu = cpu_info()
     data = {
         "schema_version": SCHEMA_VERSION,

@@ -1,7 +1,7 @@
 """Merging measurements into `devices/<device>.yaml` without losing any.
 
 The read-modify-write runs under an exclusive `fcntl.flock` on a lock file beside the
-profile, so concurrent profile runs each add their measurements, and the write goes to a
+profile, so concurrent profile runs each add their measurements. The write goes to a
 temporary file that is renamed over the profile, so a run killed mid-write leaves the
 previous file intact.
 
