@@ -270,9 +270,6 @@ def test_state_inputs_have_dynamic_batch(tmp_path, model):
 
 @pytest.mark.parametrize("enforce_sorted", [True, False], ids=["sorted", "unsorted"])
 def test_packed_sequences_with_lengths(tmp_path, enforce_sorted):
-    if enforce_sorted:
-        # Sorted packing needs lengths in decreasing order, which random lengths are not.
-        pytest.xfail("parity feeds unsorted random lengths; enforce_sorted=True rejects them")
     report = _export(tmp_path, Packed(enforce_sorted))
     assert [v.name for v in report.inputs] == ["input", "lengths"]
     assert report.inputs[1].dtype == "int64"
