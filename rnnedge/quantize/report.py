@@ -125,35 +125,22 @@ class QuantizeReport:
 
 def count_ops(model) -> dict[str, int]:
     """Count nodes by op type, including those inside Loop, Scan and If bodies."""
+    from rnnedge.quantize._graph import iter_graphs
+
     counts: Counter[str] = Counter()
-
-    def visit(graph) -> None:
-        for node in graph.node:
-            counts[node.op_type] += 1
-            for attribute in node.attribute:
-                if attribute.g is not None and attribute.g.node:
-                    visit(attribute.g)
-                for sub in attribute.graphs:
-                    visit(sub)
-
-    visit(model.graph)
+    for graph, _ in iter_graphs(model.graph, []):
+        counts.update(node.op_type for node in graph.node)
     return dict(sorted(counts.items()))
 
 
 def count_qdq_compute(model) -> dict[str, int]:
     """Count compute nodes whose activation input comes from a DequantizeLinear node."""
-    counts: Counter[str] = Counter()
+    from rnnedge.quantize._graph import iter_graphs
 
-    def visit(graph) -> None:
+    counts: Counter[str] = Counter()
+    for graph, _ in iter_graphs(model.graph, []):
         dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
         for node in graph.node:
             if node.op_type in COMPUTE_OPS and node.input and node.input[0] in dequantized:
                 counts[node.op_type] += 1
-            for attribute in node.attribute:
-                if attribute.g is not None and attribute.g.node:
-                    visit(attribute.g)
-                for sub in attribute.graphs:
-                    visit(sub)
-
-    visit(model.graph)
     return dict(sorted(counts.items()))
