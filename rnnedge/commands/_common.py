@@ -82,7 +82,7 @@ def _quiet_stdout(command: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-# Where `--devices-dir` points when `./devices` is the shipped catalog, as it is at the
+# The `--devices-dir` default when `./devices` is the shipped catalog, as it is at the
 # root of an rnnedge source checkout.
 CHECKOUT_DEVICES_DIR = Path(".rnnedge") / "devices"
 

@@ -149,10 +149,10 @@ class CheckResult:
 def baseline_for(
     measurement: dict[str, Any], stored: Sequence[dict[str, Any]], source: str
 ) -> list[dict[str, Any]]:
-    """The stored measurements of the same configuration as `measurement`.
+    """Return the stored measurements of the same configuration as `measurement`.
 
     Raises:
-        InputError: none match; the message says whether the model changed (another hash
+        InputError: none match. The message tells whether the model changed (another hash
             under the same file name) or the configuration was never measured.
     """
     key = config_key(measurement)

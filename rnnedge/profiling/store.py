@@ -44,8 +44,8 @@ def check_user_dir(user_dir: str | os.PathLike[str]) -> Path:
     user_dir = as_user_dir(user_dir)
     if user_dir.resolve() == catalog_dir().resolve():
         raise DeviceProfileError(
-            f"{user_dir} is rnnedge's shipped device catalog, which holds no measurements; "
-            "run from another folder or pass --devices-dir with another folder"
+            f"{user_dir} is rnnedge's shipped device catalog, which must not contain "
+            "measurements; run from another folder or pass --devices-dir with another folder"
         )
     return user_dir
 
@@ -109,5 +109,5 @@ def add_measurements(
 
 
 def _fresh_copy(base: DeviceProfile) -> DeviceProfile:
-    # A catalog entry holds no measurements of this host; start the user's file empty.
+    # A catalog entry contains no measurements of this host, so the user's file starts empty.
     return DeviceProfile(name=base.name, data=dict(base.data), measurements=[])

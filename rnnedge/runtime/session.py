@@ -377,7 +377,11 @@ def _create_session(
             ) from exc
         if "layout" in text and "not supported" in text:
             lowered = text.lower()
-            operator = "GRU" if "gru" in lowered else "LSTM" if "lstm" in lowered else "RNN"
+            operator = "RNN"
+            if "gru" in lowered:
+                operator = "GRU"
+            elif "lstm" in lowered:
+                operator = "LSTM"
             raise InputError(
                 f"{str(path)!r} has a {operator} node with layout=1 (batch-major), which "
                 f"ONNX Runtime {ort.__version__} rejects; re-export it with layout=0 "
