@@ -147,6 +147,23 @@ class GruCellLoop(nn.Module):
         return torch.stack(steps, 1)
 
 
+class StackedGruCells(nn.Module):
+    """Two GRUCells without bias, the first started from a zero state it creates itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells = nn.ModuleList([nn.GRUCell(F, 9, bias=False), nn.GRUCell(9, 7, bias=False)])
+        self.head = nn.Linear(7, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = torch.zeros(x.size(0), 9, dtype=x.dtype)
+        high = torch.zeros(x.size(0), 7, dtype=x.dtype)
+        for t in range(x.size(1)):
+            low = self.cells[0](x[:, t], low)
+            high = self.cells[1](low, high)
+        return self.head(high)
+
+
 class Packed(nn.Module):
     """Padded batches of variable-length sequences through pack_padded_sequence."""
 
@@ -201,17 +218,8 @@ VARIANTS = [
         id="lstm-proj-time-major-no-bias",
     ),
     pytest.param(LstmCellLoop, "Loop", id="lstmcell-loop"),
-    pytest.param(
-        GruCellLoop,
-        "Loop",
-        id="grucell-loop",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="torch 2.13's TorchScript exporter rejects a scripted GRUCell "
-            "(expected prim::ListConstruct), tracing unrolls the loop and torch.export "
-            "fixes the length; nn.GRU exports",
-        ),
-    ),
+    pytest.param(GruCellLoop, "Loop", id="grucell-loop"),
+    pytest.param(StackedGruCells, "Loop", id="grucell-stacked-no-bias"),
 ]
 
 
@@ -250,6 +258,17 @@ def test_cell_loop_falls_back_from_trace(tmp_path):
     assert (first.exporter, first.capture) == ("torchscript", "trace")
     # Tracing unrolled the loop to the example's 10 steps, so other lengths fail.
     assert first.max_abs_error is None or first.max_abs_error > 1e-5
+
+
+def test_grucell_loop_leaves_the_model_unchanged(tmp_path):
+    model = GruCellLoop()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    report = _export(tmp_path, model)
+    assert report.capture == "script"
+    assert type(model.cell) is nn.GRUCell
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[name], after[name]) for name in before)
 
 
 @pytest.mark.parametrize(

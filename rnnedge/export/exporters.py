@@ -3,7 +3,8 @@
 - TorchScript-based (`torch.onnx.export(..., dynamo=False)`): the model is first turned into
   TorchScript by tracing, or by `torch.jit.script` when it contains Python loops that
   tracing would unroll to the example's length. Tracing keeps scripted submodules as they
-  are, so a scripted loop inside a traced model becomes an ONNX `Loop`.
+  are, so a scripted loop inside a traced model becomes an ONNX `Loop`. Before scripting,
+  each `nn.GRUCell` is swapped for a stand-in that exports (see `cells`).
 - dynamo (`torch.onnx.export(..., dynamo=True)`): captures the model with `torch.export`.
   It specializes axes of size 0 or 1, so the example's batch and length are raised to at
   least 2 for it. It needs opset 18 or newer.
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 from rnnedge.errors import ExportError, InputError, MissingDependencyError
+from rnnedge.export.cells import with_exportable_cells
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +128,7 @@ def export_torchscript(
                 # to keep a Python loop over time as a loop in the exported graph. Its
                 # other warnings (type annotations it cannot use) go to the debug log.
                 warnings.simplefilter("always")
-                target = torch.jit.script(model)
+                target = torch.jit.script(with_exportable_cells(model))
         except Exception as exc:  # scripting raises several frontend error types
             raise ExportError(
                 f"torch.jit.script failed: {_first_line(exc)}; the model's forward must be "
