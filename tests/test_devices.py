@@ -328,6 +328,12 @@ def test_list_hides_lock_files(capsys, swept):
     assert [line.split()[0] for line in out.splitlines()[2:]] == catalog_names()
 
 
+def _default_sigint() -> None:
+    # A shell that starts the tests in the background ignores SIGINT, and the child would
+    # inherit that, so the child gets the default handler back before Python starts.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupted_sweep_prints_measured_points(exported, tmp_path):
     """Each point is printed when it is measured, so an interrupted sweep shows its results."""
     devices = tmp_path / "devices"
@@ -338,6 +344,7 @@ def test_interrupted_sweep_prints_measured_points(exported, tmp_path):
          "--warmup", "0", "--operators", "0", "--provider", "cpu", "--devices-dir",
          str(devices)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        preexec_fn=_default_sigint,
     )  # fmt: skip
     try:
         lines = []

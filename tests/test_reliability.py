@@ -36,14 +36,18 @@ def test_kill_during_profile_keeps_previous_file(exported, tmp_path):
     base = ["profile", exported["gru"], "--device", "raspberry-pi-4", "--force-device",
             "--provider", "cpu", "--warmup", "0", "--seq-len", "5",
             "--devices-dir", devices]  # fmt: skip
-    first = rnnedge(*base, "--runs", "3", cwd=tmp_path)
+    started = time.monotonic()
+    first = rnnedge(*base, "--runs", "50", cwd=tmp_path)
     assert first.wait(timeout=120) == 0, first.stderr.read()
+    # Kill times are spread over the length of a whole run on this machine, so that some
+    # land before the write and some during or after it, on a fast machine or a slow one.
+    whole = time.monotonic() - started
     stored = len(read_profile(devices / "raspberry-pi-4.yaml").measurements)
     generator = random.Random(7)
     killed = 0
     for _ in range(12):
-        process = rnnedge(*base, "--runs", str(generator.choice([1, 5, 50])), cwd=tmp_path)
-        time.sleep(generator.uniform(0.3, 2.5))
+        process = rnnedge(*base, "--runs", str(generator.choice([5, 50])), cwd=tmp_path)
+        time.sleep(generator.uniform(0.1, 1.1) * whole)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             killed += 1
