@@ -78,22 +78,22 @@ def test_stream_traced_allocations_flat(streaming_models, cell):
     assert growth < 64 * 1024, after.compare_to(before, "lineno")[:5]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the step count of streaming mean pooling is float32, so it stops at 2**24 steps "
-    "(about 46 hours at 100 steps per second) and the mean stops following the input",
-)
-def test_pooling_step_count_past_float32_limit(streaming_models):
+@pytest.mark.parametrize("count", [2**24, 2**40])
+def test_pooling_step_count_stays_exact(streaming_models, count):
+    """The step count is int64, so the mean keeps following the input past 2**24 steps."""
     session = ort.InferenceSession(str(streaming_models["gru"]), providers=["CPUExecutionProvider"])
     names = {info.name: info for info in session.get_inputs()}
-    assert "pool_steps0" in names
+    assert names["pool_steps0"].type == "tensor(int64)"
     feed = {"input": np.ones((1, 1, 6), np.float32)}
     for name, info in names.items():
         if name != "input":
             shape = [1 if isinstance(dim, str) else dim for dim in info.shape]
             feed[name] = np.zeros(shape, np.float32)
-    feed["pool_steps0"] = np.full((1, 1), 2.0**24, np.float32)
+    feed["pool_steps0"] = np.full((1, 1), count, np.int64)
     outputs = dict(
         zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True)
     )
-    assert float(outputs["pool_stepsn"][0, 0]) == 2.0**24 + 1
+    assert int(outputs["pool_stepsn"][0, 0]) == count + 1
+    # From a zero mean, one more step moves the mean by its output divided by the count.
+    assert np.any(outputs["pool_meann"] != 0)
+    assert np.all(np.abs(outputs["pool_meann"]) <= 2.0 / count)

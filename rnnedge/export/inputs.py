@@ -190,7 +190,7 @@ def make_arrays(
             lengths[0] = seq_len
             arrays.append(lengths)
         elif spec.role is InputRole.CARRY:
-            arrays.append(np.zeros(shape, dtype=np.float32))
+            arrays.append(np.zeros(shape, dtype=spec.dtype))
         else:
             arrays.append(rng.standard_normal(shape).astype(np.float32))
     return arrays

@@ -15,8 +15,8 @@ State names, recorded as (input, output) pairs in the `rnnedge.state_pairs` meta
   example `encoder.rnn.h0` -> `encoder.rnn.hn`;
 - rnnedge's own `SequenceModel` with mean pooling also carries the running mean of the
   recurrent outputs, `pool_mean0` -> `pool_meann` (batch, hidden * directions), and the
-  number of steps seen, `pool_steps0` -> `pool_stepsn` (batch, 1), so that the output of
-  each call is the mean over all steps so far. A running mean, unlike a running sum, stays
+  number of steps seen, `pool_steps0` -> `pool_stepsn` (batch, 1, int64), so that the
+  output of each call is the mean over all steps so far. A running mean, unlike a running sum, stays
   within the range of the outputs, so its float32 rounding does not grow with the length.
 
 The states of `nn.LSTM` and `nn.GRU` modules are captured with forward hooks, so the
@@ -211,7 +211,7 @@ def _plan_mean_pooled(model: SequenceModel) -> StreamingPlan:
         outputs.append("cn")
     width = rnn.hidden_size * (2 if rnn.bidirectional else 1)
     specs.append(InputSpec("pool_mean0", InputRole.CARRY, (BATCH, width)))
-    specs.append(InputSpec("pool_steps0", InputRole.CARRY, (BATCH, 1)))
+    specs.append(InputSpec("pool_steps0", InputRole.CARRY, (BATCH, 1), "int64"))
     outputs += ["pool_meann", "pool_stepsn"]
     return StreamingPlan(_MeanPooledStreaming(model), tuple(specs), tuple(outputs))
 
@@ -234,7 +234,10 @@ class _MeanPooledStreaming(nn.Module):
             new_states = (h,)
         mean0, steps0 = states[-2], states[-1]
         steps = steps0 + outputs.size(1)
-        mean = (mean0 * steps0 + outputs.sum(dim=1)) / steps
+        # The count is int64, so it stays exact at any length. The update adds the chunk's
+        # difference from the running mean, so no term grows with the count.
+        difference = outputs.sum(dim=1) - outputs.size(1) * mean0
+        mean = mean0 + difference / steps.to(mean0.dtype)
         return (self.head(mean), *new_states, mean, steps)
 
 
@@ -267,7 +270,7 @@ def check_chunks(
     cases = []
     for chunk in (*CHUNK_SIZES, CHECK_SEQ_LEN):
         states = [
-            np.zeros(s.concrete_shape(CHECK_BATCH, CHECK_SEQ_LEN), np.float32) for s in state_specs
+            np.zeros(s.concrete_shape(CHECK_BATCH, CHECK_SEQ_LEN), s.dtype) for s in state_specs
         ]
         pieces: list[list[np.ndarray]] = []
         for start in range(0, CHECK_SEQ_LEN, chunk):
