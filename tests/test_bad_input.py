@@ -72,6 +72,9 @@ CASES = [
          "'1x-5x6' is invalid", "as positive integers"),
     case("export-opset-too-low", "export {ckpt} --opset 3 -o {tmp}/o.onnx", 2,
          "opset 3 is outside", "pass --opset"),
+    case("export-opset-below-model-minimum",
+         "export {resampled_factory} --example-shape 1x10x6 --opset 14 -o {tmp}/o.onnx", 2,
+         "opset 14 is below 16", "aten::grid_sampler", "pass --opset 16 or higher"),
     case("export-nan-tolerance", "export {ckpt} --atol nan -o {tmp}/o.onnx", 2,
          "tolerance must be positive, got nan"),
     case("export-output-is-folder", "export {ckpt} -o {tmp}", 2,
@@ -276,6 +279,22 @@ def returns_dict():
 
 def linear():
     return torch.nn.Linear(6, 3)
+
+
+# A GRU whose outputs go through grid_sample, an operator that needs opset 16.
+class Resampled(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.GRU(6, 4, batch_first=True)
+
+    def forward(self, x):
+        y = self.rnn(x)[0].unsqueeze(1)
+        grid = torch.zeros(y.size(0), 1, y.size(2), 2)
+        return torch.nn.functional.grid_sample(y, grid, align_corners=False)
+
+
+def resampled():
+    return Resampled()
 """
 
 
@@ -329,6 +348,7 @@ def models(exported, tmp_path_factory) -> dict[str, Path | str]:
         "linear": linear_model(root / "linear.onnx"),
         "linear_factory": f"{factory}:linear",
         "dict_factory": f"{factory}:returns_dict",
+        "resampled_factory": f"{factory}:resampled",
         "baseline": baseline,
     }
 
