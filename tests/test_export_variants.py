@@ -7,7 +7,9 @@ again and passed through the ONNX checker. Tolerance: 1e-5 absolute, as in conft
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
@@ -181,6 +183,23 @@ class Packed(nn.Module):
         return padded
 
 
+class PackedProjected(nn.Module):
+    """A projected, bidirectional 2-layer LSTM over a packed batch, returning its states."""
+
+    def __init__(self, enforce_sorted: bool) -> None:
+        super().__init__()
+        self.enforce_sorted = enforce_sorted
+        self.rnn = nn.LSTM(F, 12, num_layers=2, batch_first=True, bidirectional=True, proj_size=4)
+
+    def forward(self, x, lengths):
+        packed = pack_padded_sequence(
+            x, lengths, batch_first=True, enforce_sorted=self.enforce_sorted
+        )
+        out, (h, c) = self.rnn(packed)
+        padded, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        return padded, h, c
+
+
 VARIANTS = [
     pytest.param(lambda: Recurrent("lstm"), "LSTM", id="lstm-1layer"),
     pytest.param(lambda: Recurrent("gru"), "GRU", id="gru-1layer"),
@@ -293,6 +312,25 @@ def test_packed_sequences_with_lengths(tmp_path, enforce_sorted):
     assert [v.name for v in report.inputs] == ["input", "lengths"]
     assert report.inputs[1].dtype == "int64"
     assert report.parity.max_abs_error <= 1e-5
+
+
+@pytest.mark.parametrize("enforce_sorted", [True, False], ids=["sorted", "unsorted"])
+def test_packed_projected_lstm(tmp_path, enforce_sorted):
+    torch.manual_seed(0)
+    model = PackedProjected(enforce_sorted).eval()
+    report = _export(tmp_path, model)
+    assert report.lowered == ("rnn",)
+    assert [v.name for v in report.inputs] == ["input", "lengths"]
+    assert report.parity.max_abs_error <= 1e-5
+    lengths = torch.tensor([9, 7, 3, 1]) if enforce_sorted else torch.tensor([3, 9, 1, 7])
+    x = torch.randn(4, 9, F)
+    with torch.inference_mode():
+        expected = [t.numpy() for t in model(x, lengths)]
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    actual = session.run(None, {"input": x.numpy(), "lengths": lengths.numpy()})
+    for want, got in zip(expected, actual, strict=True):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
 
 def test_multi_output_names_and_axes(tmp_path):

@@ -12,7 +12,8 @@ TorchScript-based one rejects it, the dynamo one writes a model that ONNX Runtim
 Here each projected `nn.LSTM` is replaced by a scripted module that computes the input
 product of all steps as one MatMul and runs the recurrent step above in a loop over time,
 which the TorchScript-based exporter writes as an ONNX `Loop`. Layers run in order and the
-reverse direction runs over the flipped sequence, as in `nn.LSTM`.
+reverse direction runs over the flipped sequence, as in `nn.LSTM`. A `PackedSequence` input
+runs through `forward_packed`, which masks the steps past each sequence's length.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import warnings
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 
 class _ProjectedDirection(nn.Module):
@@ -61,6 +63,32 @@ class _ProjectedDirection(nn.Module):
             out = out.flip(0)
         return out, h, c
 
+    @torch.jit.export
+    def forward_masked(
+        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run like `forward`, keeping the state and writing zeros where `mask` is 0."""
+        if self.reverse:
+            x = x.flip(0)
+            mask = mask.flip(0)
+        input_gates = torch.matmul(x, self.weight_ih_t) + self.bias
+        outputs: list[torch.Tensor] = []
+        for t in range(x.size(0)):
+            gates = input_gates[t] + torch.matmul(h, self.weight_hh_t)
+            i, f, g, o = gates.chunk(4, 1)
+            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_new = torch.matmul(torch.sigmoid(o) * torch.tanh(c_new), self.weight_hr_t)
+            # Past a sequence's length the state stays and the output is zero, so the
+            # reverse direction starts at each sequence's own last step.
+            valid = mask[t]
+            c = c + valid * (c_new - c)
+            h = h + valid * (h_new - h)
+            outputs.append(valid * h_new)
+        out = torch.stack(outputs, 0)
+        if self.reverse:
+            out = out.flip(0)
+        return out, h, c
+
 
 class _ProjectedLSTMCore(nn.Module):
     """All layers and directions; scripted so that the time loop survives export."""
@@ -82,7 +110,9 @@ class _ProjectedLSTMCore(nn.Module):
     def forward(
         self, input: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = input.transpose(0, 1) if self.batch_first else input
+        # permute, unlike transpose, converts without knowing the rank, which a padded
+        # batch unpacked from a PackedSequence lacks during export.
+        x = input.permute(1, 0, 2) if self.batch_first else input
         layer_outputs: list[torch.Tensor] = []
         hs: list[torch.Tensor] = []
         cs: list[torch.Tensor] = []
@@ -95,14 +125,39 @@ class _ProjectedLSTMCore(nn.Module):
                 x = torch.cat(layer_outputs, 2)
                 layer_outputs = []
         if self.batch_first:
-            x = x.transpose(0, 1)
+            x = x.permute(1, 0, 2)
+        return x, torch.stack(hs, 0), torch.stack(cs, 0)
+
+    @torch.jit.export
+    def forward_packed(
+        self, input: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run like `forward` over a padded batch whose sequence b has `lengths[b]` steps."""
+        x = input.permute(1, 0, 2) if self.batch_first else input
+        steps = torch.arange(x.size(0), device=x.device).unsqueeze(1)
+        limits = lengths.to(device=x.device, dtype=steps.dtype).unsqueeze(0)
+        mask = (steps < limits).to(x.dtype).unsqueeze(2)
+        layer_outputs: list[torch.Tensor] = []
+        hs: list[torch.Tensor] = []
+        cs: list[torch.Tensor] = []
+        for k, cell in enumerate(self.cells):
+            out, h, c = cell.forward_masked(x, h0[k], c0[k], mask)
+            layer_outputs.append(out)
+            hs.append(h)
+            cs.append(c)
+            if len(layer_outputs) == self.directions:
+                x = torch.cat(layer_outputs, 2)
+                layer_outputs = []
+        if self.batch_first:
+            x = x.permute(1, 0, 2)
         return x, torch.stack(hs, 0), torch.stack(cs, 0)
 
 
 class LoweredProjectedLSTM(nn.Module):
     """Drop-in replacement of a projected `nn.LSTM` with the same call and outputs.
 
-    Only the (input, hx) call form is supported; a PackedSequence input is not.
+    A `PackedSequence` input is unpacked to the padded batch and its lengths, run with the
+    steps past each length masked, and packed again, as `nn.LSTM` would return it.
     """
 
     recurrent_kind = "LSTM"
@@ -120,7 +175,24 @@ class LoweredProjectedLSTM(nn.Module):
             self.core = torch.jit.script(_ProjectedLSTMCore(lstm))
 
     def forward(
-        self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None
+        self,
+        input: torch.Tensor | PackedSequence,
+        hx: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor | PackedSequence, tuple[torch.Tensor, torch.Tensor]]:
+        if isinstance(input, PackedSequence):
+            padded, lengths = pad_packed_sequence(input, batch_first=self.batch_first)
+            out, state = self._run(padded, hx, lengths)
+            packed = pack_padded_sequence(
+                out, lengths, batch_first=self.batch_first, enforce_sorted=False
+            )
+            return packed, state
+        return self._run(input, hx, None)
+
+    def _run(
+        self,
+        input: torch.Tensor,
+        hx: tuple[torch.Tensor, torch.Tensor] | None,
+        lengths: torch.Tensor | None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         if hx is None:
             batch = input.size(0) if self.batch_first else input.size(1)
@@ -128,7 +200,10 @@ class LoweredProjectedLSTM(nn.Module):
             h0 = input.new_zeros((slots, batch, self.proj_size))
             c0 = input.new_zeros((slots, batch, self.hidden_size))
             hx = (h0, c0)
-        out, h, c = self.core(input, hx[0], hx[1])
+        if lengths is None:
+            out, h, c = self.core(input, hx[0], hx[1])
+        else:
+            out, h, c = self.core.forward_packed(input, hx[0], hx[1], lengths)
         return out, (h, c)
 
 
