@@ -189,8 +189,9 @@ CASES = [
          f"profile {{m}} --check --tolerance nan --device x86-64 --devices-dir {{baseline}} "
          f"--seq-len 5 {QUICK}", 2,
          "tolerance must be 0 or more, got nan"),
-    case("profile-remote-sweep", "profile {m} --remote pi@board --sweep batch=1,2", 2,
-         "take one model and no --sweep or --check", "run them on the board itself"),
+    # The sweep is checked before any SSH connection, so no board is contacted.
+    case("profile-remote-bad-sweep", "profile {m} --remote pi@board --sweep depth=1,2", 2,
+         "invalid sweep 'depth=1,2'", "AXIS one of batch, seq-len"),
     case("profile-read-only-devices",
          f"profile {{m}} --device x86-64 --devices-dir {{ro}} --seq-len 5 {QUICK}", 2,
          "Read-only file system", "make", root=True),

@@ -7,7 +7,9 @@ written. The "board" is this machine, and its rnnedge is this virtual environmen
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import io
 import json
 import os
 import shutil
@@ -236,3 +238,232 @@ def test_remote_rejects_bad_address(capsys, exported, tmp_path, address):
     assert code == 2
     assert "invalid remote address" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def _sweep_args(board, *sweep: str) -> list:
+    args = ["--ssh-config", board["config"], "--runs", "5", "--warmup", "1"]
+    args += ["--operators", "0", "--provider", "cpu"]
+    for spec in sweep or ("seq-len=5,10",):
+        args += ["--sweep", spec]
+    return args
+
+
+def _run_captured(*args) -> tuple[int, str, str]:
+    # For module-scoped fixtures, where capsys is not available.
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def remote_sweep(board, exported, tmp_path_factory):
+    """A two-point sweep of the GRU model run on the board and stored under x86-64."""
+    devices = tmp_path_factory.mktemp("swept") / "devices"
+    code, out, err = _run_captured(
+        "profile",
+        exported["gru"],
+        "--remote",
+        board["address"],
+        "--remote-rnnedge",
+        VENV_RNNEDGE,
+        "--device",
+        "x86-64",
+        "--devices-dir",
+        devices,
+        "--json",
+        *_sweep_args(board),
+    )
+    return {"devices": devices, "code": code, "out": out, "err": err}
+
+
+def test_remote_sweep_stores_every_point(remote_sweep, board, exported):
+    assert remote_sweep["code"] == 0, remote_sweep["err"]
+    documents = json.loads(remote_sweep["out"])
+    assert [d["seq_len"] for d in documents] == [5, 10]
+    assert {d["remote"] for d in documents} == {board["address"]}
+    assert {d["model"] for d in documents} == {"gru.onnx"}
+    assert {d["latency_ms"]["count"] for d in documents} == {5}
+    stored = read_profile(remote_sweep["devices"] / "x86-64.yaml").measurements
+    assert [m["seq_len"] for m in stored] == [5, 10]
+    assert {m["remote"] for m in stored} == {board["address"]}
+    assert {m["model_sha256"] for m in stored} == {file_sha256(exported["gru"])}
+
+
+def test_remote_sweep_shows_progress(remote_sweep):
+    progress = [line for line in remote_sweep["err"].splitlines() if line.startswith("[")]
+    assert len(progress) == 2
+    assert "1/2 gru.onnx batch 1 seq_len 5" in progress[0]
+    assert "2/2 gru.onnx batch 1 seq_len 10" in progress[1]
+
+
+def test_remote_sweep_json_like_local(capsys, remote_sweep, exported):
+    code, out, err = run_cli(
+        capsys, "profile", exported["gru"], "--no-store", "--json", "--runs", "5",
+        "--warmup", "1", "--operators", "0", "--provider", "cpu", "--sweep", "seq-len=5,10",
+    )  # fmt: skip
+    assert code == 0, err
+    local = json.loads(out)
+    remote = json.loads(remote_sweep["out"])
+    assert isinstance(local, list)
+    assert isinstance(remote, list)
+    assert len(remote) == len(local)
+    for remote_document, local_document in zip(remote, local, strict=True):
+        assert set(remote_document) == set(local_document) | {"remote"}
+
+
+def _copy_devices(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".*.lock"))
+    return target
+
+
+def _check_on_board(capsys, board, exported, devices: Path, *extra) -> tuple[int, str, str]:
+    return run_cli(
+        capsys,
+        "profile",
+        exported["gru"],
+        "--remote",
+        board["address"],
+        "--remote-rnnedge",
+        VENV_RNNEDGE,
+        "--device",
+        "x86-64",
+        "--devices-dir",
+        devices,
+        "--check",
+        *_sweep_args(board),
+        *extra,
+    )
+
+
+def test_remote_check_within_tolerance(capsys, remote_sweep, board, exported, tmp_path):
+    devices = _copy_devices(remote_sweep["devices"], tmp_path / "devices")
+    before = (devices / "x86-64.yaml").read_text()
+    # A tolerance of 1000% makes the verdict independent of this machine's noise.
+    code, out, err = _check_on_board(capsys, board, exported, devices, "--tolerance", "10")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith("ok: gru.onnx") for line in lines)
+    assert (devices / "x86-64.yaml").read_text() == before
+
+
+def test_remote_check_detects_regression(capsys, remote_sweep, board, exported, tmp_path):
+    devices = _copy_devices(remote_sweep["devices"], tmp_path / "devices")
+    # Stored latencies a hundred times lower: the board's new runs must count as slower.
+    path = devices / "x86-64.yaml"
+    data = yaml.safe_load(path.read_text())
+    for measurement in data["measurements"]:
+        latency = measurement["latency_ms"]
+        for key, value in latency.items():
+            if key.endswith("_ms") and value is not None:
+                latency[key] = value / 100
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, out, err = _check_on_board(capsys, board, exported, devices, "--json")
+    assert code == 3, err
+    checks = [d["check"] for d in json.loads(out)]
+    assert [c["regressed"] for c in checks] == [True, True]
+    assert "latency regressed in 2 of 2 configurations" in err
+
+
+def test_remote_sweep_rejected_by_board(capsys, board, exported, tmp_path):
+    # The board rejects the second point (its input cannot fit in memory) after measuring
+    # the first: nothing may be stored.
+    devices = tmp_path / "devices"
+    code, out, err = run_cli(
+        capsys,
+        "profile",
+        exported["gru"],
+        "--remote",
+        board["address"],
+        "--remote-rnnedge",
+        VENV_RNNEDGE,
+        "--device",
+        "x86-64",
+        "--devices-dir",
+        devices,
+        *_sweep_args(board, "seq-len=5,100000000000000"),
+    )
+    assert code == 2
+    assert out == ""
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "rnnedge profile on" in errors[0]
+    assert "sequence length 100000000000000" in errors[0]
+    assert "Traceback" not in err
+    assert not devices.exists()
+
+
+def test_remote_bad_sweep_rejected_locally(capsys, board, exported, tmp_path):
+    devices = tmp_path / "devices"
+    code, _, err = run_cli(
+        capsys,
+        "profile",
+        exported["gru"],
+        "--remote",
+        board["address"],
+        "--devices-dir",
+        devices,
+        *_sweep_args(board, "hidden=8,16"),
+    )
+    assert code == 2
+    assert "invalid sweep 'hidden=8,16'" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not devices.exists()
+
+
+def test_device_all_sweeps_every_board(capsys, board, exported, tmp_path):
+    devices = tmp_path / "devices"
+    devices.mkdir()
+    for name in ("raspberry-pi-5", "x86-64"):
+        _fleet_profile(devices, name, board["address"])
+    code, out, err = run_cli(
+        capsys,
+        "profile",
+        exported["lstm"],
+        "--device",
+        "all",
+        "--devices-dir",
+        devices,
+        "--json",
+        *_sweep_args(board),
+    )
+    assert code == 0, err
+    documents = json.loads(out)
+    assert [(d["device"], d["seq_len"]) for d in documents] == [
+        ("raspberry-pi-5", 5),
+        ("raspberry-pi-5", 10),
+        ("x86-64", 5),
+        ("x86-64", 10),
+    ]
+    for name in ("raspberry-pi-5", "x86-64"):
+        stored = read_profile(devices / f"{name}.yaml").measurements
+        assert [m["seq_len"] for m in stored] == [5, 10]
+
+
+def test_device_all_check_names_missing_baseline(capsys, remote_sweep, board, exported, tmp_path):
+    # x86-64 has the sweep's measurements as its baseline and raspberry-pi-5 has none.
+    devices = _copy_devices(remote_sweep["devices"], tmp_path / "devices")
+    data = yaml.safe_load((devices / "x86-64.yaml").read_text())
+    data["remote"] = {"ssh": board["address"], "rnnedge": VENV_RNNEDGE}
+    (devices / "x86-64.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    _fleet_profile(devices, "raspberry-pi-5", board["address"])
+    code, out, err = run_cli(
+        capsys,
+        "profile",
+        exported["gru"],
+        "--device",
+        "all",
+        "--devices-dir",
+        devices,
+        "--check",
+        "--tolerance",
+        "10",
+        *_sweep_args(board),
+    )
+    assert code == 2
+    assert out.count("ok: gru.onnx") == 2
+    assert "raspberry-pi-5: failed:" in out
+    assert "has no measurement of gru.onnx" in out
+    assert "profiling failed on 1 of 2 devices: raspberry-pi-5" in err
+    assert read_profile(devices / "raspberry-pi-5.yaml").measurements == []

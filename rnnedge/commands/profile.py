@@ -119,47 +119,42 @@ def profile_command(
     """Measure latency and record it in devices/<device>.yaml."""
     from rnnedge.errors import InputError
 
-    remote_options = {
-        "provider": provider,
-        "batch": batch,
-        "seq_len": seq_len,
-        "threads": threads,
-        "warmup": warmup,
-        "runs": runs,
-        "budget_s": budget_s,
-        "strict_provider": strict_provider,
-        "user_dir": devices_dir,
-    }
+    if operators < 0:
+        raise InputError(
+            f"--operators must be 0 or more, got {operators}; pass 0 to skip the ranking"
+        )
+    progress_shown = verbosity() >= 0
     if remote is not None or device == "all":
-        if sweep or check or len(models) != 1:
-            raise InputError(
-                "--remote and --device all take one model and no --sweep or --check; "
-                "run them on the board itself for those"
-            )
+        remote_options = {
+            "provider": provider,
+            "batch": batch,
+            "seq_len": seq_len,
+            "threads": threads,
+            "warmup": warmup,
+            "runs": runs,
+            "budget_s": budget_s,
+            "operators": operators,
+            "strict_provider": strict_provider,
+            "user_dir": devices_dir,
+            "on_progress": _remote_progress if progress_shown else None,
+        }
         if remote is not None:
+            from rnnedge.profiling.remote import RemoteTarget
+
+            target = RemoteTarget(remote, ssh_port, remote_rnnedge, ssh_config)
             _profile_remote(
-                models[0],
-                remote,
-                device,
-                remote_rnnedge,
-                ssh_port,
-                ssh_config,
-                no_store,
-                as_json,
-                remote_options,
+                models, target, device, sweep, check, tolerance, no_store, as_json, remote_options
             )
         else:
-            _profile_fleet(models[0], ssh_config, no_store, as_json, remote_options)
+            _profile_fleet(
+                models, ssh_config, sweep, check, tolerance, no_store, as_json, remote_options
+            )
         return
 
     from rnnedge.profiling.sweeps import parse_sweep, sweep_points
     from rnnedge.runtime.providers import parse_provider
 
     points = sweep_points(models, parse_sweep(sweep), batch=batch, seq_len=seq_len, threads=threads)
-    if operators < 0:
-        raise InputError(
-            f"--operators must be 0 or more, got {operators}; pass 0 to skip the ranking"
-        )
     options: dict[str, Any] = {
         "provider": parse_provider(provider),
         "warmup": warmup,
@@ -169,7 +164,7 @@ def profile_command(
         "strict_provider": strict_provider,
         "force_device": force_device,
     }
-    progress = _progress if len(points) > 1 and verbosity() >= 0 else None
+    progress = _progress if len(points) > 1 and progress_shown else None
     if check:
         _check(points, device, tolerance, devices_dir, progress, as_json, options)
         return
@@ -192,15 +187,21 @@ def profile_command(
 
 def _progress(done: int, total: int, point: Any, result: Any, keep_line: bool = False) -> None:
     """Draw the sweep's progress bar on stderr; `keep_line` ends each bar with a newline."""
+    _draw_progress(done, total, f"{point.label()}: p50 {result.latency.p50_ms:.4f} ms", keep_line)
+
+
+def _remote_progress(done: int, total: int, label: str) -> None:
+    # Points measured on a board are printed when the whole sweep has returned, and boards
+    # of a fleet report at once, so each bar keeps its own line.
+    _draw_progress(done, total, label, keep_line=True)
+
+
+def _draw_progress(done: int, total: int, label: str, keep_line: bool) -> None:
     width = 24
     filled = width * done // total
     bar = "#" * filled + "-" * (width - filled)
     end = "\r" if sys.stderr.isatty() and done < total and not keep_line else "\n"
-    click.echo(
-        f"[{bar}] {done}/{total} {point.label()}: p50 {result.latency.p50_ms:.4f} ms",
-        err=True,
-        nl=False,
-    )
+    click.echo(f"[{bar}] {done}/{total} {label}", err=True, nl=False)
     click.echo(end, err=True, nl=False)
 
 
@@ -249,21 +250,21 @@ def _check(
     as_json: bool,
     options: dict[str, Any],
 ) -> None:
-    from rnnedge.errors import CheckFailedError
     from rnnedge.profiling.check import check_points
 
     checked = check_points(points, device, tolerance, devices_dir, progress, **options)
+    _report_checks(checked, as_json)
+
+
+def _report_checks(checked: list[tuple[Any, Any]], as_json: bool) -> None:
+    """Print each checked configuration; raise CheckFailedError when any regressed."""
+    from rnnedge.errors import CheckFailedError
+
     if as_json:
-        emit_json([{**_document(r), "check": c.as_dict()} for r, c in checked])
+        emit_json([_check_document(r, c) for r, c in checked])
     else:
         for result, outcome in checked:
-            m = result.measurement
-            verdict = "REGRESSED" if outcome.regressed else "ok"
-            click.echo(
-                f"{verdict}: {m['model']} batch {m['batch']} length {m['seq_len']} on "
-                f"{result.device}: p50 {outcome.new_p50_ms:.4f} ms vs {outcome.baseline_p50_ms:.4f}"
-                f" ms stored ({outcome.change:+.1%}, threshold +{outcome.threshold:.1%})"
-            )
+            _print_check(result, outcome)
     failed = [r for r, c in checked if c.regressed]
     if failed:
         raise CheckFailedError(
@@ -272,49 +273,89 @@ def _check(
         )
 
 
+def _check_document(result: Any, outcome: Any) -> dict[str, Any]:
+    return {**_document(result), "check": outcome.as_dict()}
+
+
+def _print_check(result: Any, outcome: Any) -> None:
+    m = result.measurement
+    verdict = "REGRESSED" if outcome.regressed else "ok"
+    click.echo(
+        f"{verdict}: {m['model']} batch {m['batch']} length {m['seq_len']} on "
+        f"{result.device}: p50 {outcome.new_p50_ms:.4f} ms vs {outcome.baseline_p50_ms:.4f}"
+        f" ms stored ({outcome.change:+.1%}, threshold +{outcome.threshold:.1%})"
+    )
+
+
 def _profile_remote(
-    model: Path,
-    address: str,
+    models: tuple[Path, ...],
+    target: Any,
     device: str | None,
-    rnnedge: str,
-    port: int | None,
-    ssh_config: Path | None,
+    sweep: tuple[str, ...],
+    check: bool,
+    tolerance: float,
     no_store: bool,
     as_json: bool,
     options: dict[str, Any],
 ) -> None:
-    from rnnedge.profiling.remote import RemoteTarget, profile_remote
+    from rnnedge.profiling.remote import check_remote, sweep_remote
 
-    target = RemoteTarget(address, port, rnnedge, ssh_config)
-    result = profile_remote(model, target, device=device, store=not no_store, **options)
+    if check:
+        checked = check_remote(models, target, sweep, device, tolerance, **options)
+        _report_checks(checked, as_json)
+        return
+    results = sweep_remote(models, target, sweep, device, store=not no_store, **options)
     if as_json:
-        emit_json(_document(result))
-    else:
+        documents = [_document(r) for r in results]
+        # The same shape as on this host: one document, or a list for a sweep.
+        emit_json(documents[0] if len(documents) == 1 and not sweep else documents)
+        return
+    for result in results:
         _print_result(result)
 
 
 def _profile_fleet(
-    model: Path, ssh_config: Path | None, no_store: bool, as_json: bool, options: dict[str, Any]
+    models: tuple[Path, ...],
+    ssh_config: Path | None,
+    sweep: tuple[str, ...],
+    check: bool,
+    tolerance: float,
+    no_store: bool,
+    as_json: bool,
+    options: dict[str, Any],
 ) -> None:
+    from rnnedge.errors import CheckFailedError
     from rnnedge.profiling.remote import RemoteError, profile_fleet
 
-    outcomes = profile_fleet(model, ssh_config=ssh_config, store=not no_store, **options)
+    outcomes = profile_fleet(
+        models, ssh_config=ssh_config, sweep=sweep, check=check, tolerance=tolerance,
+        store=not no_store, **options,
+    )  # fmt: skip
     failures = [(name, o) for name, o in outcomes if isinstance(o, Exception)]
+    results = [r for _, o in outcomes if not isinstance(o, Exception) for r in o]
     if as_json:
-        emit_json(
-            [
-                _document(o) if not isinstance(o, Exception) else {"device": name, "error": str(o)}
-                for name, o in outcomes
-            ]
-        )
+        documents = [
+            {"device": name, "error": str(o)} for name, o in outcomes if isinstance(o, Exception)
+        ]
+        documents += [_check_document(*r) if check else _document(r) for r in results]
+        emit_json(sorted(documents, key=lambda d: d["device"]))
     else:
-        for name, outcome in outcomes:
-            if isinstance(outcome, Exception):
-                click.echo(f"{name}: failed: {outcome}")
+        for name, outcome in failures:
+            click.echo(f"{name}: failed: {outcome}")
+        for result in results:
+            if check:
+                _print_check(*result)
             else:
-                _print_result(outcome)
+                _print_result(result)
+    regressed = sum(1 for r in results if check and r[1].regressed)
     if failures:
         raise RemoteError(
             f"profiling failed on {len(failures)} of {len(outcomes)} devices: "
             + "; ".join(f"{name}: {exc}" for name, exc in failures)
+            + (f"; latency regressed in {regressed} configurations" if regressed else "")
+        )
+    if regressed:
+        raise CheckFailedError(
+            f"latency regressed in {regressed} of {len(results)} configurations beyond the "
+            "recorded noise; see the lines above"
         )

@@ -1,14 +1,9 @@
-"""Profiling on a board over SSH with the system OpenSSH client.
+"""Profiling on a board over SSH: single runs, sweeps, checks and fleets of boards.
 
-The model is copied with `scp` into a fresh temporary folder on the board, the board's own
-rnnedge measures it (`rnnedge profile --json --no-store`), the folder is removed, and the
-measurement is stored locally. Using the system client means the user's `~/.ssh/config`,
-keys and agent apply.
-
-Commands are argument lists run without a local shell. `--` ends the options before the
-host, and an address starting with '-' is rejected, so a host name cannot become an ssh
-option. The command line run on the board goes through the remote user's shell, so every
-word of it is quoted with `shlex.quote`.
+The models are copied with `scp` into a fresh temporary folder on the board, the board's
+own rnnedge measures them (`rnnedge profile --json --no-store`), the folder is removed,
+and the measurements are stored locally or compared with stored ones. The transport and
+its protection against injected options and shell words are in `rnnedge.profiling.ssh`.
 """
 
 from __future__ import annotations
@@ -19,9 +14,7 @@ import json
 import logging
 import os
 import re
-import shlex
-import subprocess
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,123 +28,140 @@ from rnnedge.profiling.catalog import (
     load_device,
     validate,
 )
+from rnnedge.profiling.compare import (
+    DEFAULT_TOLERANCE,
+    CheckResult,
+    baseline_for,
+    check_regression,
+)
 from rnnedge.profiling.profile import ProfileResult, file_sha256
+from rnnedge.profiling.ssh import (
+    RemoteError,
+    RemoteTarget,
+    check_address,
+    run_command,
+    scp_command,
+    ssh_command,
+)
 from rnnedge.profiling.store import add_measurements
+from rnnedge.profiling.sweeps import parse_sweep, sweep_points
 from rnnedge.profiling.timing import LatencyStats
 from rnnedge.runtime.session import open_model_file
 
 logger = logging.getLogger(__name__)
 
-# [user@]host: a host name, alias or IPv4 address; IPv6 literals and ports go in ssh_config.
-_ADDRESS = re.compile(r"^(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?[A-Za-z0-9_][A-Za-z0-9._-]*$")
 _REMOTE_DIR = re.compile(r"^/tmp/rnnedge-profile\.[A-Za-z0-9]+$")
 DEFAULT_TIMEOUT_S = 900.0
+# A progress line of `rnnedge profile` on stderr: "[####----] 2/8 LABEL".
+_PROGRESS_LINE = re.compile(r"^\[[#-]*\] (\d+)/(\d+) (.+)$")
 
 
-class RemoteError(InputError):
-    """The board could not be reached, or its rnnedge failed."""
+# One result of `profile_fleet`: a measurement, or a measurement and its check.
+FleetResult = ProfileResult | tuple[ProfileResult, CheckResult]
 
-
-@dataclass(frozen=True)
-class RemoteTarget:
-    """The SSH address of a board and the rnnedge command on it.
-
-    Args:
-        address: `[user@]host`, as `ssh` takes it (a `Host` alias of ssh_config works).
-        port: the SSH port, when not the default or the one ssh_config sets.
-        rnnedge: the rnnedge command on the board; a leading `~/` is the remote home.
-        ssh_config: an ssh_config file to use instead of `~/.ssh/config` (`ssh -F`).
-    """
-
-    address: str
-    port: int | None = None
-    rnnedge: str = "rnnedge"
-    ssh_config: Path | None = None
-
-    def __post_init__(self) -> None:
-        check_address(self.address)
-        if self.port is not None and not 0 < self.port < 65536:
-            raise InputError(f"SSH port {self.port} is outside 1 to 65535")
-        if not self.rnnedge or any(c in self.rnnedge for c in "\n\r\0"):
-            raise InputError(f"invalid remote rnnedge command {self.rnnedge!r}; pass a path")
-
-
-def check_address(address: str) -> str:
-    """Return `address` if it is a safe `[user@]host`; raise InputError otherwise."""
-    if address.startswith("-"):
-        raise InputError(f"invalid remote address {address!r}: it must not start with '-'")
-    if not _ADDRESS.fullmatch(address):
-        raise InputError(
-            f"invalid remote address {address!r}; use [user@]host with letters, digits, '.', "
-            "'-' or '_' (put IPv6 addresses and other settings in ~/.ssh/config under a Host "
-            "alias)"
-        )
-    return address
-
-
-def _client_options(target: RemoteTarget, port_flag: str) -> list[str]:
-    options = ["-o", "BatchMode=yes"]
-    if target.ssh_config is not None:
-        options += ["-F", str(target.ssh_config)]
-    if target.port is not None:
-        options += [port_flag, str(target.port)]
-    return options
-
-
-def _remote_word(word: str) -> str:
-    # `~/x` keeps its meaning on the board: "$HOME" expands there, the rest is quoted.
-    if word.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(word[2:])
-    return shlex.quote(word)
-
-
-def ssh_command(target: RemoteTarget, remote_args: list[str]) -> list[str]:
-    """Build the local argument list that runs `remote_args` on the board."""
-    line = " ".join(_remote_word(word) for word in remote_args)
-    return ["ssh", *_client_options(target, "-p"), "--", target.address, line]
-
-
-def scp_command(target: RemoteTarget, local: Path, remote_path: str) -> list[str]:
-    """Build the local argument list that copies `local` to `remote_path` on the board."""
-    # An absolute path: scp would read "a:b.onnx" as host "a" and path "b.onnx".
-    return [
-        "scp",
-        "-q",
-        *_client_options(target, "-P"),
-        "--",
-        str(local.resolve()),
-        f"{target.address}:{remote_path}",
-    ]
-
-
-def _run(command: list[str], target: RemoteTarget, what: str, timeout_s: float) -> str:
-    logger.debug("running %s", command)
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout_s, check=False
-        )
-    except FileNotFoundError as exc:
-        raise RemoteError(
-            f"{command[0]} not found; install the OpenSSH client to profile remote devices"
-        ) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise RemoteError(f"{what} on {target.address} timed out after {timeout_s:.0f} s") from exc
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        last = lines[-1] if lines else "no message"
-        if done.returncode == 255:
-            raise RemoteError(
-                f"cannot reach {target.address} with {command[0]} ({last}); check the address, "
-                "the key and ~/.ssh/config"
-            )
-        raise RemoteError(f"{what} on {target.address} failed (exit {done.returncode}): {last}")
-    return done.stdout
+__all__ = [
+    "RemoteError",
+    "RemoteTarget",
+    "check_address",
+    "check_remote",
+    "measure_remote",
+    "profile_fleet",
+    "profile_remote",
+    "remote_devices",
+    "scp_command",
+    "ssh_command",
+    "sweep_remote",
+]
 
 
 def profile_remote(
     model: str | Path,
     target: RemoteTarget,
     device: str | DeviceProfile | None = None,
+    store: bool = True,
+    user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
+    **options: Any,
+) -> ProfileResult:
+    """Profile `model` on the board at `target` and store the measurement locally.
+
+    Args:
+        device: the local device profile to store under; by default the device the board
+            recognizes itself as (a new profile from its fingerprint if none matches).
+        options: the measuring options of `sweep_remote` (provider, batch, seq_len, ...).
+    """
+    return sweep_remote([model], target, (), device, store, user_dir, **options)[0]
+
+
+def sweep_remote(
+    models: Sequence[str | Path],
+    target: RemoteTarget,
+    sweep: Sequence[str] = (),
+    device: str | DeviceProfile | None = None,
+    store: bool = True,
+    user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
+    on_progress: Callable[[int, int, str], None] | None = None,
+    **options: Any,
+) -> list[ProfileResult]:
+    """Measure every point of a sweep in one rnnedge run on the board; store them locally.
+
+    The sweep specifications (`seq-len=1,10,100`, as `rnnedge profile --sweep` takes them)
+    are checked here first, then passed to the board's rnnedge. The measurements are stored
+    together once the board has measured them all, so a sweep that fails or is interrupted
+    stores nothing.
+
+    Args:
+        device: as for `profile_remote`.
+        on_progress: called with (done, total, label) as the board reports each point of a
+            sweep with more than one point.
+        options: provider, batch, seq_len, threads, warmup, runs, budget_s, operators,
+            strict_provider and timeout_s, as `rnnedge profile` takes them.
+    """
+    profile, measurements = measure_remote(
+        models, target, sweep, device, user_dir, on_progress, **options
+    )
+    written = add_measurements(profile, measurements, user_dir) if store else None
+    return [ProfileResult(profile.name, m, _latency(m), written) for m in measurements]
+
+
+def check_remote(
+    models: Sequence[str | Path],
+    target: RemoteTarget,
+    sweep: Sequence[str] = (),
+    device: str | DeviceProfile | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
+    on_progress: Callable[[int, int, str], None] | None = None,
+    **options: Any,
+) -> list[tuple[ProfileResult, CheckResult]]:
+    """Re-measure on the board and compare each point with its stored measurements.
+
+    The comparison is the one `rnnedge profile --check` makes on this host (see
+    `rnnedge.profiling.compare.check_regression`); nothing is stored.
+
+    Raises:
+        InputError: a point has no stored baseline in the local device profile.
+    """
+    profile, measurements = measure_remote(
+        models, target, sweep, device, user_dir, on_progress, **options
+    )
+    source = str(profile.path) if profile.path else f"device {profile.name!r}"
+    checked = []
+    for measurement in measurements:
+        baseline = baseline_for(measurement, profile.measurements, source)
+        outcome = check_regression(measurement, baseline, tolerance)
+        checked.append(
+            (ProfileResult(profile.name, measurement, _latency(measurement), None), outcome)
+        )
+    return checked
+
+
+def measure_remote(
+    models: Sequence[str | Path],
+    target: RemoteTarget,
+    sweep: Sequence[str] = (),
+    device: str | DeviceProfile | None = None,
+    user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
+    on_progress: Callable[[int, int, str], None] | None = None,
     provider: str = "auto",
     batch: int = 1,
     seq_len: int = 100,
@@ -159,21 +169,75 @@ def profile_remote(
     warmup: int = 20,
     runs: int = 200,
     budget_s: float | None = None,
+    operators: int = 10,
     strict_provider: bool = False,
-    store: bool = True,
-    user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-) -> ProfileResult:
-    """Profile `model` on the board at `target` and store the measurement locally.
+) -> tuple[DeviceProfile, list[dict[str, Any]]]:
+    """Measure on the board and return the local device profile and the measurements.
 
-    Args:
-        device: the local device profile to store under; by default the device the board
-            recognizes itself as (a new profile from its fingerprint if none matches).
-        provider: as for `rnnedge profile --provider`, passed to the board.
+    Each measurement names the local model file and carries `remote: <address>`. Nothing
+    is stored.
     """
-    path = open_model_file(model)
+    paths = [open_model_file(model) for model in models]
+    # Checked here, so a bad sweep or precision fails before any SSH connection.
+    total = len(sweep_points(paths, parse_sweep(sweep), batch, seq_len, threads))
     local_profile = load_device(device, user_dir) if isinstance(device, str) else device
-    remote_dir = _run(
+    # The copies on the board are model0.onnx, model1.onnx, ... These map them to local files.
+    local_paths = {f"model{index}.onnx": path for index, path in enumerate(paths)}
+    local_names = {remote: path.name for remote, path in local_paths.items()}
+    args = ["--json", "--no-store", "--provider", str(provider)]
+    args += ["--batch", str(batch), "--seq-len", str(seq_len), "--warmup", str(warmup)]
+    args += ["--runs", str(runs), "--operators", str(operators)]
+    if threads is not None:
+        args += ["--threads", str(threads)]
+    if budget_s is not None:
+        args += ["--budget-s", str(budget_s)]
+    if strict_provider:
+        args.append("--strict-provider")
+    for spec in sweep:
+        args += ["--sweep", spec]
+    if local_profile is not None and local_profile.name in catalog_names():
+        args += ["--device", local_profile.name]
+
+    def forward(line: str) -> None:
+        # The board's rnnedge draws one progress line per point and logs "WARNING: ...".
+        progress = _PROGRESS_LINE.match(line)
+        if progress is not None:
+            name, _, rest = progress.group(3).partition(" ")
+            label = f"{local_names.get(name, name)} {rest} on {target.address}"
+            if on_progress is not None:
+                on_progress(int(progress.group(1)), int(progress.group(2)), label)
+        elif line.startswith("WARNING: "):
+            logger.warning("%s: %s", target.address, line.removeprefix("WARNING: "))
+
+    output = _profile_on_board(target, paths, args, forward, timeout_s)
+    documents = _parse(output, target)
+    if len(documents) != total:
+        raise RemoteError(
+            f"rnnedge on {target.address} returned {len(documents)} measurements for the "
+            f"{total} sweep points; check that the board runs the same rnnedge version"
+        )
+    measurements = [_localize(d, local_paths, target) for d in documents]
+    if local_profile is None:
+        local_profile = _profile_for_board(
+            str(documents[0].get("device")), measurements[0], target, user_dir
+        )
+    return local_profile, measurements
+
+
+def _profile_on_board(
+    target: RemoteTarget,
+    paths: list[Path],
+    options: list[str],
+    on_stderr_line: Callable[[str], None],
+    timeout_s: float,
+) -> str:
+    """Copy `paths` into a fresh folder on the board, profile them there, remove the folder.
+
+    Returns the stdout of `rnnedge profile COPIES OPTIONS`. The copies are `model0.onnx`,
+    `model1.onnx`, ... in the order of `paths`.
+    """
+    remote_dir = run_command(
         ssh_command(target, ["mktemp", "-d", "/tmp/rnnedge-profile.XXXXXXXX"]),
         target,
         "mktemp",
@@ -184,59 +248,19 @@ def profile_remote(
             f"mktemp on {target.address} returned {remote_dir[:80]!r}, not a folder under /tmp"
         )
     try:
-        remote_model = f"{remote_dir}/model.onnx"
-        _run(scp_command(target, path, remote_model), target, "copying the model", timeout_s)
-        args = [
-            target.rnnedge,
-            "profile",
-            remote_model,
-            "--json",
-            "--no-store",
-            "--provider",
-            str(provider),
-            "--batch",
-            str(batch),
-            "--seq-len",
-            str(seq_len),
-            "--warmup",
-            str(warmup),
-            "--runs",
-            str(runs),
-        ]
-        if threads is not None:
-            args += ["--threads", str(threads)]
-        if budget_s is not None:
-            args += ["--budget-s", str(budget_s)]
-        if strict_provider:
-            args.append("--strict-provider")
-        if local_profile is not None and local_profile.name in catalog_names():
-            args += ["--device", local_profile.name]
-        output = _run(ssh_command(target, args), target, "rnnedge profile", timeout_s)
+        copies = [f"{remote_dir}/model{index}.onnx" for index in range(len(paths))]
+        for path, copy in zip(paths, copies, strict=True):
+            run_command(scp_command(target, path, copy), target, "copying the model", timeout_s)
+        command = ssh_command(target, [target.rnnedge, "profile", *copies, *options])
+        return run_command(command, target, "rnnedge profile", timeout_s, on_stderr_line)
     finally:
         try:
-            _run(ssh_command(target, ["rm", "-rf", "--", remote_dir]), target, "cleanup", 60)
+            run_command(ssh_command(target, ["rm", "-rf", "--", remote_dir]), target, "cleanup", 60)
         except RemoteError as exc:
             logger.warning("could not remove %s on %s: %s", remote_dir, target.address, exc)
-    document = _parse(output, target)
-    measurement = {k: v for k, v in document.items() if k not in ("device", "profile")}
-    if measurement.get("model_sha256") != file_sha256(path):
-        raise RemoteError(
-            f"the model measured on {target.address} has another sha256 than {path}; the copy "
-            "was damaged, rerun the command"
-        )
-    measurement["model"] = path.name
-    measurement["remote"] = target.address
-    if local_profile is None:
-        local_profile = _profile_for_board(
-            str(document.get("device")), measurement, target, user_dir
-        )
-    written = add_measurements(local_profile, [measurement], user_dir) if store else None
-    known = {f.name for f in dataclasses.fields(LatencyStats)}
-    latency = LatencyStats(**{k: v for k, v in measurement["latency_ms"].items() if k in known})
-    return ProfileResult(local_profile.name, measurement, latency, written)
 
 
-def _parse(output: str, target: RemoteTarget) -> dict[str, Any]:
+def _parse(output: str, target: RemoteTarget) -> list[dict[str, Any]]:
     try:
         document = json.loads(output)
     except json.JSONDecodeError as exc:
@@ -244,9 +268,35 @@ def _parse(output: str, target: RemoteTarget) -> dict[str, Any]:
             f"rnnedge on {target.address} printed no JSON measurement (is it an rnnedge with "
             "--json and --no-store? upgrade it on the board)"
         ) from exc
-    if not isinstance(document, dict) or "latency_ms" not in document:
+    documents = document if isinstance(document, list) else [document]
+    if not documents or not all(isinstance(d, dict) and "latency_ms" in d for d in documents):
         raise RemoteError(f"rnnedge on {target.address} printed JSON without 'latency_ms'")
-    return document
+    return documents
+
+
+def _localize(
+    document: dict[str, Any], local_paths: dict[str, Path], target: RemoteTarget
+) -> dict[str, Any]:
+    """Turn a board's JSON document into a measurement of the local model file."""
+    measurement = {k: v for k, v in document.items() if k not in ("device", "profile")}
+    path = local_paths.get(str(measurement.get("model")))
+    if path is None:
+        raise RemoteError(
+            f"rnnedge on {target.address} measured an unknown model {measurement.get('model')!r}"
+        )
+    if measurement.get("model_sha256") != file_sha256(path):
+        raise RemoteError(
+            f"the model measured on {target.address} has another sha256 than {path}; the copy "
+            "was damaged, rerun the command"
+        )
+    measurement["model"] = path.name
+    measurement["remote"] = target.address
+    return measurement
+
+
+def _latency(measurement: dict[str, Any]) -> LatencyStats:
+    known = {f.name for f in dataclasses.fields(LatencyStats)}
+    return LatencyStats(**{k: v for k, v in measurement["latency_ms"].items() if k in known})
 
 
 def _profile_for_board(
@@ -282,17 +332,28 @@ def remote_devices(user_dir: str | os.PathLike[str] = USER_DEVICES_DIR) -> list[
 
 
 def profile_fleet(
-    model: str | Path,
+    models: str | Path | Sequence[str | Path],
     user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
     ssh_config: Path | None = None,
     max_workers: int = 8,
+    sweep: Sequence[str] = (),
+    check: bool = False,
+    tolerance: float = DEFAULT_TOLERANCE,
+    store: bool = True,
+    on_progress: Callable[[int, int, str], None] | None = None,
     **options: Any,
-) -> list[tuple[str, ProfileResult | RemoteError]]:
-    """Profile `model` on every device with an SSH address, in parallel.
+) -> list[tuple[str, list[FleetResult] | InputError]]:
+    """Profile `models` on every device with an SSH address, in parallel.
 
-    Returns (device, result or the error it failed with) per device, in name order. The
-    measurements of the devices that succeeded are stored even when others fail.
+    Returns (device, results or the error it failed with) per device, in name order. A
+    result is a `ProfileResult`, or with `check` a (`ProfileResult`, `CheckResult`) pair as
+    `check_remote` returns them. The measurements of the devices that succeeded are stored
+    (unless `check` or not `store`) even when others fail.
     """
+    listed = [models] if isinstance(models, str | Path) else list(models)
+    # Bad input fails once here, before any connection, not once per device.
+    paths = [open_model_file(model) for model in listed]
+    parse_sweep(sweep)
     devices = remote_devices(user_dir)
     if not devices:
         raise InputError(
@@ -300,21 +361,28 @@ def profile_fleet(
             "(schema_version 2) to a device profile"
         )
 
-    def one(profile: DeviceProfile) -> ProfileResult:
+    def one(profile: DeviceProfile) -> list[FleetResult]:
         remote = profile.remote or {}
         target = RemoteTarget(
             remote["ssh"], remote.get("port"), remote.get("rnnedge", "rnnedge"), ssh_config
         )
-        return profile_remote(model, target, device=profile, user_dir=user_dir, **options)
+        common = {"device": profile, "user_dir": user_dir, "on_progress": on_progress}
+        if check:
+            return list(
+                check_remote(paths, target, sweep, tolerance=tolerance, **common, **options)
+            )
+        return list(sweep_remote(paths, target, sweep, store=store, **common, **options))
 
-    outcomes: list[tuple[str, ProfileResult | RemoteError]] = []
+    outcomes: list[tuple[str, list[FleetResult] | InputError]] = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=max_workers) as pool:
         futures = {pool.submit(one, profile): profile.name for profile in devices}
         for future in concurrent.futures.as_completed(futures):
             name = futures[future]
             try:
                 outcomes.append((name, future.result()))
-            except RemoteError as exc:
+            except InputError as exc:
+                # A missing baseline under --check raises InputError too, so only that
+                # device fails.
                 logger.warning("profiling %s failed: %s", name, exc)
                 outcomes.append((name, exc))
     return sorted(outcomes, key=lambda item: item[0])
