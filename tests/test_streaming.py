@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -26,6 +27,7 @@ onnx = pytest.importorskip("onnx")
 from rnnedge.cli import main  # noqa: E402
 from rnnedge.errors import InputError  # noqa: E402
 from rnnedge.runtime import Session, StreamingSession  # noqa: E402
+from rnnedge.runtime.providers import CUDA_EP  # noqa: E402
 
 FEATURES = 5
 HIDDEN = 16
@@ -168,6 +170,52 @@ def test_io_binding_matches_plain_run(streaming_models, rng):
     bound = StreamingSession(path, provider="cpu", io_binding=True).run(x, chunk=4)
     plain = StreamingSession(path, provider="cpu", io_binding=False).run(x, chunk=4)
     np.testing.assert_array_equal(bound["y"], plain["y"])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_state_allocated_by_onnxruntime(streaming_models, rng, cell):
+    """The buffers a GPU session keeps its state in, here allocated on the CPU device."""
+    path, _ = streaming_models[cell]
+    x = sequence(rng, length=30)
+    host = StreamingSession(path, provider="cpu")
+    device = StreamingSession(path, provider="cpu", state_on_device=True)
+    assert host.state_device is None
+    assert device.state_device == ("cpu", 0)
+    expected = host.run(x, chunk=4)
+    actual = device.run(x, chunk=4)
+    np.testing.assert_array_equal(actual["y"], expected["y"])
+    assert device.state.keys() == host.state.keys()
+    for name, value in host.state.items():
+        np.testing.assert_array_equal(device.state[name], value)
+    device.reset()
+    again = device.run(x, chunk=4)
+    np.testing.assert_array_equal(again["y"], expected["y"])
+
+
+def test_state_on_device_defaults_to_host_on_cpu(streaming_models):
+    path, _ = streaming_models["gru"]
+    assert StreamingSession(path, provider="cpu").state_device is None
+    unbound = StreamingSession(path, provider="cpu", io_binding=False, state_on_device=True)
+    assert unbound.state_device == ("cpu", 0)
+
+
+@pytest.mark.gpu
+def test_state_stays_on_cuda(streaming_models, rng):
+    if CUDA_EP not in ort.get_available_providers():
+        pytest.skip(
+            "CUDAExecutionProvider is not in this onnxruntime build; install "
+            "onnxruntime-gpu with pip install 'rnnedge[cuda]' on a machine with an NVIDIA GPU"
+        )
+    if not Path("/dev/nvidia0").exists() and not Path("/dev/nvhost-ctrl").exists():
+        pytest.skip("no NVIDIA GPU device node (/dev/nvidia0 or /dev/nvhost-ctrl) on this host")
+    path, _ = streaming_models["lstm"]
+    x = sequence(rng, length=30)
+    gpu = StreamingSession(path, provider="cuda", strict_provider=True)
+    assert gpu.state_device == ("cuda", 0)
+    actual = gpu.run(x, chunk=1)
+    expected = StreamingSession(path, provider="cpu").run(x, chunk=1)
+    # GPU kernels sum in another order (and use TF32 on Ampere and later) than the CPU.
+    np.testing.assert_allclose(actual["y"], expected["y"], atol=1e-3, rtol=0)
 
 
 def test_batch_change_needs_reset(streaming_models, rng):

@@ -8,9 +8,12 @@ that shares its memory. Each state pair has two buffers, A and B, and two IO bin
 prepared: one reads the state from A and writes the next state to B, the other reads B
 and writes A. A step runs one binding and flips the index, so the state is never copied.
 
-NOTE: the buffers live in host memory. On the CUDA and TensorRT providers ONNX Runtime
-copies them to the GPU and back on each call; keeping the state on the GPU would save
-those copies and has not been built.
+On the CUDA and TensorRT providers the state buffers are allocated by ONNX Runtime on the
+GPU instead (`StateBuffers(device=("cuda", id))`), so the state stays there from step to
+step and only the chunk and the non-state outputs cross to and from host memory.
+
+NOTE: the GPU buffers are exercised by a test marked `gpu` that has not yet run on a GPU;
+the same code with ONNX Runtime allocating on the CPU device is tested everywhere.
 """
 
 from __future__ import annotations
@@ -24,36 +27,69 @@ from rnnedge.runtime.state import StatePair
 
 
 class StateBuffers:
-    """Two preallocated buffers per state pair and the index of the one holding the state."""
+    """Two preallocated buffers per state pair and the index of the one holding the state.
 
-    def __init__(self, pairs: Sequence[StatePair], batch: int) -> None:
+    Args:
+        pairs: the state pairs.
+        batch: the batch size of the state.
+        device: None for numpy arrays that ONNX Runtime reads and writes in place. An
+            ONNX Runtime device type and id, such as ("cuda", 0), makes ONNX Runtime
+            allocate the buffers there, and reading the state then copies it to the host.
+    """
+
+    def __init__(
+        self, pairs: Sequence[StatePair], batch: int, device: tuple[str, int] | None = None
+    ) -> None:
         self.pairs = tuple(pairs)
         self.batch = batch
-        self.arrays = (
-            {pair.input: pair.zeros(batch) for pair in self.pairs},
-            {pair.input: pair.zeros(batch) for pair in self.pairs},
-        )
-        self.values = tuple(
-            {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in side.items()}
-            for side in self.arrays
-        )
+        self.device = device
+        if device is None:
+            self.arrays: tuple[dict[str, np.ndarray], ...] | None = (
+                {pair.input: pair.zeros(batch) for pair in self.pairs},
+                {pair.input: pair.zeros(batch) for pair in self.pairs},
+            )
+            self.values = tuple(
+                {name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in side.items()}
+                for side in self.arrays
+            )
+        else:
+            self.arrays = None
+            device_type, device_id = device
+            self.values = tuple(
+                {
+                    pair.input: ort.OrtValue.ortvalue_from_numpy(
+                        pair.zeros(batch), device_type, device_id
+                    )
+                    for pair in self.pairs
+                }
+                for _ in range(2)
+            )
         self.current = 0
 
     def state(self) -> dict[str, np.ndarray]:
-        """The arrays that hold the current state, by state input name (not copies)."""
-        return self.arrays[self.current]
+        """The current state by state input name: the buffers on the host, else copies."""
+        if self.arrays is not None:
+            return self.arrays[self.current]
+        return {name: value.numpy() for name, value in self.values[self.current].items()}
 
     def store_next(self, outputs: Mapping[str, np.ndarray]) -> None:
         """Copy the state outputs of an unbound run into the spare buffers, then flip."""
-        spare = self.arrays[1 - self.current]
+        spare = 1 - self.current
         for pair in self.pairs:
-            np.copyto(spare[pair.input], outputs[pair.output])
-        self.current = 1 - self.current
+            if self.arrays is not None:
+                np.copyto(self.arrays[spare][pair.input], outputs[pair.output])
+            else:
+                array = np.ascontiguousarray(outputs[pair.output], dtype=pair.dtype)
+                self.values[spare][pair.input].update_inplace(array)
+        self.current = spare
 
     def reset(self) -> None:
-        for side in self.arrays:
-            for array in side.values():
-                array.fill(0)
+        for side in range(2):
+            for pair in self.pairs:
+                if self.arrays is not None:
+                    self.arrays[side][pair.input].fill(0)
+                else:
+                    self.values[side][pair.input].update_inplace(pair.zeros(self.batch))
         self.current = 0
 
 
