@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import re
@@ -10,12 +11,15 @@ from typing import Any
 
 import onnxruntime as ort
 
+logger = logging.getLogger(__name__)
+
 # CPU features that the integer and float kernels of ONNX Runtime depend on.
 _X86_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 _ARM_FLAGS = ("asimd", "asimddp", "fphp", "asimdhp", "i8mm", "sve")
 
 
-def _read(path: str) -> str | None:
+def read_text(path: str | os.PathLike[str]) -> str | None:
+    """Read a small kernel or system file; None where it is missing or unreadable."""
     try:
         return Path(path).read_text(encoding="utf-8", errors="replace").replace("\x00", "").strip()
     except OSError:
@@ -24,7 +28,7 @@ def _read(path: str) -> str | None:
 
 def cpu_info() -> dict[str, Any]:
     """CPU model, logical and physical core counts and the kernel-relevant flags."""
-    text = _read("/proc/cpuinfo") or ""
+    text = read_text("/proc/cpuinfo") or ""
     model = None
     for key in ("model name", "Model", "Hardware", "cpu model"):
         match = re.search(rf"^{key}\s*:\s*(.+)$", text, re.MULTILINE)
@@ -47,32 +51,41 @@ def cpu_info() -> dict[str, Any]:
     }
 
 
-def clock_info() -> dict[str, Any]:
+def clock_info(root: str | os.PathLike[str] = "/") -> dict[str, Any]:
     """Frequency governor and clocks of CPU 0, where the kernel exposes them."""
-    base = "/sys/devices/system/cpu/cpu0/cpufreq"
-    governor = _read(f"{base}/scaling_governor")
-    current = _read(f"{base}/scaling_cur_freq")
-    maximum = _read(f"{base}/cpuinfo_max_freq")
-    return {
-        "governor": governor,
-        "current_mhz": int(current) // 1000 if current and current.isdigit() else None,
-        "max_mhz": int(maximum) // 1000 if maximum and maximum.isdigit() else None,
-    }
+    cpu0 = next((cpu for cpu in cpufreq_info(root) if cpu["cpu"] == 0), {})
+    return {key: cpu0.get(key) for key in ("governor", "current_mhz", "max_mhz")}
 
 
 def memory_mb() -> int | None:
-    text = _read("/proc/meminfo") or ""
+    text = read_text("/proc/meminfo") or ""
     match = re.search(r"^MemTotal:\s*(\d+) kB", text, re.MULTILINE)
     return int(match.group(1)) // 1024 if match else None
 
 
 def board_info() -> dict[str, Any]:
     """The board's own identification: device tree model and the Jetson L4T release."""
-    tegra = _read("/etc/nv_tegra_release")
+    release = jetson_release()
     return {
-        "device_tree_model": _read("/proc/device-tree/model"),
-        "nv_tegra_release": tegra.splitlines()[0] if tegra else None,
+        "device_tree_model": read_text("/proc/device-tree/model"),
+        "nv_tegra_release": release["l4t_release"] if release else None,
     }
+
+
+def jetson_release(root: str | os.PathLike[str] = "/") -> dict[str, Any] | None:
+    """Read the L4T release of a Jetson, which fixes its JetPack version; None elsewhere.
+
+    `l4t_release` is the first line of `/etc/nv_tegra_release`, and `l4t` the release and
+    revision from it, such as "36.4.3" for "# R36 (release), REVISION: 4.3".
+    """
+    text = _read_under(root, "/etc/nv_tegra_release")
+    if text is None:
+        return None
+    release: dict[str, Any] = {"l4t_release": text.splitlines()[0] if text else ""}
+    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    if match:
+        release["l4t"] = f"{match.group(1)}.{match.group(2)}"
+    return release
 
 
 def host_fingerprint() -> dict[str, Any]:
@@ -104,7 +117,7 @@ _SINCE_BOOT_SHIFT = 16
 
 
 def _read_under(root: str | os.PathLike[str], path: str) -> str | None:
-    return _read(os.path.join(os.fspath(root), path.lstrip("/")))
+    return read_text(os.path.join(os.fspath(root), path.lstrip("/")))
 
 
 def _int_under(root: str | os.PathLike[str], path: str) -> int | None:
@@ -154,7 +167,7 @@ def thermal_info(root: str | os.PathLike[str] = "/") -> dict[str, Any]:
             prefix = trip_type.name[: -len("_type")]
             trip_temp = _int_under(root, f"{rel}/{prefix}_temp")
             if trip_temp is not None:
-                trips.append({"type": _read(str(trip_type)), "temp_c": trip_temp / 1000})
+                trips.append({"type": read_text(trip_type), "temp_c": trip_temp / 1000})
         zones.append({
             "zone": zone.name,
             "type": _read_under(root, f"{rel}/type"),
@@ -192,7 +205,11 @@ def parse_pi_throttled(text: str) -> dict[str, Any] | None:
     match = re.search(r"throttled=(0x[0-9a-fA-F]+|\d+)", text)
     if not match:
         return None
-    value = int(match.group(1), 0)
+    return decode_pi_throttled(int(match.group(1), 0))
+
+
+def decode_pi_throttled(value: int) -> dict[str, Any]:
+    """Name the flags set in the Raspberry Pi firmware's throttling bit field."""
     now = [name for bit, name in _PI_THROTTLE_BITS.items() if value & (1 << bit)]
     since = [
         name for bit, name in _PI_THROTTLE_BITS.items() if value & (1 << (bit + _SINCE_BOOT_SHIFT))
@@ -200,10 +217,25 @@ def parse_pi_throttled(text: str) -> dict[str, Any] | None:
     return {"raw": hex(value), "now": now, "since_boot": since}
 
 
-def raspberry_pi_throttled() -> dict[str, Any] | None:
-    """Read the Raspberry Pi firmware's throttling flags; None where `vcgencmd` is absent."""
+def raspberry_pi_throttled(root: str | os.PathLike[str] = "/") -> dict[str, Any] | None:
+    """Read the Raspberry Pi firmware's throttling flags; None on other hosts.
+
+    The kernel's firmware driver exposes the bit field in sysfs as hex digits, which needs
+    no subprocess. `vcgencmd get_throttled` is the fallback where that file is missing.
+    """
+    text = _read_under(root, "/sys/devices/platform/soc/soc:firmware/get_throttled")
+    if text is not None:
+        try:
+            return decode_pi_throttled(int(text, 16))
+        except ValueError:
+            logger.debug("unreadable get_throttled value %r", text)
     output = _run_tool(["vcgencmd", "get_throttled"])
     return parse_pi_throttled(output) if output else None
+
+
+def thermal_throttle_count(root: str | os.PathLike[str] = "/") -> int | None:
+    """Thermal throttling events of CPU 0 since boot, as x86 kernels count them."""
+    return _int_under(root, "/sys/devices/system/cpu/cpu0/thermal_throttle/core_throttle_count")
 
 
 def parse_nvpmodel_conf(text: str) -> list[dict[str, Any]]:
@@ -227,22 +259,28 @@ def _max_power_mode(modes: list[dict[str, Any]]) -> dict[str, Any] | None:
 def jetson_power_mode(root: str | os.PathLike[str] = "/") -> dict[str, Any] | None:
     """Read the Jetson power mode from `nvpmodel -q`, with the fastest mode the board offers.
 
-    None where `nvpmodel` is absent (every host but a Jetson).
+    Where `nvpmodel` is absent, the mode id comes from `/var/lib/nvpmodel/status`, which
+    nvpmodel writes, and its name from `/etc/nvpmodel.conf`. None where neither exists
+    (every host but a Jetson).
     """
-    output = _run_tool(["nvpmodel", "-q"])
-    if output is None:
-        return None
-    # `nvpmodel -q` prints "NV Power Mode: <name>" and then the mode id on its own line.
-    # NOTE: this format and that of /etc/nvpmodel.conf were not checked on a board here.
-    name_match = re.search(r"NV Power Mode:\s*(\S+)", output)
-    id_match = re.search(r"^\s*(\d+)\s*$", output, re.MULTILINE)
+    # NOTE: the formats of `nvpmodel -q`, /etc/nvpmodel.conf and /var/lib/nvpmodel/status
+    # read here were not checked on a board.
     modes = parse_nvpmodel_conf(_read_under(root, "/etc/nvpmodel.conf") or "")
-    return {
-        "name": name_match.group(1) if name_match else None,
-        "id": int(id_match.group(1)) if id_match else None,
-        "max": _max_power_mode(modes),
-        "modes": modes,
-    }
+    output = _run_tool(["nvpmodel", "-q"])
+    if output is not None:
+        # `nvpmodel -q` prints "NV Power Mode: <name>" and then the mode id on its own line.
+        name_match = re.search(r"NV Power Mode:\s*(\S+)", output)
+        id_match = re.search(r"^\s*(\d+)\s*$", output, re.MULTILINE)
+        name = name_match.group(1) if name_match else None
+        mode_id = int(id_match.group(1)) if id_match else None
+    else:
+        status = _read_under(root, "/var/lib/nvpmodel/status")
+        status_match = re.search(r"pmode:(\d+)", status or "")
+        if status_match is None:
+            return None
+        mode_id = int(status_match.group(1))
+        name = next((mode["name"] for mode in modes if mode["id"] == mode_id), None)
+    return {"name": name, "id": mode_id, "max": _max_power_mode(modes), "modes": modes}
 
 
 def swap_used_mb(root: str | os.PathLike[str] = "/") -> int | None:
