@@ -1,20 +1,40 @@
 """An int8 compute path for ONNX `GRU` nodes, which ONNX Runtime's quantizer leaves float.
 
 A GRU node with gates z, r, n (ONNX weight order), weights W (3H x I), R (3H x H) and biases
-Wb, Rb becomes, for each direction:
+Wb, Rb becomes, for each direction, one input projection over all steps and a `Scan` over the
+time steps (reversed for the reverse direction) with state h of shape (B, H). With
+`linear_before_reset=1` (PyTorch's semantics: the reset gate multiplies the recurrent
+product, bias included):
 
     P   = DynamicQuantizeMatMul(X, Wq^T) + Wb + [Rb_z, Rb_r, 0]     all steps at once: (T, B, 3H)
-    Scan over the time steps (reversed for the reverse direction), state h of shape (B, H):
+    step t:
         q   = DynamicQuantizeMatMul(h, Rq^T) + [0, 0, Rb_n]                              (B, 3H)
         z,r = sigmoid(P_t[:, :2H] + q[:, :2H])
         n   = tanh(P_t[:, 2H:] + r * q[:, 2H:])
         h'  = n + z * (h - n)                               which is (1 - z) * n + z * h
 
-This is the ONNX GRU with `linear_before_reset=1` (PyTorch's semantics: the reset gate
-multiplies the recurrent product, bias included). `DynamicQuantizeMatMul` (com.microsoft
-domain, in every onnxruntime CPU build) quantizes its float input to uint8 at run time and
-multiplies by int8 weights stored with one symmetric scale per output column or per tensor.
-Both directions of a bidirectional node share one input projection.
+With `linear_before_reset=0` the reset gate scales h before the candidate's recurrent
+product, so that product is split off and Rb_n moves into the projection bias:
+
+    P   = DynamicQuantizeMatMul(X, Wq^T) + Wb + Rb
+    step t:
+        z,r = sigmoid(P_t[:, :2H] + DynamicQuantizeMatMul(h, Rq_zr^T))
+        n   = tanh(P_t[:, 2H:] + DynamicQuantizeMatMul(r * h, Rq_n^T))
+        h'  = n + z * (h - n)
+
+A `sequence_lens` input becomes a boolean mask M of shape (T, B, 1), M[t, b] = t < len[b],
+which the Scan reads as a second scanned input. Where M is false the step keeps h and
+outputs 0. Padded steps thus leave Y zero and Y_h at the state after the last valid step.
+The reverse direction passes the padded steps first, so it starts at step len[b] - 1.
+Padded input steps are set to 0 before the projection, so their values (NaN included) can
+neither leak into the outputs nor widen the range that DynamicQuantizeMatMul quantizes X to.
+For len[b] = 0 the float GRU of onnxruntime 1.32 outputs Y_h = 0 rather than the initial
+state, and the rewrite does the same.
+
+`DynamicQuantizeMatMul` (com.microsoft domain, in every onnxruntime CPU build) quantizes its
+float input to uint8 at run time and multiplies by int8 weights stored with one symmetric
+scale per output column or per tensor. Both directions of a bidirectional node share one
+input projection.
 
 The `Scan` costs a fixed overhead per time step, so the rewrite pays off only once the
 products are large enough: `benchmarks/gru_int8.py` measures where.
@@ -141,8 +161,6 @@ def _unsupported_reason(
     attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     if opset < MIN_OPSET:
         return f"opset {opset} is below {MIN_OPSET}, the minimum of the int8 GRU rewrite"
-    if attributes.get("linear_before_reset", 0) != 1:
-        return "linear_before_reset=0 (reset gate before the recurrent product) is not supported"
     activations = [a.decode() if isinstance(a, bytes) else a for a in attributes.get(
         "activations", [])]  # fmt: skip
     if activations and [a.lower() for a in activations] not in (
@@ -155,8 +173,6 @@ def _unsupported_reason(
     if attributes.get("layout", 0) != 0:
         return "layout=1 (batch-major GRU input) is not supported"
     inputs = list(node.input) + [""] * (6 - len(node.input))
-    if inputs[4]:
-        return "a sequence_lens input is not supported"
     for index, role in ((1, "W"), (2, "R")):
         if constant_value(inputs[index], graph, scopes) is None:
             return f"weight {role} is not a constant"
@@ -203,18 +219,30 @@ class _Rewriter:
         prefix = (node.name or "gru").strip("/").replace("/", "_") + "_int8"
         self.prefix = prefix
         self.graph = graph
+        self.input_shape = ""
+        self.zero = ""
         nodes: list[onnx.NodeProto] = []
         hidden, directions = weights.hidden, weights.directions
         inputs = list(node.input) + [""] * (6 - len(node.input))
-        x, initial_h = inputs[0], inputs[5]
+        x, lengths, initial_h = inputs[0], inputs[4], inputs[5]
         self.replaced_weights.update(name for name in inputs[1:4] if name)
+        linear_before_reset = _linear_before_reset(node)
 
-        # Input projection for every direction and step in one product: (T, B, D*3H).
+        step_mask = has_steps = ""
+        if lengths:
+            step_mask, has_steps = self._length_masks(x, lengths, nodes)
+            masked_x = self.name(f"{prefix}_x_valid")
+            nodes.append(self._node("Where", [step_mask, x, self._zero()], [masked_x]))
+            x = masked_x
+
+        # Input projection for every direction and step in one product: (T, B, D*3H). Every
+        # recurrent bias that is added outside the reset gate's product folds into it.
+        folded = np.ones(3 * hidden, np.float32)
+        if linear_before_reset:
+            folded[2 * hidden :] = 0.0
         w_all = np.concatenate([weights.w[d].T for d in range(directions)], axis=1)
         b_all = np.concatenate([
-            weights.b[d, : 3 * hidden] + np.concatenate([
-                weights.b[d, 3 * hidden : 5 * hidden], np.zeros(hidden, np.float32)
-            ])
+            weights.b[d, : 3 * hidden] + folded * weights.b[d, 3 * hidden :]
             for d in range(directions)
         ])  # fmt: skip
         projected = self.name(f"{prefix}_projected")
@@ -228,15 +256,21 @@ class _Rewriter:
         starts = self._initial_states(x, initial_h, hidden, directions, nodes)
         sequences, finals = [], []
         for d in range(directions):
-            body = self._step_body(weights, d)
+            body = self._step_body(weights, d, linear_before_reset, bool(step_mask))
+            scanned = [parts[d], step_mask] if step_mask else [parts[d]]
             sequence = self.name(f"{prefix}_y{d}")
             final = self.name(f"{prefix}_h{d}")
-            reverse = _direction(node) == "reverse" or d == 1
+            reverse = int(_direction(node) == "reverse" or d == 1)
             nodes.append(self._node(
-                "Scan", [starts[d], parts[d]], [final, sequence],
-                body=body, num_scan_inputs=1,
-                scan_input_directions=[int(reverse)], scan_output_directions=[int(reverse)],
+                "Scan", [starts[d], *scanned], [final, sequence],
+                body=body, num_scan_inputs=len(scanned),
+                scan_input_directions=[reverse] * len(scanned), scan_output_directions=[reverse],
             ))  # fmt: skip
+            if has_steps:
+                # onnxruntime 1.32's float GRU outputs Y_h = 0, not the initial state, for len 0.
+                final_valid = self.name(f"{prefix}_h{d}_valid")
+                nodes.append(self._node("Where", [has_steps, final, self._zero()], [final_valid]))
+                final = final_valid
             sequences.append(sequence)
             finals.append(final)
         outputs = list(node.output) + [""] * (2 - len(node.output))
@@ -246,48 +280,120 @@ class _Rewriter:
             nodes.extend(self._stack(finals, 0, outputs[1]))
         return nodes
 
-    def _step_body(self, weights: _GruWeights, d: int) -> onnx.GraphProto:
+    def _length_masks(self, x: str, lengths: str, nodes: list) -> tuple[str, str]:
+        """Add nodes computing the masks t < len[b] (T, B, 1) and len[b] > 0 (B, 1) from `lengths`.
+
+        Returns the names of both masks.
+        """
+        # NOTE: onnxruntime 1.32's float GRU rejects a length below 0 or above T at run time.
+        # These masks accept it silently: a length above T acts as T, a negative one as 0.
+        names = {role: self.name(f"{self.prefix}_{role}") for role in (
+            "steps", "step_index", "step_column", "lengths_int64", "step_valid", "step_mask",
+            "length_positive", "has_steps")}  # fmt: skip
+        first = self._initializer("index0", np.array(0, np.int64))
+        delta = self._initializer("delta1", np.array(1, np.int64))
+        axis1 = self._initializer("axes1", np.array([1], np.int64))
+        axis2 = self._initializer("axes2", np.array([2], np.int64))
+        nodes.extend([
+            self._node("Gather", [self._input_shape(x, nodes), first], [names["steps"]], axis=0),
+            self._node("Range", [first, names["steps"], delta], [names["step_index"]]),
+            self._node("Unsqueeze", [names["step_index"], axis1], [names["step_column"]]),
+            self._node("Cast", [lengths], [names["lengths_int64"]], to=TensorProto.INT64),
+            self._node("Less", [names["step_column"], names["lengths_int64"]],
+                       [names["step_valid"]]),
+            self._node("Unsqueeze", [names["step_valid"], axis2], [names["step_mask"]]),
+            self._node("Greater", [names["lengths_int64"], first], [names["length_positive"]]),
+            self._node("Unsqueeze", [names["length_positive"], axis1], [names["has_steps"]]),
+        ])  # fmt: skip
+        return names["step_mask"], names["has_steps"]
+
+    def _step_body(
+        self, weights: _GruWeights, d: int, linear_before_reset: bool, masked: bool
+    ) -> onnx.GraphProto:
+        """Build the Scan body of direction `d`: state h, scanned P_t (and the step mask)."""
         hidden = weights.hidden
         prefix = f"{self.prefix}_d{d}"
         h, p = self.name(f"{prefix}_h_prev"), self.name(f"{prefix}_p_t")
-        roles = ("q", "pzr", "pn", "qzr", "qn", "zr_sum", "zr", "z", "r", "rqn", "n_sum", "n",
-                 "h_minus_n", "z_h_minus_n", "h_new", "y")  # fmt: skip
+        h_new, y = self.name(f"{prefix}_h_new"), self.name(f"{prefix}_y")
+        body_nodes = self._gate_nodes(weights, d, linear_before_reset, h, p, h_new)
+        shape = ["batch", hidden]
+        body_inputs = [
+            helper.make_tensor_value_info(h, TensorProto.FLOAT, shape),
+            helper.make_tensor_value_info(p, TensorProto.FLOAT, ["batch", 3 * hidden]),
+        ]
+        state_out = h_new
+        if masked:
+            # Padded steps keep the state and output zeros; Where passes both values exactly.
+            valid = self.name(f"{prefix}_valid_t")
+            state_out = self.name(f"{prefix}_h_out")
+            body_inputs.append(helper.make_tensor_value_info(valid, TensorProto.BOOL, ["batch", 1]))
+            body_nodes += [
+                self._node("Where", [valid, h_new, h], [state_out]),
+                self._node("Where", [valid, h_new, self._zero()], [y]),
+            ]
+        else:
+            body_nodes.append(self._node("Identity", [h_new], [y]))
+        return helper.make_graph(
+            body_nodes,
+            f"{prefix}_step",
+            body_inputs,
+            [helper.make_tensor_value_info(state_out, TensorProto.FLOAT, shape),
+             helper.make_tensor_value_info(y, TensorProto.FLOAT, shape)],
+        )  # fmt: skip
+
+    def _gate_nodes(
+        self, weights: _GruWeights, d: int, linear_before_reset: bool, h: str, p: str, h_new: str
+    ) -> list[onnx.NodeProto]:
+        """Build the nodes of one GRU step that compute `h_new` from the state and P_t."""
+        hidden = weights.hidden
+        prefix = f"{self.prefix}_d{d}"
+        roles = ("q", "pzr", "pn", "qzr", "qn", "zr_sum", "zr", "z", "r", "rqn", "rh", "n_sum",
+                 "n", "h_minus_n", "z_h_minus_n")  # fmt: skip
         n = {role: self.name(f"{prefix}_{role}") for role in roles}
-        bias = np.concatenate([np.zeros(2 * hidden, np.float32), weights.b[d, 5 * hidden :]])
         two_one = self._initializer("split_zr_n", np.array([2 * hidden, hidden], np.int64))
         halves = self._initializer("split_z_r", np.array([hidden, hidden], np.int64))
-        body_nodes = [
-            *self._matmul(h, weights.r[d].T, bias, n["q"], f"recurrent{d}"),
-            self._node("Split", [p, two_one], [n["pzr"], n["pn"]], axis=1),
-            self._node("Split", [n["q"], two_one], [n["qzr"], n["qn"]], axis=1),
+        recurrent = weights.r[d].T  # (H, 3H)
+        nodes = [self._node("Split", [p, two_one], [n["pzr"], n["pn"]], axis=1)]
+        if linear_before_reset:
+            bias = np.concatenate([np.zeros(2 * hidden, np.float32), weights.b[d, 5 * hidden :]])
+            nodes += [
+                *self._matmul(h, recurrent, bias, n["q"], f"recurrent{d}"),
+                self._node("Split", [n["q"], two_one], [n["qzr"], n["qn"]], axis=1),
+            ]
+        else:
+            zr_weight = recurrent[:, : 2 * hidden]
+            nodes += self._matmul(h, zr_weight, None, n["qzr"], f"recurrent_zr{d}")
+        nodes += [
             self._node("Add", [n["pzr"], n["qzr"]], [n["zr_sum"]]),
             self._node("Sigmoid", [n["zr_sum"]], [n["zr"]]),
             self._node("Split", [n["zr"], halves], [n["z"], n["r"]], axis=1),
-            self._node("Mul", [n["r"], n["qn"]], [n["rqn"]]),
+        ]
+        if linear_before_reset:
+            nodes.append(self._node("Mul", [n["r"], n["qn"]], [n["rqn"]]))
+        else:
+            nodes.append(self._node("Mul", [n["r"], h], [n["rh"]]))
+            n_weight = recurrent[:, 2 * hidden :]
+            nodes += self._matmul(n["rh"], n_weight, None, n["rqn"], f"recurrent_n{d}")
+        nodes += [
             self._node("Add", [n["pn"], n["rqn"]], [n["n_sum"]]),
             self._node("Tanh", [n["n_sum"]], [n["n"]]),
             self._node("Sub", [h, n["n"]], [n["h_minus_n"]]),
             self._node("Mul", [n["z"], n["h_minus_n"]], [n["z_h_minus_n"]]),
-            self._node("Add", [n["n"], n["z_h_minus_n"]], [n["h_new"]]),
-            self._node("Identity", [n["h_new"]], [n["y"]]),
+            self._node("Add", [n["n"], n["z_h_minus_n"]], [h_new]),
         ]
-        shape = ["batch", hidden]
-        return helper.make_graph(
-            body_nodes,
-            f"{prefix}_step",
-            [helper.make_tensor_value_info(h, TensorProto.FLOAT, shape),
-             helper.make_tensor_value_info(p, TensorProto.FLOAT, ["batch", 3 * hidden])],
-            [helper.make_tensor_value_info(n["h_new"], TensorProto.FLOAT, shape),
-             helper.make_tensor_value_info(n["y"], TensorProto.FLOAT, shape)],
-        )  # fmt: skip
+        return nodes
 
     def _matmul(
-        self, a: str, weight: np.ndarray, bias: np.ndarray, output: str, role: str
+        self, a: str, weight: np.ndarray, bias: np.ndarray | None, output: str, role: str
     ) -> list[onnx.NodeProto]:
         """`a @ weight + bias`, as DynamicQuantizeMatMul or, for checks, MatMul and Add."""
-        bias_name = self._initializer(f"{role}_bias", bias.astype(np.float32))
+        bias_name = ""
+        if bias is not None:
+            bias_name = self._initializer(f"{role}_bias", bias.astype(np.float32))
         if self.float_weights:
             weight_name = self._initializer(f"{role}_weight", weight.astype(np.float32))
+            if not bias_name:
+                return [self._node("MatMul", [a, weight_name], [output])]
             product = self.name(f"{output}_product")
             return [
                 self._node("MatMul", [a, weight_name], [product]),
@@ -297,21 +403,33 @@ class _Rewriter:
         weight_name = self._initializer(f"{role}_weight_int8", quantized)
         scale_name = self._initializer(f"{role}_weight_scale", scale)
         zero_name = self._initializer(f"{role}_weight_zero", np.zeros(scale.shape, np.int8))
-        return [self._node(
-            "DynamicQuantizeMatMul", [a, weight_name, scale_name, zero_name, bias_name],
-            [output], domain=MS_DOMAIN,
-        )]  # fmt: skip
+        matmul_inputs = [a, weight_name, scale_name, zero_name]
+        if bias_name:
+            matmul_inputs.append(bias_name)
+        return [self._node("DynamicQuantizeMatMul", matmul_inputs, [output], domain=MS_DOMAIN)]
+
+    def _zero(self) -> str:
+        """Return the name of a float32 scalar 0 initializer, shared within one GRU."""
+        if not self.zero:
+            self.zero = self._initializer("zero", np.array(0.0, np.float32))
+        return self.zero
+
+    def _input_shape(self, x: str, nodes: list) -> str:
+        """Return the name of Shape(x), adding the node on first use within one GRU."""
+        if not self.input_shape:
+            self.input_shape = self.name(f"{self.prefix}_x_shape")
+            nodes.append(self._node("Shape", [x], [self.input_shape]))
+        return self.input_shape
 
     def _initial_states(
         self, x: str, initial_h: str, hidden: int, directions: int, nodes: list
     ) -> list[str]:
         states = []
         if not initial_h:
-            shape = self.name(f"{self.prefix}_x_shape")
+            shape = self._input_shape(x, nodes)
             batch = self.name(f"{self.prefix}_batch")
             state_shape = self.name(f"{self.prefix}_state_shape")
             zeros = self.name(f"{self.prefix}_zero_state")
-            nodes.append(self._node("Shape", [x], [shape]))
             one = self._initializer("one", np.array([1], np.int64))
             two = self._initializer("two", np.array([2], np.int64))
             nodes.append(self._node("Slice", [shape, one, two], [batch]))
@@ -351,6 +469,13 @@ class _Rewriter:
         return helper.make_node(
             op, inputs, outputs, name=self.name(f"{self.prefix}_{op}"), domain=domain, **attrs
         )
+
+
+def _linear_before_reset(node: onnx.NodeProto) -> bool:
+    for attribute in node.attribute:
+        if attribute.name == "linear_before_reset":
+            return attribute.i != 0
+    return False
 
 
 def _direction(node: onnx.NodeProto) -> str:
