@@ -339,8 +339,8 @@ def _check_on_board(capsys, board, exported, devices: Path, *extra) -> tuple[int
 def test_remote_check_within_tolerance(capsys, remote_sweep, board, exported, tmp_path):
     devices = _copy_devices(remote_sweep["devices"], tmp_path / "devices")
     before = (devices / "x86-64.yaml").read_text()
-    # A tolerance of 1000% makes the verdict independent of this machine's noise.
-    code, out, err = _check_on_board(capsys, board, exported, devices, "--tolerance", "10")
+    # A tolerance of 10000% makes the verdict independent of this machine's noise.
+    code, out, err = _check_on_board(capsys, board, exported, devices, "--tolerance", "100")
     assert code == 0, err
     lines = out.splitlines()
     assert len(lines) == 2
@@ -350,14 +350,15 @@ def test_remote_check_within_tolerance(capsys, remote_sweep, board, exported, tm
 
 def test_remote_check_detects_regression(capsys, remote_sweep, board, exported, tmp_path):
     devices = _copy_devices(remote_sweep["devices"], tmp_path / "devices")
-    # Stored latencies a hundred times lower: the board's new runs must count as slower.
+    # Stored latencies a million times lower. The threshold grows with the spread of the
+    # 5 runs, and on a busy machine one slow run can make that spread 1000 times the median.
     path = devices / "x86-64.yaml"
     data = yaml.safe_load(path.read_text())
     for measurement in data["measurements"]:
         latency = measurement["latency_ms"]
         for key, value in latency.items():
             if key.endswith("_ms") and value is not None:
-                latency[key] = value / 100
+                latency[key] = value / 1e6
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     code, out, err = _check_on_board(capsys, board, exported, devices, "--json")
     assert code == 3, err
@@ -458,7 +459,7 @@ def test_device_all_check_names_missing_baseline(capsys, remote_sweep, board, ex
         devices,
         "--check",
         "--tolerance",
-        "10",
+        "100",
         *_sweep_args(board),
     )
     assert code == 2
