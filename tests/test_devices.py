@@ -16,7 +16,15 @@ from rnnedge.cli import main
 from rnnedge.export import export_checkpoint
 from rnnedge.profiling.catalog import catalog_names, read_profile
 from rnnedge.profiling.compare import check_regression
-from rnnedge.profiling.predict import Architecture, Sample, fit, held_out_errors, work_terms
+from rnnedge.profiling.predict import (
+    TERMS,
+    Architecture,
+    Sample,
+    fit,
+    held_out_errors,
+    predict_from,
+    work_terms,
+)
 from tests.conftest import make_checkpoint
 
 FAST = ["--runs", "30", "--warmup", "2", "--provider", "cpu", "--threads", "1", "--operators", "0"]
@@ -218,26 +226,74 @@ ARCHITECTURES = [
 ]
 
 
-def test_fit_recovers_linear_law():
-    truth = np.array([0.02, 0.003, 1e-5, 0.8, 0.05])
+def _synthetic_samples(truth, noise=0.0):
     rng = np.random.default_rng(0)
-    samples = [
+    return [
         Sample(
             arch,
             batch,
             seq_len,
-            float(work_terms(arch, batch, seq_len) @ truth) * rng.uniform(0.97, 1.03),
+            float(work_terms(arch, batch, seq_len) @ truth) * rng.uniform(1 - noise, 1 + noise),
         )
         for arch in ARCHITECTURES
         for batch in (1, 4)
         for seq_len in (1, 20, 100)
     ]
+
+
+# Coefficients in ms, in TERMS order, of the same order as a fit to a 2-core x86-64 host.
+# The per-step term is zero, as in that fit, so the solver has to find a boundary solution.
+TRUTH = np.array([0.005, 0.003, 0.0, 1e-4, 5e-7, 0.005, 0.028, 0.024])
+
+
+def test_fit_recovers_exact_formula():
+    samples = _synthetic_samples(TRUTH)
+    coefficients = fit(samples)
+    assert coefficients == pytest.approx(TRUTH, rel=1e-6, abs=1e-9)
+    errors = [abs(e) for e in held_out_errors(samples)]
+    assert max(errors) < 0.01
+
+
+def test_fit_recovers_linear_law():
+    samples = _synthetic_samples(TRUTH, noise=0.03)
     coefficients = fit(samples)
     assert (coefficients >= 0).all()
     errors = [abs(e) for e in held_out_errors(samples)]
     # 3% multiplicative noise: a correct fit predicts held-out points within about that.
     assert max(errors) < 0.08
-    assert coefficients[3] == pytest.approx(truth[3], rel=0.1)
+    assert coefficients[TERMS.index("per_step_million_recurrent_weights")] == pytest.approx(
+        TRUTH[TERMS.index("per_step_million_recurrent_weights")], rel=0.1
+    )
+
+
+def test_batch_one_recurrent_weights_term():
+    # A device whose steps cost only the read of the recurrent weights: batch 4 takes as
+    # long as batch 1, which the multiply-accumulate term alone cannot express.
+    truth = np.zeros(len(TERMS))
+    truth[TERMS.index("per_call")] = 0.01
+    truth[TERMS.index("per_step_million_recurrent_weights")] = 0.03
+    samples = _synthetic_samples(truth)
+    coefficients = fit(samples)
+    assert coefficients[TERMS.index("per_million_macs")] == pytest.approx(0, abs=1e-9)
+    arch = Architecture("lstm", 12, 96, 2, True)
+    one, four = (predict_from(coefficients, arch, batch, 50) for batch in (1, 4))
+    assert four == pytest.approx(one, rel=1e-6)
+    assert one == pytest.approx(float(work_terms(arch, 1, 50) @ truth), rel=1e-6)
+
+
+def test_work_terms_count_weights():
+    arch = Architecture("gru", 12, 32, num_layers=2, bidirectional=True)
+    terms = dict(zip(TERMS, work_terms(arch, batch=4, seq_len=10), strict=True))
+    # Layer 1: (12 + 32) * 32, layer 2: (64 + 32) * 32, times 3 gates and 2 directions.
+    weights = 2 * 3 * ((12 + 32) * 32 + (64 + 32) * 32)
+    recurrent = 2 * 2 * 3 * 32 * 32
+    assert terms["per_recurrence"] == 4
+    assert terms["per_step"] == 40
+    assert terms["per_step_batch_row"] == 160
+    assert terms["per_step_element"] == 160 * 32
+    assert terms["per_million_macs"] == pytest.approx(10 * 4 * weights / 1e6)
+    assert terms["per_step_million_recurrent_weights"] == pytest.approx(10 * recurrent / 1e6)
+    assert terms["per_call_million_weights"] == pytest.approx(weights / 1e6)
 
 
 def test_predict_from_measurements(capsys, exported, tmp_path):

@@ -1,27 +1,39 @@
 """Predicting the latency of an unmeasured recurrent model from a device's measurements.
 
-The model is linear in five work terms, fitted per (cell, precision, provider, threads):
+The model is linear in eight work terms, fitted per (cell, precision, provider, threads):
 
-    p50 = c0 + c1 * T*L*D + c2 * T*L*D*B*H + c3 * T*M / 1e6 + c4 * W / 1e6
+    p50 = c0 + c1 * L*D + c2 * T*L*D + c3 * T*L*D*B + c4 * T*L*D*B*H
+          + c5 * T*B*W / 1e6 + c6 * T*R / 1e6 + c7 * W / 1e6
 
-with T the sequence length, L the layers, D the directions (1 or 2), B the batch, H the
-hidden size and M the multiply-accumulates of one time step over all layers,
-M = B * D * G * sum over layers of (input size + H) * H, where G is 4 gates for an LSTM
-and 3 for a GRU and the input size of a layer above the first is D*H. W = M / B is the
-number of recurrent weights. c0 is the per-call cost, c1 the per-step cost of an operator,
-c2 the elementwise gate work and c3 the time per million multiply-accumulates. c4 is a
-per-call cost that grows with the weights, because on x86-64 with ONNX Runtime 1.32 a
-one-step call of a large LSTM costs far more than its arithmetic.
+with T the sequence length, L the layers, D the directions (1 or 2), B the batch and H the
+hidden size. W = D * G * sum over layers of (input size + H) * H is the number of weights
+of the recurrent layers, where G is 4 gates for an LSTM and 3 for a GRU and the input size
+of a layer above the first is D*H. R = L * D * G * H*H is the part of W that multiplies the
+hidden state, so T*B*W counts every multiply-accumulate of a call.
+
+The terms follow how a recurrent operator runs on a CPU:
+
+- c0 is the fixed cost of a call and c1 the setup of each recurrence (one per layer and
+  direction).
+- c2, c3 and c4 are costs of a time step: a fixed part, a part per batch row and the
+  elementwise gate work on B*H values.
+- c5 is the time per million multiply-accumulates.
+- c6 is the time to read the recurrent weights once per time step. That read does not
+  depend on the batch, which is why a step does not cost B times a batch-1 step: on the
+  2-core x86-64 test host (ONNX Runtime 1.32, one thread) a batch-4 step of a hidden-256
+  LSTM takes about 1.3 times as long as a batch-1 step.
+- c7 is a per-call cost that grows with the weights, because on x86-64 with ONNX Runtime
+  1.32 a one-step call of a large LSTM costs far more than its arithmetic.
 
 The fit minimizes relative error (each row is divided by its measured latency) and keeps
 every coefficient non-negative, so that no term predicts negative time outside the
-measured range.
+measured range and no prediction falls when T, B, H, L or D grows.
 
 The error reported with a prediction comes from holding out each measured architecture
 in turn, fitting on the rest and predicting the held-out one's configurations.
 
-NOTE: the work terms ignore cache effects, so a hidden size well beyond the measured ones
-(weights that no longer fit the caches the reference models fit) is predicted too fast.
+NOTE: the terms are linear in the weights, so a model whose weights outgrow a cache level
+that every reference model fits in is predicted too fast.
 """
 
 from __future__ import annotations
@@ -40,9 +52,12 @@ from rnnedge.profiling.catalog import DeviceProfile
 GATES = {"lstm": 4, "gru": 3}
 TERMS = (
     "per_call",
-    "per_step_op",
-    "per_step_elementwise",
+    "per_recurrence",
+    "per_step",
+    "per_step_batch_row",
+    "per_step_element",
     "per_million_macs",
+    "per_step_million_recurrent_weights",
     "per_call_million_weights",
 )
 
@@ -73,19 +88,27 @@ class Architecture:
 
 
 def work_terms(arch: Architecture, batch: int, seq_len: int) -> np.ndarray:
-    """Compute the five regressors of the latency model for one configuration."""
+    """Compute the eight regressors of the latency model for one configuration."""
     if arch.cell not in GATES:
         raise InputError(f"unknown cell {arch.cell!r}; use lstm or gru")
     directions = 2 if arch.bidirectional else 1
-    macs = 0
-    for layer in range(arch.num_layers):
-        inputs = arch.features if layer == 0 else directions * arch.hidden_size
-        macs += (inputs + arch.hidden_size) * arch.hidden_size
-    weights = macs * directions * GATES[arch.cell]
-    macs = weights * batch
-    steps = seq_len * arch.num_layers * directions
+    hidden = arch.hidden_size
+    inputs = arch.features + (arch.num_layers - 1) * directions * hidden
+    weights = directions * GATES[arch.cell] * (inputs + arch.num_layers * hidden) * hidden
+    recurrent_weights = arch.num_layers * directions * GATES[arch.cell] * hidden * hidden
+    recurrences = arch.num_layers * directions
+    steps = seq_len * recurrences
     return np.array(
-        [1.0, steps, steps * batch * arch.hidden_size, seq_len * macs / 1e6, weights / 1e6],
+        [
+            1.0,
+            recurrences,
+            steps,
+            steps * batch,
+            steps * batch * hidden,
+            seq_len * batch * weights / 1e6,
+            seq_len * recurrent_weights / 1e6,
+            weights / 1e6,
+        ],
         dtype=np.float64,
     )
 
@@ -122,6 +145,39 @@ class Prediction:
         }
 
 
+def nonnegative_least_squares(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve min ||a x - b|| subject to x >= 0 (the Lawson-Hanson active-set method)."""
+    columns = a.shape[1]
+    solution = np.zeros(columns)
+    passive = np.zeros(columns, dtype=bool)
+    tolerance = 1e-10 * max(1.0, float(np.abs(a.T @ b).max()))
+    # Each outer step frees one coefficient and usually none is taken back, so the method
+    # ends within about `columns` steps. The cap guards only against cycling from rounding.
+    for _ in range(3 * columns):
+        gradient = a.T @ (b - a @ solution)
+        if passive.all() or gradient[~passive].max() <= tolerance:
+            break
+        passive[np.flatnonzero(~passive)[np.argmax(gradient[~passive])]] = True
+        while True:
+            trial = np.zeros(columns)
+            trial[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if (trial[passive] > 0).all():
+                solution = trial
+                break
+            # Step from the current solution towards the trial one until the first
+            # coefficient reaches zero, then take that coefficient out of the passive set.
+            blocking = np.flatnonzero(passive & (trial <= 0))
+            distance = solution[blocking] - trial[blocking]
+            ratios = np.divide(
+                solution[blocking], distance, out=np.zeros_like(distance), where=distance > 0
+            )
+            solution = solution + ratios.min() * (trial - solution)
+            solution[blocking[np.argmin(ratios)]] = 0.0
+            passive &= solution > 0
+            solution[~passive] = 0.0
+    return solution
+
+
 def fit(samples: Sequence[Sample]) -> np.ndarray:
     """Fit the non-negative coefficients minimizing the relative squared error."""
     if not samples:
@@ -129,18 +185,11 @@ def fit(samples: Sequence[Sample]) -> np.ndarray:
     x = np.stack([work_terms(s.arch, s.batch, s.seq_len) for s in samples])
     y = np.array([s.p50_ms for s in samples])
     x = x / y[:, None]
-    target = np.ones_like(y)
-    active = list(range(x.shape[1]))
-    # Active-set non-negative least squares, enough for five terms: drop the most negative
-    # coefficient and refit until none is negative.
-    while True:
-        solution, *_ = np.linalg.lstsq(x[:, active], target, rcond=None)
-        if (solution >= 0).all() or len(active) == 1:
-            break
-        active.pop(int(np.argmin(solution)))
-    coefficients = np.zeros(x.shape[1])
-    coefficients[active] = np.clip(solution, 0, None)
-    return coefficients
+    # Scale each column to a maximum of 1 so that the terms, which differ by orders of
+    # magnitude, weigh alike in the solver's tolerance and its choice of the next term.
+    scale = np.abs(x).max(axis=0)
+    scale[scale == 0] = 1.0
+    return nonnegative_least_squares(x / scale, np.ones_like(y)) / scale
 
 
 def predict_from(coefficients: np.ndarray, arch: Architecture, batch: int, seq_len: int) -> float:
