@@ -29,6 +29,7 @@ torch = pytest.importorskip("torch")
 from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: E402
 
 from rnnedge.export import load_checkpoint  # noqa: E402
+from rnnedge.quantize import quantize_model  # noqa: E402
 from rnnedge.runtime import Session, StreamingSession  # noqa: E402
 from tests.conftest import FEATURES  # noqa: E402
 from tests.test_streaming import export_streaming  # noqa: E402
@@ -82,6 +83,10 @@ def arm_run(exported, tmp_path_factory):
         int8 = root / f"{cell}.int8.onnx"
         quantize_dynamic(str(exported[cell]), str(int8), weight_type=QuantType.QInt8)
         models[f"{cell}-int8"] = str(int8)
+    # rnnedge's int8 GRU path (DynamicQuantizeMatMul inside a Scan), forced on at this size.
+    scan = root / "gru.int8-scan.onnx"
+    quantize_model(exported["gru"], scan, "dynamic-int8", gru_int8="always", latency_runs=0)
+    models["gru-int8-scan"] = str(scan)
     streaming, _ = export_streaming(root / "stream.onnx", "gru")
     rng = np.random.default_rng(7)
     np.save(root / "x.npy", rng.standard_normal((3, 20, FEATURES)).astype(np.float32))
@@ -102,10 +107,11 @@ def test_runs_on_aarch64(arm_run):
     assert "CPUExecutionProvider" in arm_run["report"]["providers"]
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_arm_matches_x86(arm_run, record_property, cell, precision):
-    name = f"{cell}-{precision}"
+@pytest.mark.parametrize(
+    "name", ["lstm-fp32", "lstm-int8", "gru-fp32", "gru-int8", "gru-int8-scan"]
+)
+def test_arm_matches_x86(arm_run, record_property, name):
+    precision = "fp32" if name.endswith("fp32") else "int8"
     x = np.load(arm_run["job"]["input"])
     x86 = Session(arm_run["job"]["models"][name], provider="cpu", threads=1).run(x)["output"]
     drift = float(np.abs(arm_run["arm"][name] - x86).max())
