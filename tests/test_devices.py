@@ -14,13 +14,14 @@ import yaml
 
 from rnnedge.cli import main
 from rnnedge.export import export_checkpoint
-from rnnedge.profiling.catalog import catalog_names, read_profile
+from rnnedge.profiling.catalog import DeviceProfile, catalog_names, read_profile
 from rnnedge.profiling.compare import check_regression
 from rnnedge.profiling.predict import (
     TERMS,
     Architecture,
     Sample,
     fit,
+    group_samples,
     held_out_errors,
     predict_from,
     work_terms,
@@ -267,8 +268,8 @@ def test_fit_recovers_linear_law():
 
 
 def test_batch_one_recurrent_weights_term():
-    # A device whose steps cost only the read of the recurrent weights: batch 4 takes as
-    # long as batch 1, which the multiply-accumulate term alone cannot express.
+    # A device whose steps cost only the read of the recurrent weights takes as long at
+    # batch 4 as at batch 1, which the multiply-accumulate term alone cannot express.
     truth = np.zeros(len(TERMS))
     truth[TERMS.index("per_call")] = 0.01
     truth[TERMS.index("per_step_million_recurrent_weights")] = 0.03
@@ -294,6 +295,48 @@ def test_work_terms_count_weights():
     assert terms["per_million_macs"] == pytest.approx(10 * 4 * weights / 1e6)
     assert terms["per_step_million_recurrent_weights"] == pytest.approx(10 * recurrent / 1e6)
     assert terms["per_call_million_weights"] == pytest.approx(weights / 1e6)
+
+
+def _stored(p50_ms, sha="a" * 64, runtime="1.32.0", batch=1):
+    return {
+        "model": "lstm.onnx",
+        "model_sha256": sha,
+        "precision": "fp32",
+        "architecture": {
+            "cell": "lstm",
+            "features": 12,
+            "hidden_size": 16,
+            "num_layers": 1,
+            "bidirectional": False,
+        },
+        "provider": "CPUExecutionProvider",
+        "batch": batch,
+        "seq_len": 10,
+        "threads": 1,
+        "latency_ms": {"p50_ms": p50_ms},
+        "host": {"onnxruntime": runtime},
+    }
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        pytest.param([_stored(2.0), _stored(1.0), _stored(1.5)], 1.0, id="repeats-lowest"),
+        pytest.param([_stored(1.0), _stored(2.0, sha="b" * 64)], 2.0, id="new-export-latest"),
+        pytest.param([_stored(1.0), _stored(2.0, runtime="1.33.0")], 2.0, id="new-runtime-latest"),
+        pytest.param(
+            [_stored(1.0), _stored(3.0, sha="b" * 64), _stored(2.0)], 1.0, id="same-export-again"
+        ),
+    ],
+)
+def test_group_samples_repeats(entries, expected):
+    profile = DeviceProfile(name="x86-64", data={}, measurements=[*entries, _stored(5.0, batch=4)])
+    samples, group = group_samples(profile, "lstm", "fp32")
+    by_batch = {s.batch: s.p50_ms for s in samples}
+    assert len(samples) == 2
+    assert by_batch[1] == expected
+    assert by_batch[4] == 5.0
+    assert group["threads"] == 1
 
 
 def test_predict_from_measurements(capsys, exported, tmp_path):

@@ -19,7 +19,7 @@ The terms follow how a recurrent operator runs on a CPU:
   elementwise gate work on B*H values.
 - c5 is the time per million multiply-accumulates.
 - c6 is the time to read the recurrent weights once per time step. That read does not
-  depend on the batch, which is why a step does not cost B times a batch-1 step: on the
+  depend on the batch, so a batch-B step costs far less than B batch-1 steps. On the
   2-core x86-64 test host (ONNX Runtime 1.32, one thread) a batch-4 step of a hidden-256
   LSTM takes about 1.3 times as long as a batch-1 step.
 - c7 is a per-call cost that grows with the weights, because on x86-64 with ONNX Runtime
@@ -196,19 +196,28 @@ def predict_from(coefficients: np.ndarray, arch: Architecture, batch: int, seq_l
     return float(work_terms(arch, batch, seq_len) @ coefficients)
 
 
-def held_out_errors(samples: Sequence[Sample]) -> list[float]:
-    """Relative errors on each architecture's configurations, fitted without it."""
-    errors = []
+def held_out_errors_by_sample(samples: Sequence[Sample]) -> list[tuple[Sample, float]]:
+    """Pair each sample with its relative error when its architecture is left out of the fit.
+
+    The list is empty when the samples cover fewer than two architectures.
+    """
+    pairs: list[tuple[Sample, float]] = []
     architectures = sorted({s.arch for s in samples}, key=repr)
     if len(architectures) < 2:
-        return errors
+        return pairs
     for held_out in architectures:
         train = [s for s in samples if s.arch != held_out]
         coefficients = fit(train)
         for s in samples:
             if s.arch == held_out:
-                errors.append(predict_from(coefficients, s.arch, s.batch, s.seq_len) / s.p50_ms - 1)
-    return errors
+                predicted = predict_from(coefficients, s.arch, s.batch, s.seq_len)
+                pairs.append((s, predicted / s.p50_ms - 1))
+    return pairs
+
+
+def held_out_errors(samples: Sequence[Sample]) -> list[float]:
+    """Relative errors on each architecture's configurations, fitted without it."""
+    return [error for _, error in held_out_errors_by_sample(samples)]
 
 
 def group_samples(
@@ -220,7 +229,8 @@ def group_samples(
 ) -> tuple[list[Sample], dict[str, Any]]:
     """Select the device's measurements for one fit, and return them with their group.
 
-    Provider and threads default to the most common among the matching measurements.
+    Provider and threads default to the most common among the matching measurements. A
+    configuration measured more than once contributes one sample, its `uncontended_p50`.
     """
     candidates = []
     for entry in profile.measurements:
@@ -243,20 +253,37 @@ def group_samples(
         threads = Counter(
             e.get("threads") for e, _ in candidates if e.get("provider") == provider
         ).most_common(1)[0][0]
-    latest: dict[tuple[Any, ...], Sample] = {}
+    repeats: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for entry, arch in candidates:
         if entry.get("provider") == provider and entry.get("threads") == threads:
-            key = (arch, entry["batch"], entry["seq_len"])
-            latest[key] = Sample(
-                arch, entry["batch"], entry["seq_len"], entry["latency_ms"]["p50_ms"]
-            )
+            repeats.setdefault((arch, entry["batch"], entry["seq_len"]), []).append(entry)
     group = {"cell": cell, "precision": precision, "provider": provider, "threads": threads}
-    if not latest:
+    if not repeats:
         raise InputError(
             f"device {profile.name!r} has no {precision} {cell} measurements on {provider} with "
             f"{threads} threads; choose another --provider or --threads"
         )
-    return list(latest.values()), group
+    samples = [
+        Sample(arch, batch, seq_len, uncontended_p50(entries))
+        for (arch, batch, seq_len), entries in repeats.items()
+    ]
+    return samples, group
+
+
+def uncontended_p50(entries: Sequence[dict[str, Any]]) -> float:
+    """Return the lowest p50 among repeats of the latest measurement's model and runtime.
+
+    Load from other processes only adds time, so the lowest p50 of repeated measurements
+    is the closest to the device's own latency. A repeat of another model file (a new
+    export) or another ONNX Runtime version may be faster or slower for real, so only
+    the latest measurement's model file and runtime count.
+    """
+
+    def origin(entry: dict[str, Any]) -> tuple[Any, Any]:
+        return entry.get("model_sha256"), (entry.get("host") or {}).get("onnxruntime")
+
+    latest = origin(entries[-1])
+    return min(e["latency_ms"]["p50_ms"] for e in entries if origin(e) == latest)
 
 
 def predict_latency(
