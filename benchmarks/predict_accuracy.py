@@ -3,7 +3,9 @@
 Exports reference LSTM and GRU models (hidden size, layers and direction varied), profiles
 each at several sequence lengths and batch sizes into a scratch devices folder, then
 holds out each architecture in turn, fits the latency model on the others and reports the
-relative error of the held-out predictions and the worst configurations.
+relative error of the held-out predictions and the worst configurations. It also fits
+on every hidden size below the largest and reports the error on the largest, which tests
+how the model extrapolates.
 
 Other processes on the host slow some measurements down (a process sharing the core
 roughly doubles a run's time). Against that, every configuration is measured in
@@ -29,7 +31,13 @@ import torch
 
 from rnnedge.export import ModelConfig, SequenceModel, export_checkpoint, save_checkpoint
 from rnnedge.profiling.catalog import load_device
-from rnnedge.profiling.predict import group_samples, held_out_errors_by_sample
+from rnnedge.profiling.predict import (
+    Sample,
+    fit,
+    group_samples,
+    held_out_errors_by_sample,
+    predict_from,
+)
 from rnnedge.profiling.profile import ProfileResult
 from rnnedge.profiling.sweeps import SweepPoint, run_sweep, sweep_points
 
@@ -124,7 +132,26 @@ def report(devices: Path, worst: int) -> None:
                 f"{'bidirectional' if arch.bidirectional else 'unidirectional'}, batch "
                 f"{sample.batch}, seq_len {sample.seq_len}: measured {sample.p50_ms:.4f} ms"
             )
+        print_extrapolation(samples)
     print(f"measurements in {devices}")
+
+
+def print_extrapolation(samples: list[Sample]) -> None:
+    """Fit on every hidden size below the largest and print the error on the largest."""
+    largest = max(s.arch.hidden_size for s in samples)
+    train = [s for s in samples if s.arch.hidden_size < largest]
+    test = [s for s in samples if s.arch.hidden_size == largest]
+    if not train:
+        return
+    coefficients = fit(train)
+    magnitudes = sorted(
+        abs(predict_from(coefficients, s.arch, s.batch, s.seq_len) / s.p50_ms - 1) for s in test
+    )
+    print(
+        f"  fitted on hidden below {largest}, predicting hidden {largest} "
+        f"({len(test)} configurations): |error| median {statistics.median(magnitudes):.1%}, "
+        f"max {magnitudes[-1]:.1%}"
+    )
 
 
 def main() -> None:
@@ -150,6 +177,11 @@ def main() -> None:
     )
     parser.add_argument("--worst", type=int, default=5, help="worst configurations to list")
     args = parser.parse_args()
+    if args.passes < 1 or args.retries < 0 or args.max_spread < 1:
+        parser.error(
+            f"invalid --passes {args.passes}, --retries {args.retries} or --max-spread "
+            f"{args.max_spread}; use at least 1, 0 and 1"
+        )
     out = args.out or Path(tempfile.mkdtemp(prefix="rnnedge-predict-"))
     devices = out / "devices"
     out.mkdir(parents=True, exist_ok=True)
