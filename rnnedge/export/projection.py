@@ -67,7 +67,11 @@ class _ProjectedDirection(nn.Module):
     def forward_masked(
         self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run like `forward`, keeping the state and writing zeros where `mask` is 0."""
+        """Run like `forward`, keeping the state and writing zeros where `mask` is 0.
+
+        A separate method rather than an optional mask argument of `forward`: an optional
+        tensor reaches the exported graph as `Optional` nodes that the ONNX checker rejects.
+        """
         if self.reverse:
             x = x.flip(0)
             mask = mask.flip(0)
