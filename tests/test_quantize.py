@@ -34,6 +34,7 @@ def test_dynamic_int8_reports_small_gru_float(exported, tmp_path):
     assert report.float_compute_ops == {"GRU": 2}
     assert len(report.recurrent_left_float) == 2
     assert all("below 384" in reason for _, reason in report.recurrent_left_float)
+    assert report.gru_int8_rewritten == ()
     assert any("GRU stays float" in note for note in report.notes)
 
 
@@ -181,6 +182,8 @@ def test_gru_int8_always_removes_float_gru(exported, tmp_path):
     assert report.float_compute_ops == {}
     assert report.quantized_ops["DynamicQuantizeMatMul"] == 4
     assert report.recurrent_left_float == ()
+    assert len(report.gru_int8_rewritten) == 2
+    assert report.as_dict()["gru_int8_rewritten"] == list(report.gru_int8_rewritten)
     assert report.drift.max_abs_error < 0.05
 
 

@@ -326,6 +326,7 @@ def test_packed_gru_export_quantized_by_cli(capsys, tmp_path):
     assert code == 0, out
     report = json.loads(out)
     assert report["recurrent_left_float"] == []
+    assert len(report["gru_int8_rewritten"]) == 2
     assert "GRU" not in report["float_ops"]
     # Per layer: one input projection and one recurrent product per direction.
     assert report["quantized_ops"]["DynamicQuantizeMatMul"] == 2 * 3

@@ -186,6 +186,8 @@ def _print_report(report) -> None:
     )
     click.echo("quantized ops: " + (_format_counts(report.quantized_ops) or "none"))
     click.echo("float compute ops: " + (_format_counts(report.float_compute_ops) or "none"))
+    if report.gru_int8_rewritten:
+        click.echo("int8 GRU path: " + ", ".join(report.gru_int8_rewritten))
     for node, reason in report.recurrent_left_float:
         click.echo(f"FLOAT RECURRENT: {node}: {reason}")
     drift = report.drift

@@ -168,6 +168,7 @@ def quantize_model(
         settings=settings,
         notes=tuple(_notes(mode, left_float, stored)),
         recurrent_left_float=tuple(left_float),
+        gru_int8_rewritten=tuple(rewrite.rewritten),
         qdq_compute_ops=count_qdq_compute(quantized) if mode is QuantMode.STATIC_INT8 else {},
         **report_fields,
     )

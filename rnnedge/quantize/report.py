@@ -58,6 +58,8 @@ class QuantizeReport:
     p50_ms_after: float | None = None
     # Recurrent nodes that stayed float, with the reason.
     recurrent_left_float: tuple[tuple[str, str], ...] = ()
+    # GRU nodes rewritten into rnnedge's int8 GRU path, by name.
+    gru_int8_rewritten: tuple[str, ...] = ()
     # Compute operators between DequantizeLinear and QuantizeLinear (QDQ format), which
     # ONNX Runtime fuses into integer kernels; they count as quantized, not float.
     qdq_compute_ops: Mapping[str, int] = field(default_factory=dict)
@@ -111,6 +113,7 @@ class QuantizeReport:
             "recurrent_left_float": [
                 {"node": node, "reason": reason} for node, reason in self.recurrent_left_float
             ],
+            "gru_int8_rewritten": list(self.gru_int8_rewritten),
             # The names of earlier rnnedge versions, kept for scripts that read them.
             "size_before": self.size_before,
             "size_after": self.size_after,
