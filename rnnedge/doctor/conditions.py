@@ -96,7 +96,11 @@ def _thermal(conditions: dict[str, Any]) -> Finding:
 def _pi_throttled(conditions: dict[str, Any]) -> Finding:
     flags = conditions.get("pi_throttled")
     if flags is None:
-        return ok(_A, "pi_throttled", "vcgencmd not present (not a Raspberry Pi)")
+        return ok(
+            _A,
+            "pi_throttled",
+            "no Raspberry Pi throttling flags (neither the firmware's sysfs file nor vcgencmd)",
+        )
     now, since = flags.get("now") or [], flags.get("since_boot") or []
     if now:
         fix = (
