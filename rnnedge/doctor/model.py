@@ -23,6 +23,7 @@ import onnxruntime as ort
 from rnnedge.doctor.findings import Area, Finding, Status, error, ok, warning
 from rnnedge.doctor.onnx_proto import ModelInfo, parse_model
 from rnnedge.errors import InputError
+from rnnedge.runtime.external_data import is_ort_format
 from rnnedge.runtime.operators import QUANTIZED_OPS
 from rnnedge.runtime.providers import CPU_EP, Provider, plan_providers
 
@@ -48,7 +49,10 @@ def check_model(
         from rnnedge.runtime.session import open_model_file
 
         open_model_file(path)
-        info = parse_model(path.read_bytes())
+        data = path.read_bytes()
+        if is_ort_format(data):
+            return _check_ort_model(path)
+        info = parse_model(data)
     except (InputError, OSError) as exc:
         return [error(_A, "file", f"{path}: {exc}",
                       "pass the path of an .onnx file written by 'rnnedge export' or "
@@ -65,6 +69,18 @@ def check_model(
         findings.append(_placement(path, info, device_preference, device_options or {}))
     findings.append(_quantized(info, tables, device_preference))
     return findings
+
+
+def _check_ort_model(path: Path) -> list[Finding]:
+    # The opset, operator and quantization checks read the ONNX protobuf graph, which an
+    # .ort flatbuffer does not contain, so only loading is checked.
+    summary = ok(
+        _A, "file",
+        f"{path.name}: ONNX Runtime format (.ort); the opset, operator and quantization "
+        "checks read .onnx files and are skipped, so check the .onnx model it came from",
+        path=str(path), format="ort",
+    )  # fmt: skip
+    return [summary, _load(path)]
 
 
 class _OnnxruntimeTables:

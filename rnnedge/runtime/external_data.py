@@ -70,6 +70,11 @@ def check_external_data(path: str | os.PathLike[str]) -> list[ExternalTensor]:
     return tensors
 
 
+def is_ort_format(data: bytes | memoryview) -> bool:
+    """Return whether `data` is an ONNX Runtime format (`.ort`) model, a flatbuffer."""
+    return bytes(data[4:8]) == _ORT_FORMAT_ID
+
+
 def _read_external_tensors(path: Path) -> list[ExternalTensor]:
     # A memory map: a large self-contained model is scanned without a copy in memory.
     with open(path, "rb") as handle:
@@ -81,8 +86,7 @@ def _read_external_tensors(path: Path) -> list[ExternalTensor]:
     problem = None
     try:
         # NOTE: ORT-format files are flatbuffers, not protobuf, and are left to ONNX Runtime.
-        is_ort_format = bytes(view[4:8]) == _ORT_FORMAT_ID
-        tensors = [] if is_ort_format else external_tensors(view)
+        tensors = [] if is_ort_format(view) else external_tensors(view)
     except (ValueError, UnicodeError) as exc:
         # Only the text is kept: the traceback's frames hold slices of the map, which
         # must be gone before the map can close.

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnedge.errors import InputError
+from rnnedge.runtime.external_data import is_ort_format
 from rnnedge.runtime.onnx_proto import NodeInfo, parse_model
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,15 @@ def check_run_memory(session: Any, batch: int, seq_len: int) -> None:
     if available is None:
         logger.debug("available memory unknown; skipping the memory check")
         return
-    nodes = parse_model(Path(session.path).read_bytes()).nodes
+    data = Path(session.path).read_bytes()
+    if is_ort_format(data):
+        logger.info(
+            "%s is in the ONNX Runtime format, whose graph rnnedge does not read; "
+            "skipping the memory check",
+            Path(session.path).name,
+        )
+        return
+    nodes = parse_model(data).nodes
     input_floats = sum(_floats_per_element(info.shape) for info in session.data_inputs)
     needed = run_bytes_estimate(nodes, input_floats, batch, seq_len)
     logger.debug("a run at batch %d, length %d needs about %d bytes", batch, seq_len, needed)
