@@ -405,6 +405,8 @@ def test_predict_without_reference(capsys, tmp_path):
     )
     assert code == 2
     assert "no fp32 gru measurements" in err
+    assert "'rnnedge profile MODEL.onnx --device x86-64 --sweep seq-len=1,10,100'" in err
+    assert "benchmarks/" not in err
 
 
 def test_plot_requires_png(capsys, swept, tmp_path):

@@ -242,10 +242,14 @@ def group_samples(
             continue
         candidates.append((entry, arch))
     if not candidates:
+        convert = (
+            "" if precision == "fp32" else f", convert them with 'rnnedge quantize' to {precision}"
+        )
         raise InputError(
             f"device {profile.name!r} has no {precision} {cell} measurements with an "
-            "architecture to predict from; profile reference models first (see "
-            "benchmarks/predict_accuracy.py)"
+            f"architecture to predict from; export {cell} models of two or more hidden sizes "
+            f"with 'rnnedge export'{convert}, then measure each with 'rnnedge profile "
+            f"MODEL.onnx --device {profile.name} --sweep seq-len=1,10,100'"
         )
     if provider is None:
         provider = Counter(e.get("provider") for e, _ in candidates).most_common(1)[0][0]
@@ -261,7 +265,8 @@ def group_samples(
     if not repeats:
         raise InputError(
             f"device {profile.name!r} has no {precision} {cell} measurements on {provider} with "
-            f"{threads} threads; choose another --provider or --threads"
+            f"{threads} thread{'' if threads == 1 else 's'}; choose another --provider or "
+            "--threads"
         )
     samples = [
         Sample(arch, batch, seq_len, uncontended_p50(entries))
