@@ -6,6 +6,8 @@ and turns errors into one line on stderr and an exit code (see `rnnedge.errors`)
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 import traceback
 
@@ -40,8 +42,61 @@ cli.add_command(devices_command)
 cli.add_command(convert_command)
 
 
+class _PipeSafeStdout:
+    """Standard output that keeps the command running after its reader closes the pipe.
+
+    `rnnedge profile --sweep ... | head -1` must still measure and store every point, so
+    a write or flush that meets a closed pipe sends the rest of the output to /dev/null
+    instead of raising.
+    """
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.closed_by_reader = False
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._drop_output()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop_output()
+
+    def _drop_output(self) -> None:
+        if self.closed_by_reader:
+            return
+        self.closed_by_reader = True
+        # Point file descriptor 1 at /dev/null, so that the final flush at exit (and any
+        # native code writing there) no longer meets the closed pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn errors into one line and an exit code."""
+    stdout = sys.stdout
+    guarded = isinstance(stdout, io.TextIOWrapper) and not stdout.isatty()
+    if guarded:
+        sys.stdout = _PipeSafeStdout(stdout)
+    try:
+        return _run(argv)
+    finally:
+        if guarded:
+            sys.stdout = stdout
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="rnnedge", standalone_mode=False)
     except click.exceptions.Exit as exc:

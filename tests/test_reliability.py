@@ -115,3 +115,20 @@ def test_read_only_output_folder(exported, tmp_path, rng):
         assert "y.npy" in err or "ro" in err
         assert err.startswith("error: ")
         assert list(read_only.iterdir()) == []
+
+
+def test_closed_stdout_pipe_keeps_the_sweep_going(exported, tmp_path):
+    """`profile --sweep ... | head -1`: every point is still measured and stored."""
+    devices = tmp_path / "devices"
+    process = rnnedge("profile", exported["lstm"], "--device", "x86-64", "--provider", "cpu",
+                      "--sweep", "seq-len=1,2,3,4", "--runs", "5", "--warmup", "0",
+                      "--operators", "0", "--devices-dir", devices, cwd=tmp_path)  # fmt: skip
+    first = process.stdout.readline()
+    assert first.startswith("lstm.onnx on x86-64")
+    process.stdout.close()
+    assert process.wait(timeout=120) == 0
+    err = process.stderr.read()
+    process.stderr.close()
+    assert "Traceback" not in err
+    assert "error" not in err
+    assert len(read_profile(devices / "x86-64.yaml").measurements) == 4
