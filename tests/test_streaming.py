@@ -252,12 +252,30 @@ def test_user_state_pairs(streaming_models, rng):
     [
         pytest.param([("h1", "hn")], "state input 'h1' is not an input", id="unknown-input"),
         pytest.param([("h0", "hx")], "state output 'hx' is not an output", id="unknown-output"),
+        pytest.param(
+            [("x", "y")],
+            r"state pair x=y does not match: the input is .*for example h0=hn",
+            id="data-input-as-state",
+        ),
     ],
 )
 def test_bad_state_pairs(streaming_models, pairs, message):
     path, _ = streaming_models["lstm-no-pairs"]
     with pytest.raises(InputError, match=message):
         StreamingSession(path, provider="cpu", state_pairs=pairs)
+
+
+def test_state_pairs_add_to_metadata(streaming_models):
+    path, _ = streaming_models["lstm"]
+    recorded = StreamingSession(path, provider="cpu").state_pairs
+    given = StreamingSession(path, provider="cpu", state_pairs=[("h0", "hn")]).state_pairs
+    assert [(p.input, p.output) for p in given] == [(p.input, p.output) for p in recorded]
+
+
+def test_feed_of_the_sequence_input_rejected(streaming_models):
+    path, _ = streaming_models["gru"]
+    with pytest.raises(InputError, match=r"--feed gives 'x', which leaves no input for the data"):
+        Session(path, provider="cpu", feeds={"x": "1"})
 
 
 def test_missing_state_input_in_batch_mode(streaming_models, rng):

@@ -71,8 +71,9 @@ class Session:
             the device profile's preference.
         feeds: constant inputs by name (a number, a list, an array, or the text of
             `--feed`), fed on every run.
-        state_pairs: (state input, state output) names, in place of the pairs in the
-            model's metadata. A state input that a run does not feed starts at zero.
+        state_pairs: (state input, state output) names, added to the pairs in the
+            model's metadata; a pair replaces the metadata's pair of the same state
+            input. A state input that a run does not feed starts at zero.
         nonfinite: `error` rejects NaN or infinite input values; `warn` logs a warning
             and runs anyway.
         report_placement: profile the first run to learn which provider ran each node;
@@ -146,11 +147,17 @@ class Session:
         self.inputs = self._session.get_inputs()
         self.outputs = self._session.get_outputs()
         self._output_names = [o.name for o in self.outputs]
-        pairs = state_pairs if state_pairs is not None else self.metadata.state_pairs
+        pairs = dict(self.metadata.state_pairs)
+        pairs.update(state_pairs or ())
         self.state_pairs: tuple[StatePair, ...] = resolve_state_pairs(
-            pairs, self.inputs, self.outputs
+            tuple(pairs.items()), self.inputs, self.outputs
         )
         self.feeds = self._resolve_feeds(feeds or {})
+        if feeds and not self.data_inputs:
+            raise InputError(
+                f"--feed gives {', '.join(map(repr, self.feeds))}, which leaves no input "
+                "for the data; remove the sequence input from --feed and pass it with --input"
+            )
 
     @property
     def input_names(self) -> list[str]:

@@ -75,7 +75,8 @@ def resolve_state_pairs(
         outputs: the session's `NodeArg` outputs.
     """
     by_input = {info.name: info for info in inputs}
-    output_names = [info.name for info in outputs]
+    by_output = {info.name: info for info in outputs}
+    output_names = list(by_output)
     resolved = []
     for state_in, state_out in pairs:
         if state_in not in by_input:
@@ -89,5 +90,22 @@ def resolve_state_pairs(
                 f"{', '.join(output_names)}); fix the name in --state IN=OUT"
             )
         info = by_input[state_in]
+        _check_pair_shapes(info, by_output[state_out])
         resolved.append(StatePair(state_in, state_out, tuple(info.shape), info.type))
     return tuple(resolved)
+
+
+def _check_pair_shapes(state_in: Any, state_out: Any) -> None:
+    # A symbolic or unknown dimension matches anything; two fixed sizes must agree.
+    same_rank = len(state_in.shape) == len(state_out.shape)
+    agree = same_rank and all(
+        not (isinstance(a, int) and isinstance(b, int)) or a == b
+        for a, b in zip(state_in.shape, state_out.shape, strict=True)
+    )
+    if not agree or state_in.type != state_out.type:
+        raise InputError(
+            f"state pair {state_in.name}={state_out.name} does not match: the input is "
+            f"{state_in.type} {list(state_in.shape)}, the output {state_out.type} "
+            f"{list(state_out.shape)}; a state pair names an input and the output of the "
+            "same shape that carries it to the next call (for example h0=hn)"
+        )
