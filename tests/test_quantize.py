@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -416,3 +418,237 @@ def test_output_over_input_rejected(exported, tmp_path):
     with pytest.raises(InputError, match="is the input model"):
         quantize_model(model, model, "dynamic-int8")
     assert model.read_bytes() == before
+
+
+def _export_loop_models(root):
+    """Export models whose recurrence rnnedge lowers to a Loop, and a conv front end.
+
+    - `proj_packed`: a projected bidirectional LSTM over pack_padded_sequence, with a
+      `lengths` input; the projected LSTM becomes a scripted Loop per direction.
+    - `proj_plain`: the same LSTM without packing.
+    - `grucell`: an nn.GRUCell called once per time step in forward.
+    - `conv_lstm`: a Conv1d front end before a 2-layer LSTM.
+    - `tiny_gru`: a GRU whose weights are all below weight_only.MIN_ELEMENTS.
+    """
+    import torch
+    from torch import nn
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from rnnedge.export import export_model
+
+    class ProjectedPacked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(5, 16, batch_first=True, bidirectional=True, proj_size=8)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x, lengths):
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            out, _ = self.rnn(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+            return self.head(out[:, -1])
+
+    class ProjectedPlain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(5, 16, batch_first=True, bidirectional=True, proj_size=8)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    class GruCellLoop(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cell = nn.GRUCell(5, 32)
+            self.head = nn.Linear(32, 3)
+
+        def forward(self, x):
+            h = torch.zeros(x.shape[0], 32)
+            for t in range(x.shape[1]):
+                h = self.cell(x[:, t], h)
+            return self.head(h)
+
+    class ConvLstm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(5, 16, kernel_size=3, padding=1)
+            self.rnn = nn.LSTM(16, 16, num_layers=2, batch_first=True)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x):
+            features = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+            return self.head(self.rnn(features)[0][:, -1])
+
+    class TinyGru(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.GRU(5, 2, batch_first=True)
+            self.head = nn.Linear(2, 3)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    models = {
+        "proj_packed": ProjectedPacked,
+        "proj_plain": ProjectedPlain,
+        "grucell": GruCellLoop,
+        "conv_lstm": ConvLstm,
+        "tiny_gru": TinyGru,
+    }
+    paths = {}
+    for name, model_class in models.items():
+        torch.manual_seed(0)
+        paths[name] = root / f"{name}.onnx"
+        export_model(model_class(), paths[name], example_shape="2x10x5")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def loop_models(tmp_path_factory):
+    return _export_loop_models(tmp_path_factory.mktemp("loops"))
+
+
+def _loop_feed(path, rng):
+    """A batch of 3 sequences of 12 steps, with lengths when the model takes them."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {"input": rng.standard_normal((3, 12, 5)).astype(np.float32)}
+    if len(session.get_inputs()) > 1:
+        feed[session.get_inputs()[1].name] = np.array([12, 4, 9], np.int64)
+    return feed
+
+
+def _run_feed(path, feed):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, feed)[0]
+
+
+@pytest.mark.parametrize("name", ["proj_packed", "proj_plain"])
+@pytest.mark.parametrize("mode", ["dynamic-int8", "static-int8"])
+def test_projected_lstm_loop_quantizes(loop_models, tmp_path, rng, name, mode):
+    # ONNX Runtime's quantizer put each Loop before the nodes that produce the values its
+    # body reads from the outer scope, and the ONNX checker rejected the model.
+    output = tmp_path / f"{name}.{mode}.onnx"
+    calibration = rng.standard_normal((8, 10, 5)).astype(np.float32)
+    report = quantize_model(loop_models[name], output, mode, calibration=calibration,
+                            latency_runs=0)  # fmt: skip
+    onnx.checker.check_model(onnx.load(output), full_check=True)
+    feed = _loop_feed(loop_models[name], rng)
+    # int8 rounding moves the outputs of this untrained model by about 1e-3.
+    np.testing.assert_allclose(
+        _run_feed(output, feed), _run_feed(loop_models[name], feed), atol=0.05
+    )
+    assert report.drift.max_abs_error < 0.05
+
+
+def test_dynamic_int8_quantizes_loop_bodies(loop_models, tmp_path):
+    report = quantize_model(loop_models["grucell"], tmp_path / "q.onnx", "dynamic-int8",
+                            latency_runs=0)  # fmt: skip
+    ops = count_ops(onnx.load(tmp_path / "q.onnx"))
+    # The head's Gemm and the two MatMuls of the GRU cell in the Loop body.
+    assert ops.get("MatMulInteger") == 3
+    assert "MatMul" not in ops
+    assert report.float_compute_ops == {}
+    assert report.recurrent_left_float == ()
+    assert report.size_after < 0.7 * report.size_before
+
+
+@pytest.mark.parametrize("mode", ["static-int8", "weight-int8"])
+def test_float_loop_body_reported(loop_models, tmp_path, rng, mode):
+    calibration = rng.standard_normal((8, 10, 5)).astype(np.float32)
+    report = quantize_model(loop_models["grucell"], tmp_path / "q.onnx", mode,
+                            calibration=calibration, latency_runs=0)  # fmt: skip
+    assert len(report.recurrent_left_float) == 1
+    node, reason = report.recurrent_left_float[0]
+    # ONNX Runtime's pre-processing fuses the body's MatMul and Add into Gemm.
+    expected = "Gemm x2" if mode == "static-int8" else "MatMul x2"
+    assert node == f"{expected} in Loop '/model/Loop'"
+    assert "float32" in reason
+    assert any(note.startswith(node) for note in report.notes)
+    # The body's weights are initializers of the main graph, stored in int8 all the same.
+    assert report.size_after < 0.7 * report.size_before
+
+
+def test_static_int8_counts_no_qdq_lstm(loop_models, tmp_path, rng):
+    # The conv front end leaves a DequantizeLinear in front of the first LSTM, which
+    # ONNX Runtime still runs in float32.
+    calibration = rng.standard_normal((8, 10, 5)).astype(np.float32)
+    report = quantize_model(loop_models["conv_lstm"], tmp_path / "q.onnx", "static-int8",
+                            calibration=calibration, latency_runs=0)  # fmt: skip
+    assert "LSTM (QDQ)" not in report.quantized_ops
+    assert report.quantized_ops["Conv (QDQ)"] == 1
+    assert report.float_compute_ops["LSTM"] == 2
+    assert report.recurrent_left_float[0][0] == "LSTM x2"
+
+
+def test_cli_reports_larger_file(loop_models, tmp_path, capsys):
+    from rnnedge.cli import main
+
+    code = main(["quantize", str(loop_models["tiny_gru"]), "-o", str(tmp_path / "q.onnx"),
+                 "--mode", "weight-int8", "--latency-runs", "0"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    size_line = next(line for line in out.splitlines() if line.startswith("size: "))
+    # No weight reaches the int8 minimum, and the precision metadata adds bytes.
+    assert size_line.endswith("x larger)")
+
+
+def test_checker_message_names_unnamed_node():
+    from onnx import TensorProto, helper
+
+    from rnnedge.errors import CheckFailedError
+    from rnnedge.quantize.quantizer import _check_model
+
+    # An unnamed Identity node reads "hidden" before the Relu node that writes it.
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["hidden"], ["output"]),
+         helper.make_node("Relu", ["input"], ["hidden"], name="relu")],
+        "unsorted",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [2])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(CheckFailedError) as error:
+        _check_model(onnx, model, QuantMode.FP16, Path("m.onnx"))
+    message = str(error.value)
+    assert "\n" not in message
+    assert "input 'hidden' of unnamed Identity node is not output" in message
+    assert "nothing was written" in message
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        pytest.param("--mode fp16 --gru-int8 always",
+                     "--gru-int8 applies to --mode dynamic-int8, not fp16", id="fp16-gru-int8"),
+        pytest.param("--mode fp16 --calibration-method entropy",
+                     "--calibration-method applies to --mode static-int8, not fp16",
+                     id="fp16-calibration-method"),
+        pytest.param("--mode static-int8 --calibration {x} --gru-int8-min-hidden 64",
+                     "--gru-int8-min-hidden applies to --mode dynamic-int8, not static-int8",
+                     id="static-gru-threshold"),
+        pytest.param("--mode fp16 --per-channel",
+                     "--per-channel/--per-tensor applies to --mode dynamic-int8, static-int8 or "
+                     "weight-int8, not fp16", id="fp16-per-channel"),
+        pytest.param("--mode weight-int8 --full-range",
+                     "--reduce-range/--full-range applies to --mode dynamic-int8 or static-int8, "
+                     "not weight-int8", id="weight-int8-full-range"),
+        pytest.param("--target jetson-orin-nano --gru-int8 never",
+                     "--gru-int8 applies to --mode dynamic-int8, not fp16", id="preset-fp16"),
+    ],
+)  # fmt: skip
+def test_cli_option_for_other_mode(exported, tmp_path, rng, capsys, options, fragment):
+    from rnnedge.cli import main
+
+    x = tmp_path / "x.npy"
+    np.save(x, rng.standard_normal((4, 10, FEATURES)).astype(np.float32))
+    output = tmp_path / "q.onnx"
+    argv = ["quantize", str(exported["lstm"]), "-o", str(output), "--latency-runs", "0"]
+    code = main(argv + options.format(x=x).split())
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert fragment in lines[0]
+    assert "drop the option" in lines[0]
+    assert not output.exists()

@@ -49,21 +49,21 @@ from rnnedge.quantize.modes import CalibrationMethod, GruInt8, QuantMode
     "--calibration-method",
     type=click.Choice([m.value for m in CalibrationMethod]),
     default=None,
-    help="How static-int8 sets activation ranges [default: minmax].",
+    help="How static-int8 sets activation ranges (static-int8 only) [default: minmax].",
 )
 @click.option(
     "--gru-int8",
     type=click.Choice([p.value for p in GruInt8]),
-    default=GruInt8.AUTO.value,
-    show_default=True,
-    help="Rewrite GRU nodes into the int8 Scan path: auto does it from the hidden-size "
-    "threshold on, where it is faster than the float GRU.",
+    default=None,
+    help="Rewrite GRU nodes into the int8 Scan path (dynamic-int8 only): auto does it from "
+    "the hidden-size threshold on, where it is faster than the float GRU [default: auto].",
 )
 @click.option(
     "--gru-int8-min-hidden",
     type=click.IntRange(min=0),
     default=None,
-    help="Hidden-size threshold for --gru-int8 auto [default: the target preset, else 384].",
+    help="Hidden-size threshold for --gru-int8 auto (dynamic-int8 only) [default: the target "
+    "preset, else 384].",
 )
 @click.option(
     "--samples",
@@ -101,7 +101,7 @@ def quantize_command(
     per_channel: bool | None,
     calibration: Path | None,
     calibration_method: str | None,
-    gru_int8: str,
+    gru_int8: str | None,
     gru_int8_min_hidden: int | None,
     samples: Path | None,
     eval_path: Path | None,
@@ -181,8 +181,7 @@ def _print_report(report) -> None:
     click.echo(f"wrote {report.output} ({report.mode})")
     click.echo("settings: " + ", ".join(f"{k}={v}" for k, v in report.settings.items()))
     click.echo(
-        f"size: {report.size_before:,} -> {report.size_after:,} bytes "
-        f"({report.size_ratio:.2f}x smaller)"
+        f"size: {report.size_before:,} -> {report.size_after:,} bytes ({_size_change(report)})"
     )
     click.echo("quantized ops: " + (_format_counts(report.quantized_ops) or "none"))
     click.echo("float compute ops: " + (_format_counts(report.float_compute_ops) or "none"))
@@ -208,6 +207,12 @@ def _print_report(report) -> None:
         )
     for note in report.notes:
         click.echo(f"note: {note}")
+
+
+def _size_change(report) -> str:
+    if report.size_after > report.size_before:
+        return f"{report.size_after / report.size_before:.2f}x larger"
+    return f"{report.size_ratio:.2f}x smaller"
 
 
 def _format_counts(counts: dict[str, int]) -> str:

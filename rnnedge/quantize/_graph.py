@@ -22,12 +22,8 @@ def iter_graphs(
 ) -> Iterator[tuple[onnx.GraphProto, list[onnx.GraphProto]]]:
     """Yield each graph with its enclosing graphs, innermost first, subgraphs first."""
     for node in graph.node:
-        for attribute in node.attribute:
-            subgraphs = list(attribute.graphs)
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                subgraphs.append(attribute.g)
-            for sub in subgraphs:
-                yield from iter_graphs(sub, [graph, *scopes])
+        for sub in subgraphs(node):
+            yield from iter_graphs(sub, [graph, *scopes])
     yield graph, scopes
 
 
@@ -108,11 +104,12 @@ def sort_topologically(graph: onnx.GraphProto, outer: frozenset[str] = frozenset
     scope = outer | {v.name for v in graph.input} | {t.name for t in graph.initializer}
     scope |= set(producer)
     for node in graph.node:
-        for subgraph in _subgraphs(node):
+        for subgraph in subgraphs(node):
             sort_topologically(subgraph, frozenset(scope))
 
 
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """Return the graphs in `node`'s attributes: Loop and Scan bodies, If branches."""
     found = []
     for attribute in node.attribute:
         found.extend(attribute.graphs)
@@ -124,7 +121,7 @@ def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
 def _used_names(node: onnx.NodeProto) -> set[str]:
     """Return the inputs of `node` and every name its subgraphs' nodes read."""
     names = {name for name in node.input if name}
-    for subgraph in _subgraphs(node):
+    for subgraph in subgraphs(node):
         for inner in subgraph.node:
             names |= _used_names(inner)
     return names

@@ -6,6 +6,9 @@ whose hidden size reaches the threshold into the int8 Scan path of `gru_int8`; b
 float GRU operator is faster, because the Scan pays a fixed cost per time step, and those
 GRU nodes keep float compute with their weights stored in int8 (weight-only), so the file
 still shrinks about 4x.
+
+MatMul and Gemm nodes inside Loop and Scan bodies (the recurrence of a scripted cell loop or
+of a projected LSTM) are quantized too, through the quantizer's `EnableSubgraph` option.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import onnx
 
+from rnnedge.quantize._graph import sort_topologically
 from rnnedge.quantize._ort_quantizer import call_quantizer, preprocess
 from rnnedge.quantize.gru_int8 import GruRewrite, rewrite_grus
 from rnnedge.quantize.modes import GruInt8
@@ -53,9 +57,13 @@ def quantize_dynamic_int8(
                 weight_type=QuantType.QInt8,
                 per_channel=per_channel,
                 reduce_range=reduce_range,
+                extra_options={"EnableSubgraph": True},
             ),
         )
         model = onnx.load(str(quantized))
+    # The quantizer reorders the nodes it rewrites without counting the outer-scope values
+    # that Loop and Scan bodies read, so a Loop can end up before their producers.
+    sort_topologically(model.graph)
     rewrite = GruRewrite()
     if gru_int8 is not GruInt8.NEVER:
         rewrite = rewrite_grus(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+
+from rnnedge.errors import InputError
 
 
 class QuantMode(str, enum.Enum):
@@ -51,3 +54,35 @@ class GruInt8(str, enum.Enum):
     AUTO = "auto"
     ALWAYS = "always"
     NEVER = "never"
+
+
+# Options of `rnnedge quantize` (and their `quantize_model` arguments) by the modes that use
+# them; the other modes reject them rather than ignore them.
+OPTION_MODES = {
+    "--reduce-range/--full-range": (QuantMode.DYNAMIC_INT8, QuantMode.STATIC_INT8),
+    "--per-channel/--per-tensor": (
+        QuantMode.DYNAMIC_INT8,
+        QuantMode.STATIC_INT8,
+        QuantMode.WEIGHT_INT8,
+    ),
+    "--calibration-method": (QuantMode.STATIC_INT8,),
+    "--gru-int8": (QuantMode.DYNAMIC_INT8,),
+    "--gru-int8-min-hidden": (QuantMode.DYNAMIC_INT8,),
+}
+
+
+def check_options_apply(mode: QuantMode, passed: Mapping[str, bool]) -> None:
+    """Raise `InputError` for the first passed option that `mode` does not use.
+
+    Args:
+        passed: option name (a key of `OPTION_MODES`) -> whether the caller set it.
+    """
+    for option, is_passed in passed.items():
+        modes = OPTION_MODES[option]
+        if is_passed and mode not in modes:
+            values = [m.value for m in modes]
+            names = " or ".join([", ".join(values[:-1]), values[-1]] if values[:-1] else values)
+            raise InputError(
+                f"{option} applies to --mode {names}, not {mode.value}; drop the option or "
+                "choose one of those modes"
+            )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from rnnedge.quantize.dynamic import DEFAULT_GRU_INT8_MIN_HIDDEN, quantize_dynam
 from rnnedge.quantize.feeds import build_feed, normalize, sequence_input
 from rnnedge.quantize.fp16 import convert_fp16
 from rnnedge.quantize.gru_int8 import GruRewrite
-from rnnedge.quantize.modes import CalibrationMethod, GruInt8, QuantMode
+from rnnedge.quantize.modes import CalibrationMethod, GruInt8, QuantMode, check_options_apply
 from rnnedge.quantize.presets import (
     Preset,
     check_mode_for_target,
@@ -38,6 +39,7 @@ from rnnedge.quantize.report import (
     QuantizeReport,
     count_ops,
     count_qdq_compute,
+    float_loop_bodies,
 )
 from rnnedge.quantize.static import CALIBRATION_BATCH, quantize_static_int8
 from rnnedge.quantize.weight_only import quantize_weights
@@ -68,12 +70,12 @@ def quantize_model(
     output: str | os.PathLike[str],
     mode: QuantMode | str | None = QuantMode.DYNAMIC_INT8,
     reduce_range: bool | str = "auto",
-    per_channel: bool | None = False,
+    per_channel: bool | None = None,
     samples: np.ndarray | None = None,
     *,
     calibration: np.ndarray | Mapping[str, np.ndarray] | None = None,
     calibration_method: CalibrationMethod | str | None = None,
-    gru_int8: GruInt8 | str = GruInt8.AUTO,
+    gru_int8: GruInt8 | str | None = None,
     gru_int8_min_hidden: int | None = None,
     eval_data: tuple[np.ndarray, np.ndarray] | None = None,
     max_metric_drop: float | None = None,
@@ -85,21 +87,28 @@ def quantize_model(
     Args:
         mode: `dynamic-int8`, `static-int8`, `fp16` or `weight-int8`; None takes the
             target's preset, or `dynamic-int8` without a target.
-        reduce_range: 7-bit int8 weights; `auto` decides from the target, else this host.
+        reduce_range: 7-bit int8 weights; `auto` decides from the target, else this host
+            (dynamic-int8 and static-int8 only).
         per_channel: one scale per output channel of MatMul/Gemm weights; None takes the
-            target's preset.
+            target's preset, else per tensor (every mode but fp16).
         samples: float32 (batch, time, features) model inputs (already normalized) for the
             drift check; the calibration data, else random standard-normal inputs, when None.
         calibration: raw (batch, time, features) inputs for static-int8, normalized with
             the statistics stored in the model like `rnnedge run` does.
         calibration_method: `minmax`, `entropy` or `percentile` (static-int8 only).
-        gru_int8: `auto` rewrites GRU nodes from `gru_int8_min_hidden` on into the int8
-            Scan path (dynamic-int8 only); `always` and `never` override the threshold.
+        gru_int8: `auto` (the default when None) rewrites GRU nodes from
+            `gru_int8_min_hidden` on into the int8 Scan path (dynamic-int8 only); `always`
+            and `never` override the threshold.
         eval_data: raw inputs `x` and labels or targets `y` for the task metric.
         max_metric_drop: raise `CheckFailedError` and write nothing if the metric gets
             worse by more than this (accuracy lost, or mean squared error gained).
         target: a device profile or its name; its preset fills the unset settings.
         latency_runs: timed batch-1 calls per model for the latency change; 0 skips it.
+
+    Raises:
+        InputError: an input is invalid, or a setting is given for a mode it does not
+            apply to (for example `gru_int8` with fp16).
+        CheckFailedError: the quantized model fails the ONNX checker or the metric budget.
     """
     onnx = require("onnx", "export")
     source = open_model_file(model)
@@ -121,6 +130,13 @@ def quantize_model(
     preset = preset_for(target) if target is not None else None
     mode = parse_mode(mode if mode is not None else (preset and preset.mode) or "dynamic-int8")
     check_mode_for_target(mode, preset)
+    check_options_apply(mode, {
+        "--reduce-range/--full-range": isinstance(reduce_range, bool),
+        "--per-channel/--per-tensor": per_channel is not None,
+        "--calibration-method": calibration_method is not None,
+        "--gru-int8": gru_int8 is not None,
+        "--gru-int8-min-hidden": gru_int8_min_hidden is not None,
+    })  # fmt: skip
     settings = _settings(mode, reduce_range, per_channel, calibration_method, gru_int8,
                          gru_int8_min_hidden, preset)  # fmt: skip
     reference = evaluate.open_session(str(source))
@@ -157,6 +173,7 @@ def quantize_model(
         )
     ops_after = count_ops(quantized)
     left_float = _recurrent_left_float(mode, ops_after, rewrite)
+    left_float += _loop_bodies_left_float(mode, quantized)
     report = QuantizeReport(
         mode=mode.value,
         output=os.fspath(output),
@@ -204,11 +221,28 @@ def _check_model(onnx, model, mode: QuantMode, source: Path) -> None:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckFailedError(
             f"the {mode.value} model made from {str(source)!r} fails the ONNX checker: "
-            f"{first[:300]}; nothing was written; try another --mode"
+            f"{_checker_message(exc)}; nothing was written; try another --mode"
         ) from exc
+
+
+def _checker_message(exc: Exception) -> str:
+    """Return the ONNX checker's multi-line message as one line of at most 400 characters.
+
+    The checker prints a node as "name: NAME OpType: OP" on lines of its own, and NAME is
+    empty for an unnamed node. The line names the node "OP node 'NAME'" or "unnamed OP node".
+    """
+    text = " ".join(str(exc).split()) or type(exc).__name__
+
+    def describe(match: re.Match[str]) -> str:
+        name, op_type = match.group(1), match.group(2)
+        return f"{op_type} node {name!r}" if name else f"unnamed {op_type} node"
+
+    text = re.sub(r"(?:of )?node: name: (\S*) ?OpType: (\S+)", lambda m: "of " + describe(m), text)
+    text = re.sub(r"Name: (\S*) ?OpType: (\S+)", describe, text)
+    text = re.sub(r"\.? ==> Context: ", "; context: ", text)
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 def _settings(
@@ -216,7 +250,7 @@ def _settings(
     reduce_range: bool | str,
     per_channel: bool | None,
     calibration_method: CalibrationMethod | str | None,
-    gru_int8: GruInt8 | str,
+    gru_int8: GruInt8 | str | None,
     gru_int8_min_hidden: int | None,
     preset: Preset | None,
 ) -> dict[str, Any]:
@@ -244,7 +278,7 @@ def _settings(
         settings["format"] = "QDQ"
         return settings
     try:
-        policy = GruInt8(gru_int8)
+        policy = GruInt8(gru_int8 if gru_int8 is not None else GruInt8.AUTO)
     except ValueError:
         raise InputError(
             f"unknown GRU int8 policy {gru_int8!r}; choose one of: auto, always, never"
@@ -409,6 +443,25 @@ def _with_latency(report, reference, candidate, x, runs) -> QuantizeReport:
     before = evaluate.p50_latency_ms(reference, x, runs)
     after = evaluate.p50_latency_ms(candidate, x, runs)
     return replace(report, p50_ms_before=before, p50_ms_after=after)
+
+
+def _loop_bodies_left_float(mode: QuantMode, model) -> list[tuple[str, str]]:
+    """Name the Loop and Scan nodes whose bodies keep float MatMul, Gemm or Conv nodes."""
+    if mode is QuantMode.FP16:
+        return []
+    reasons = {
+        QuantMode.DYNAMIC_INT8: "ONNX Runtime's dynamic quantizer left them in float32",
+        QuantMode.STATIC_INT8: "ONNX Runtime's QDQ quantizer skips Loop and Scan bodies "
+        "(onnxruntime 1.32 quantizes them in dynamic mode only), so they compute in float32; "
+        "their constant weights of 64 or more elements are stored in int8; --mode "
+        "dynamic-int8 quantizes them",
+        QuantMode.WEIGHT_INT8: "weight-only int8 dequantizes weights and computes in float32",
+    }
+    left = []
+    for node, counts in float_loop_bodies(model):
+        ops = ", ".join(f"{op} x{n}" for op, n in counts.items())
+        left.append((f"{ops} in {node}", reasons[mode]))
+    return left
 
 
 def _recurrent_left_float(

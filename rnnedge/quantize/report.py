@@ -16,6 +16,11 @@ from rnnedge.runtime.operators import QUANTIZED_OPS
 # containers: count_ops counts the operators of their bodies instead.
 COMPUTE_OPS = frozenset({"LSTM", "GRU", "RNN", "MatMul", "Gemm", "Conv"})
 RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
+# Compute operators that ONNX Runtime fuses with their QuantizeLinear/DequantizeLinear
+# neighbours into integer kernels. It has no such fusion for the recurrent operators.
+QDQ_COMPUTE_OPS = COMPUTE_OPS - RECURRENT_OPS
+# Operators whose body runs once per iteration or time step.
+LOOP_OPS = frozenset({"Loop", "Scan"})
 
 
 @dataclass(frozen=True)
@@ -137,13 +142,56 @@ def count_ops(model) -> dict[str, int]:
 
 
 def count_qdq_compute(model) -> dict[str, int]:
-    """Count compute nodes whose activation input comes from a DequantizeLinear node."""
+    """Count compute nodes whose activation input comes from a DequantizeLinear node.
+
+    LSTM, GRU and RNN nodes are left out: ONNX Runtime has no QDQ fusion for them and runs
+    them in float32 on the dequantized input.
+    """
     from rnnedge.quantize._graph import iter_graphs
 
     counts: Counter[str] = Counter()
     for graph, _ in iter_graphs(model.graph, []):
         dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
         for node in graph.node:
-            if node.op_type in COMPUTE_OPS and node.input and node.input[0] in dequantized:
+            if node.op_type in QDQ_COMPUTE_OPS and node.input and node.input[0] in dequantized:
                 counts[node.op_type] += 1
     return dict(sorted(counts.items()))
+
+
+def float_loop_bodies(model) -> list[tuple[str, dict[str, int]]]:
+    """List the Loop and Scan nodes whose bodies keep float MatMul, Gemm or Conv nodes.
+
+    Returns (node label, float op counts) pairs. A body node counts as float unless a
+    DequantizeLinear node feeds its activation input. Recurrent operators are left out,
+    because the report lists them on their own, and so are the bodies of nested Loop and
+    Scan nodes, which get their own entry.
+    """
+    from rnnedge.quantize._graph import iter_graphs, subgraphs
+
+    found = []
+    for graph, _ in iter_graphs(model.graph, []):
+        for node in graph.node:
+            if node.op_type not in LOOP_OPS:
+                continue
+            counts: Counter[str] = Counter()
+            for body in subgraphs(node):
+                counts.update(_float_matrix_ops(body))
+            if counts:
+                label = f"{node.op_type} {node.name!r}" if node.name else f"unnamed {node.op_type}"
+                found.append((label, dict(sorted(counts.items()))))
+    return found
+
+
+def _float_matrix_ops(graph) -> Counter[str]:
+    """Count float MatMul, Gemm and Conv nodes in `graph` and its If branches."""
+    from rnnedge.quantize._graph import subgraphs
+
+    counts: Counter[str] = Counter()
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    for node in graph.node:
+        if node.op_type in QDQ_COMPUTE_OPS and not (node.input and node.input[0] in dequantized):
+            counts[node.op_type] += 1
+        if node.op_type not in LOOP_OPS:
+            for body in subgraphs(node):
+                counts.update(_float_matrix_ops(body))
+    return counts

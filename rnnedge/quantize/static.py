@@ -4,7 +4,9 @@ ONNX Runtime's `quantize_static` inserts QuantizeLinear/DequantizeLinear pairs a
 Gemm and the other operators its QDQ registry covers, with activation scales from MinMax,
 Entropy or Percentile calibration. Its QDQ registry has no LSTM or GRU, so those nodes
 compute in float32; rnnedge stores their weights in int8 (weight-only, see `weight_only`)
-so the file still shrinks about 4x, and the report lists them as float.
+so the file still shrinks about 4x, and the report lists them as float. The QDQ quantizer
+also leaves Loop and Scan bodies alone (onnxruntime 1.32 quantizes subgraphs in dynamic
+mode only), so the MatMul and Gemm weights read there get the same weight-only storage.
 QDQ is the format TensorRT and other QDQ-aware providers consume.
 """
 
@@ -18,9 +20,14 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader
 
+from rnnedge.quantize._graph import sort_topologically
 from rnnedge.quantize._ort_quantizer import call_quantizer, preprocess
 from rnnedge.quantize.modes import CalibrationMethod
-from rnnedge.quantize.weight_only import RECURRENT_WEIGHT_INPUTS, quantize_weights
+from rnnedge.quantize.weight_only import (
+    MATRIX_WEIGHT_INPUTS,
+    RECURRENT_WEIGHT_INPUTS,
+    quantize_weights,
+)
 
 # Calibration samples fed per batch: the calibrators keep every intermediate output of a
 # batch in memory, so this bounds their memory at a small cost in speed.
@@ -81,5 +88,11 @@ def quantize_static_int8(
             ),
         )
         model = onnx.load(str(quantized))
+    # The quantizer reorders the nodes it rewrites without counting the outer-scope values
+    # that Loop and Scan bodies read, so a Loop can end up before their producers.
+    sort_topologically(model.graph)
     stored = quantize_weights(model, RECURRENT_WEIGHT_INPUTS, per_channel=per_channel)
+    stored += quantize_weights(
+        model, MATRIX_WEIGHT_INPUTS, per_channel=per_channel, subgraphs_only=True
+    )
     return model, stored

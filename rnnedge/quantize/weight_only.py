@@ -33,23 +33,41 @@ def quantize_weights(
     model: onnx.ModelProto,
     op_types: dict[str, tuple[int, ...]] | None = None,
     per_channel: bool = False,
+    subgraphs_only: bool = False,
 ) -> list[str]:
     """Store the weights of `op_types` nodes in int8, in place; return their names.
+
+    A weight read inside a Loop, Scan or If body is often an initializer of an enclosing
+    graph. It is converted in the graph that contains it, and the body keeps reading the
+    restored float32 name from the outer scope.
+
+    NOTE: only weight inputs that are initializers are converted. A weight computed from
+    one, such as the Unsqueeze of the weights that rnnedge's export of an nn.LSTMCell loop
+    feeds to the LSTM node in its Loop body, stays float32.
 
     Args:
         op_types: op type -> weight input indices; recurrent and matrix ops when None.
         per_channel: one scale per output channel (the gate rows of recurrent weights).
+        subgraphs_only: convert only the weights of nodes inside subgraph bodies.
     """
     op_types = op_types or {**RECURRENT_WEIGHT_INPUTS, **MATRIX_WEIGHT_INPUTS}
     namer = Namer(model)
+    # id(graph) -> (graph, weight name -> axis) for the graph that contains each weight.
+    owners: dict[int, tuple[onnx.GraphProto, dict[str, int]]] = {}
+    for graph, scopes in iter_graphs(model.graph, []):
+        if subgraphs_only and not scopes:
+            continue
+        for name, axis in _weight_axes(graph, op_types).items():
+            owner = _owner_graph(name, graph, scopes)
+            if owner is not None:
+                owners.setdefault(id(owner), (owner, {}))[1].setdefault(name, axis)
     converted: list[str] = []
-    for graph, _ in iter_graphs(model.graph, []):
-        axes = _weight_axes(graph, op_types)
+    for graph, axes in owners.values():
         initializers = {t.name: t for t in graph.initializer}
         new_nodes = []
         for name, axis in axes.items():
-            tensor = initializers.get(name)
-            if tensor is None or tensor.data_type != onnx.TensorProto.FLOAT:
+            tensor = initializers[name]
+            if tensor.data_type != onnx.TensorProto.FLOAT:
                 continue
             value = numpy_helper.to_array(tensor)
             if value.size < MIN_ELEMENTS or value.ndim < 2:
@@ -63,6 +81,21 @@ def quantize_weights(
             del graph.node[:]
             graph.node.extend(nodes)
     return converted
+
+
+def _owner_graph(
+    name: str, graph: onnx.GraphProto, scopes: list[onnx.GraphProto]
+) -> onnx.GraphProto | None:
+    """Return the graph, `graph` or an enclosing one, whose initializer `name` is read."""
+    for scope in (graph, *scopes):
+        if any(tensor.name == name for tensor in scope.initializer):
+            return scope
+        # A name produced by a node or fed as an input of this scope hides outer ones.
+        if any(name in node.output for node in scope.node):
+            return None
+        if any(value.name == name for value in scope.input):
+            return None
+    return None
 
 
 def _weight_axes(graph: onnx.GraphProto, op_types: dict[str, tuple[int, ...]]) -> dict[str, int]:
