@@ -82,3 +82,22 @@ def test_ort_file_runs_in_plain_onnxruntime(exported, tmp_path, rng):
     session = ort.InferenceSession(str(result.model), providers=["CPUExecutionProvider"])
     x = rng.standard_normal((1, 9, FEATURES)).astype(np.float32)
     assert session.run(None, {"input": x})[0].shape == (1, len(LABELS))
+
+
+def test_operator_config_names_final_model(exported, tmp_path):
+    result = convert_to_ort(exported["lstm"], tmp_path / "lstm.ort")
+    header = [line for line in result.config.read_text().splitlines() if line.startswith("#")]
+    assert header == ["# Generated from model/s:", "# - lstm.ort"]
+
+
+def test_optimization_all_warning_summarized(capfd, exported, tmp_path):
+    code = main(["convert", str(exported["lstm"]), "--ort", "-o", str(tmp_path / "l.ort"),
+                 "--optimization", "all"])  # fmt: skip
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    # ONNX Runtime writes its warning to file descriptor 2 itself, in colour.
+    assert "onnxruntime" not in err
+    assert "\x1b[" not in err
+    notes = [line for line in out.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1
+    assert "--optimization all" in notes[0]

@@ -46,3 +46,5 @@ def convert_command(
     for line in result.operators:
         click.echo(f"  {line}")
     click.echo(f"outputs match the .onnx model: max abs error {result.max_abs_error:.3g}")
+    for note in result.notes:
+        click.echo(f"note: {note}")

@@ -37,6 +37,14 @@ OPTIMIZATION_LEVELS = {
 # The .ort file runs the same kernels on the same inputs as the .onnx file, and graph
 # optimizations preserve results, so outputs match to float32 rounding.
 PARITY_ATOL = 1e-5
+# Severity levels of ONNX Runtime's logger: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal.
+ORT_LOG_ERROR = 3
+# The summary of the warning that ONNX Runtime 1.32 prints when it saves a model optimized
+# at the `all` level.
+HARDWARE_SPECIFIC_NOTE = (
+    "--optimization all may save layout optimizations for this CPU (NCHWc); run the .ort "
+    "file on the same kind of CPU, or convert with --optimization extended or basic"
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class OrtConversion:
     size_bytes: int
     operators: tuple[str, ...]
     max_abs_error: float
+    notes: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -56,6 +65,7 @@ class OrtConversion:
             "size_bytes": self.size_bytes,
             "operators": list(self.operators),
             "max_abs_error": self.max_abs_error,
+            "notes": list(self.notes),
         }
 
 
@@ -100,6 +110,10 @@ def convert_to_ort(
         options.graph_optimization_level = OPTIMIZATION_LEVELS[optimization]
         options.optimized_model_filepath = str(staged_model)
         options.add_session_config_entry("session.save_model_format", "ORT")
+        # Keep ONNX Runtime's own warnings off the terminal: at the `all` level it warns
+        # that the saved model may hold hardware-specific optimizations, which
+        # `OrtConversion.notes` states in one line instead. Errors still raise.
+        options.log_severity_level = ORT_LOG_ERROR
         try:
             ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped exceptions
@@ -111,11 +125,12 @@ def convert_to_ort(
                 f"the .ort model differs from {source.name} by {error:.3g}, above "
                 f"{PARITY_ATOL:g}; convert with --optimization basic"
             )
-        _write_operator_config(staged_model, staged_config, type_reduction)
+        _write_operator_config(staged_model, staged_config, target.name, type_reduction)
         operators = _config_operators(staged_config)
         os.replace(staged_model, target)
         os.replace(staged_config, config_target)
-    return OrtConversion(target, config_target, target.stat().st_size, operators, error)
+    notes = (HARDWARE_SPECIFIC_NOTE,) if optimization == "all" else ()
+    return OrtConversion(target, config_target, target.stat().st_size, operators, error, notes)
 
 
 @contextlib.contextmanager
@@ -150,7 +165,10 @@ def _compare(source: Path, converted: Path) -> float:
     return error
 
 
-def _write_operator_config(model: Path, config: Path, type_reduction: bool) -> None:
+def _write_operator_config(
+    model: Path, config: Path, final_name: str, type_reduction: bool
+) -> None:
+    """Write the operator configuration of `model`, naming it `final_name` in the header."""
     from onnxruntime.tools.ort_format_model import create_config_from_models
 
     # The tool reports each file it writes at INFO level on its own handler.
@@ -161,6 +179,12 @@ def _write_operator_config(model: Path, config: Path, type_reduction: bool) -> N
         create_config_from_models([model], config, type_reduction)
     finally:
         tool_logger.setLevel(level)
+    # The header lists the models it was made from ("# - PATH"), here the staged file in
+    # the temporary folder, which is renamed once the conversion succeeds.
+    lines = config.read_text(encoding="utf-8").splitlines(keepends=True)
+    staged = f"# - {model}"
+    lines = [f"# - {final_name}\n" if line.rstrip("\n") == staged else line for line in lines]
+    config.write_text("".join(lines), encoding="utf-8")
 
 
 def _config_operators(config: Path) -> tuple[str, ...]:
