@@ -652,3 +652,32 @@ def test_cli_option_for_other_mode(exported, tmp_path, rng, capsys, options, fra
     assert fragment in lines[0]
     assert "drop the option" in lines[0]
     assert not output.exists()
+
+
+def test_model_that_onnxruntime_cannot_run_is_one_line(capfd, tmp_path):
+    """fp16 of a projected LSTM: either a model that runs, or one error line and no file.
+
+    ONNX Runtime 1.32 fails to run it: the float32 casts that it inserts inside the `Loop`
+    of the lowered projection reuse a buffer of another shape.
+    """
+    torch = pytest.importorskip("torch")
+    from rnnedge.cli import main
+    from rnnedge.export import export_model
+
+    torch.manual_seed(0)
+    source, output = tmp_path / "proj.onnx", tmp_path / "proj.fp16.onnx"
+    export_model(torch.nn.LSTM(6, 16, proj_size=8, batch_first=True), source,
+                 example_shape="1x10x6")  # fmt: skip
+    capfd.readouterr()
+    code = main(["quantize", str(source), "-o", str(output), "--mode", "fp16",
+                 "--latency-runs", "0"])  # fmt: skip
+    err = capfd.readouterr().err
+    if code == 0:
+        ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+        return
+    assert code == 3, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ONNX Runtime ")
+    assert "nothing was written; try another --mode" in lines[0]
+    assert not output.exists()

@@ -33,11 +33,17 @@ class Metric:
         return self.name == "accuracy"
 
 
-def open_session(model: bytes | str) -> ort.InferenceSession:
-    """A one-thread CPU session over a model file or serialized model."""
+def open_session(model: bytes | str, quiet: bool = False) -> ort.InferenceSession:
+    """A one-thread CPU session over a model file or serialized model.
+
+    `quiet` keeps ONNX Runtime's own error log off stderr, for a session whose failures
+    the caller turns into one line of its own.
+    """
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
+    if quiet:
+        options.log_severity_level = 4
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 

@@ -159,11 +159,19 @@ def quantize_model(
     # session loads a model that the ONNX checker rejects.
     _check_model(onnx, quantized, mode, source)
     data = quantized.SerializeToString()
-    candidate = evaluate.open_session(data)
+    candidate = evaluate.open_session(data, quiet=True)
 
     drift_x = _drift_inputs(float_model, metadata, samples, calibration_x, reference)
     expected = evaluate.first_output(reference, drift_x)
-    drift = evaluate.drift(expected, evaluate.first_output(candidate, drift_x), classification)
+    try:
+        actual = evaluate.first_output(candidate, drift_x)
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise CheckFailedError(
+            f"ONNX Runtime {evaluate.ort.__version__} fails to run the {mode.value} model "
+            f"made from {str(source)!r}: {_runtime_message(exc)}; nothing was written; try "
+            "another --mode"
+        ) from exc
+    drift = evaluate.drift(expected, actual, classification)
     metrics = _metrics(eval_data, reference, candidate, metadata)
     report_fields: dict[str, Any] = {}
     if metrics is not None:
@@ -225,6 +233,18 @@ def _check_model(onnx, model, mode: QuantMode, source: Path) -> None:
             f"the {mode.value} model made from {str(source)!r} fails the ONNX checker: "
             f"{_checker_message(exc)}; nothing was written; try another --mode"
         ) from exc
+
+
+def _runtime_message(exc: Exception) -> str:
+    """Return the innermost status message of an ONNX Runtime error, on one line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    innermost = text.rsplit("Status Message: ", 1)[-1]
+    # The kernel's source location and the generic validation advice say nothing to a user.
+    innermost = re.sub(r"^/\S+:\d+ .*?\[ONNXRuntimeError\] : \d+ : \w+ : ", "", innermost)
+    innermost = innermost.split(". Validate usage of", 1)[0]
+    node = re.findall(r"running (\w+) node\. Name:'([^']*)'", text)
+    where = f"{node[0][0]} node {node[0][1]!r}: " if node else ""
+    return (where + innermost)[:400]
 
 
 def _checker_message(exc: Exception) -> str:
