@@ -101,6 +101,34 @@ def test_show_and_compare_tables(capsys, swept):
     assert all(r["device"] == "x86-64" and r["p50_ms"] > 0 for r in rows)
 
 
+def test_show_and_compare_mark_host_mismatch(capsys, exported, swept):
+    code, _, err = run_cli(
+        capsys, "profile", exported["lstm"], "--device", "raspberry-pi-4", "--force-device",
+        "--seq-len", "5", "--devices-dir", swept, *FAST,
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, _ = run_cli(capsys, "devices", "compare", "--devices-dir", swept)
+    header, _, *lines = out.splitlines()
+    rows = [line for line in lines if line.startswith(("raspberry-pi-4", "x86-64"))]
+    assert code == 0
+    assert header.split()[-1] == "host_mismatch"
+    marks = sorted((row.split()[0], row.split()[-1]) for row in rows)
+    assert marks == [("raspberry-pi-4", "yes"), ("x86-64", "-"), ("x86-64", "-"), ("x86-64", "-")]
+    assert "host_mismatch yes: recorded with --force-device" in out
+    code, out, _ = run_cli(capsys, "devices", "compare", "--devices-dir", swept, "--json")
+    assert code == 0
+    flags = {(r["device"], r["seq_len"]): r["host_mismatch"] for r in json.loads(out)}
+    assert flags == {("raspberry-pi-4", 5): True, ("x86-64", 1): False, ("x86-64", 10): False,
+                     ("x86-64", 40): False}  # fmt: skip
+    code, out, _ = run_cli(capsys, "devices", "show", "raspberry-pi-4", "--devices-dir", swept)
+    assert code == 0
+    assert "1 measurement, 1 configuration" in out
+    assert "host_mismatch yes: recorded with --force-device" in out
+    code, out, _ = run_cli(capsys, "devices", "show", "x86-64", "--devices-dir", swept)
+    assert code == 0
+    assert "host_mismatch" not in out
+
+
 def test_show_unknown_device(capsys, tmp_path):
     code, _, err = run_cli(capsys, "devices", "show", "pi9", "--devices-dir", tmp_path)
     assert code == 2
@@ -388,6 +416,21 @@ def test_predict_from_measurements(capsys, exported, tmp_path):
     assert math.isfinite(prediction["held_out_median_abs_error"])
 
 
+def test_predict_text_singular_counts(capsys, exported, tmp_path):
+    code, _, err = run_cli(
+        capsys, "profile", exported["lstm"], "--device", "x86-64", "--seq-len", "5",
+        "--devices-dir", tmp_path, *FAST,
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = run_cli(
+        capsys, "devices", "predict", "x86-64", "--cell", "lstm", "--hidden-size", "16",
+        "--features", "6", "--devices-dir", tmp_path,
+    )  # fmt: skip
+    assert code == 0, err
+    assert ", 1 layer, batch 1, length 100 on x86-64 (CPUExecutionProvider, fp32, 1 thread)" in out
+    assert "fitted on 1 measurement of one architecture" in out
+
+
 def test_predict_without_reference(capsys, tmp_path):
     code, _, err = run_cli(
         capsys,
@@ -419,6 +462,29 @@ def test_plot_requires_png(capsys, swept, tmp_path):
     )
     assert out == ""
     assert not output.exists()
+
+
+def test_list_skips_unreadable_profiles(capsys, tmp_path):
+    (tmp_path / "garbage.yaml").write_text("name: [unclosed\n")
+    code, out, err = run_cli(capsys, "devices", "list", "--devices-dir", tmp_path)
+    listed = [line.split()[0] for line in out.splitlines()[2:]]
+    assert code == 0
+    assert listed == catalog_names()
+    assert f"WARNING: skipping device profile: {tmp_path / 'garbage.yaml'}: invalid YAML" in err
+    code, out, err = run_cli(capsys, "devices", "list", "--devices-dir", tmp_path, "--json")
+    assert code == 0
+    assert [row["name"] for row in json.loads(out)] == catalog_names()
+    assert "garbage.yaml: invalid YAML" in err
+
+
+def test_list_skips_unreadable_catalog_override(capsys, tmp_path):
+    """A broken user x86-64.yaml hides the catalog's x86-64 instead of falling back to it."""
+    (tmp_path / "x86-64.yaml").write_text("name: [unclosed\n")
+    code, out, err = run_cli(capsys, "devices", "list", "--devices-dir", tmp_path)
+    listed = [line.split()[0] for line in out.splitlines()[2:]]
+    assert code == 0
+    assert listed == [name for name in catalog_names() if name != "x86-64"]
+    assert f"{tmp_path / 'x86-64.yaml'}: invalid YAML at line" in err
 
 
 def test_list_hides_lock_files(capsys, swept):

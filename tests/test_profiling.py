@@ -109,6 +109,125 @@ def test_profile_validation_names_field(change, message):
         validate(data, "x86-64.yaml")
 
 
+def _measurement() -> dict:
+    """A measurement with every field the schema checks, as `rnnedge profile` stores it."""
+    return {
+        "model": "lstm.onnx",
+        "model_sha256": "a" * 64,
+        "precision": "fp32",
+        "architecture": {"cell": "lstm", "features": 6, "hidden_size": 16, "num_layers": 1,
+                         "bidirectional": False},
+        "provider": "CPUExecutionProvider",
+        "providers": ["CPUExecutionProvider"],
+        "batch": 1,
+        "seq_len": 10,
+        "threads": 1,
+        "warmup": 0,
+        "budget_s": None,
+        "latency_ms": {"count": 30, "p50_ms": 0.5, "p90_ms": 0.6, "p99_ms": 0.7,
+                       "mean_ms": 0.52, "std_ms": 0.05, "min_ms": 0.4, "max_ms": 0.9,
+                       "p50_ci_low_ms": 0.48, "p50_ci_high_ms": 0.53},
+        "throughput_seq_per_s": 1923.1,
+        "cold_start_ms": 12.5,
+        "peak_rss_mb": 80.0,
+        "top_operators": [],
+        "host": {},
+        "conditions": {},
+        "host_mismatch": True,
+        "remote": "pi@board",
+    }  # fmt: skip
+
+
+def _set(field: str, value):
+    """Return a change that sets the dotted `field` of a measurement to `value`."""
+
+    def change(entry: dict) -> None:
+        *parents, key = field.split(".")
+        for parent in parents:
+            entry = entry[parent]
+        entry[key] = value
+
+    return change
+
+
+BAD_MEASUREMENTS = [
+    ("latency_ms.p50_ms", "fast", "field 'latency_ms.p50_ms' must be a finite number of at "
+     "least 0, got 'fast'"),
+    ("batch", -5, "field 'batch' must be an integer of at least 1, got -5"),
+    ("seq_len", 0, "field 'seq_len' must be an integer of at least 1, got 0"),
+    ("seq_len", 2.5, "field 'seq_len' must be an integer of at least 1, got 2.5"),
+    ("threads", True, "field 'threads' must be an integer of at least 1, got True"),
+    ("warmup", -1, "field 'warmup' must be an integer of at least 0, got -1"),
+    ("budget_s", 0, "field 'budget_s' must be a positive number of seconds, got 0"),
+    ("latency_ms", [1, 2], "field 'latency_ms' must be a mapping, got [1, 2]"),
+    ("latency_ms.p50_ms", None, "missing field 'latency_ms.p50_ms'"),
+    ("latency_ms.p99_ms", float("nan"), "field 'latency_ms.p99_ms' must be a finite number"),
+    ("latency_ms.min_ms", -0.1, "field 'latency_ms.min_ms' must be a finite number of at least 0"),
+    ("latency_ms.count", 0, "field 'latency_ms.count' must be an integer of at least 1, got 0"),
+    ("throughput_seq_per_s", "many", "field 'throughput_seq_per_s' must be a finite number"),
+    ("precision", 8, "field 'precision' must be a string, got 8"),
+    ("host", "pi", "field 'host' must be a mapping, got 'pi'"),
+    ("architecture.hidden_size", 0, "field 'architecture.hidden_size' must be an integer of at "
+     "least 1, got 0"),
+    ("architecture.bidirectional", "yes", "field 'architecture.bidirectional' must be true or "
+     "false, got 'yes'"),
+    ("host_mismatch", "yes", "field 'host_mismatch' must be true or false, got 'yes'"),
+]  # fmt: skip
+
+
+def test_valid_measurement_passes():
+    data = _valid()
+    data["measurements"] = [_measurement()]
+    assert validate(data, "x86-64.yaml").measurements == [_measurement()]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    BAD_MEASUREMENTS,
+    ids=[f"{f}={v!r}" for f, v, _ in BAD_MEASUREMENTS],
+)
+def test_measurement_validation_names_field(field, value, message):
+    data = _valid()
+    data["measurements"] = [_measurement(), _measurement()]
+    _set(field, value)(data["measurements"][1])
+    with pytest.raises(DeviceProfileError) as raised:
+        validate(data, "devices/x86-64.yaml")
+    text = str(raised.value)
+    assert text.startswith("devices/x86-64.yaml: measurements[1]: ")
+    assert message in text
+    assert "fix the value or delete that measurement" in text or "missing field" in text
+
+
+def test_measurement_must_be_mapping():
+    data = _valid()
+    data["measurements"] = ["fast"]
+    with pytest.raises(DeviceProfileError, match=r"measurements\[0\] must be a mapping, got str"):
+        validate(data, "x86-64.yaml")
+
+
+def test_invalid_measurements_never_rewritten(tmp_path):
+    path = tmp_path / "x86-64.yaml"
+    data = _valid()
+    data["measurements"] = [_measurement(), _measurement()]
+    data["measurements"][0]["latency_ms"]["p50_ms"] = "fast"
+    data["measurements"][1]["batch"] = -5
+    path.write_text(yaml.safe_dump(data))
+    before = path.read_bytes()
+    with pytest.raises(DeviceProfileError, match=r"measurements\[0\]: field 'latency_ms.p50_ms'"):
+        add_measurements(load_device("x86-64", Path("/nonexistent")), [_measurement()], tmp_path)
+    assert path.read_bytes() == before
+    # The empty lock file is made before the read, which must happen under the lock.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".x86-64.yaml.lock", "x86-64.yaml"]
+
+
+def test_invalid_new_measurement_not_stored(tmp_path):
+    bad = _measurement()
+    bad["seq_len"] = -1
+    with pytest.raises(DeviceProfileError, match=r"new measurement 1 for .*field 'seq_len'"):
+        add_measurements(load_device("x86-64", tmp_path), [_measurement(), bad], tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
 def test_corrupt_profile_file(tmp_path):
     (tmp_path / "x86-64.yaml").write_text("name: [unclosed\n")
     with pytest.raises(DeviceProfileError, match="invalid YAML at line"):
@@ -207,7 +326,7 @@ def test_version_1_file_migrates_on_write(tmp_path):
         ),
         pytest.param(
             lambda d: d.update(measurements=[{"seq_len": "long"}]),
-            r"measurements\[0\]: field 'seq_len' must be of type integer",
+            r"measurements\[0\]: field 'seq_len' must be an integer of at least 1, got 'long'",
             id="measurement-type",
         ),
     ],
@@ -274,6 +393,9 @@ def test_budget_limits_runs(exported):
         pytest.param("seq-len", "invalid sweep", id="no-values"),
         pytest.param("batch=1,x", "must be integers", id="not-int"),
         pytest.param("threads=0,1", "at least 1", id="zero"),
+        pytest.param("seq-len=1,1", "'seq-len=1,1' lists 1 more than once", id="repeat"),
+        pytest.param("batch=1,2,01,2", "lists 1, 2 more than once", id="repeat-spelled"),
+        pytest.param("precision=int8,fp32,int8", "lists int8 more than once", id="repeat-text"),
     ],
 )
 def test_parse_sweep_rejects(spec, message):
@@ -453,6 +575,11 @@ UNREADABLE_PROFILES = [
         "schema_version 3 is newer",
         id="newer-schema",
     ),
+    pytest.param(
+        lambda data: yaml.safe_dump({**data, "measurements": [{**_measurement(), "batch": -5}]}),
+        "measurements[0]: field 'batch' must be an integer of at least 1, got -5",
+        id="invalid-measurement",
+    ),
 ]
 
 
@@ -476,6 +603,30 @@ def test_unreadable_host_profile_stops_profile(capsys, exported, tmp_path, text,
     assert message in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(("text", "message"), UNREADABLE_PROFILES)
+def test_doctor_board_names_unreadable_profile(capsys, tmp_path, text, message):
+    """Doctor's board line reports what `rnnedge profile` does: stop, not record a new name."""
+    import json
+
+    from rnnedge.cli import main
+    from rnnedge.profiling.catalog import new_profile_for_host
+
+    name = _this_host_device()
+    data = (load_device(name) if name in CATALOG else new_profile_for_host(name)).to_dict()
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text(data))
+    code = main(["doctor", "--devices-dir", str(tmp_path), "--json"])
+    findings = {f["check"]: f for f in json.loads(capsys.readouterr().out)["findings"]}
+    board = findings["board"]
+    assert code == 3  # the "device" finding is the error
+    assert findings["device"]["status"] == "error"
+    assert board["status"] == "warning"
+    assert f"may describe this host is unreadable: {path}: " in board["message"]
+    assert message in board["message"]
+    assert "will record it as" not in board["fix"]
+    assert "stops with exit code 2" in board["fix"]
 
 
 def test_unreadable_unrelated_profile_is_skipped(exported, tmp_path, caplog):

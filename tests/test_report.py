@@ -112,6 +112,78 @@ def test_report_command(workspace, tmp_path):
     assert output.is_file()
 
 
+# --- device folders and measurement marks -----------------------------------------------
+
+QUICK_PROFILE = ["--seq-len", "5", "--runs", "3", "--warmup", "0", "--operators", "0",
+                 "--provider", "cpu", "--threads", "1"]  # fmt: skip
+
+
+def test_report_reads_checkout_devices_folder(exported, tmp_path, monkeypatch, capsys):
+    """Where ./devices is the shipped catalog, `report .` reads ./.rnnedge/devices."""
+    from rnnedge.profiling.catalog import catalog_dir
+
+    (tmp_path / "devices").symlink_to(catalog_dir(), target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    assert main(["profile", str(exported["lstm"]), *QUICK_PROFILE]) == 0
+    stored = list((tmp_path / ".rnnedge" / "devices").glob("*.yaml"))
+    assert len(stored) == 1
+    capsys.readouterr()
+    code = main(["report", ".", "-o", "r.html"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "wrote r.html: 1 measurement from 1 device profile," in captured.out
+    html = (tmp_path / "r.html").read_text()
+    assert str(Path(".rnnedge", "devices")) in html  # listed among the sources
+
+
+def test_report_devices_dir_option(exported, tmp_path, capsys):
+    devices = tmp_path / "elsewhere"
+    assert main(["profile", str(exported["lstm"]), "--device", "x86-64",
+                 "--devices-dir", str(devices), *QUICK_PROFILE]) == 0  # fmt: skip
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    output = tmp_path / "r.htm"
+    code = main(["report", str(tmp_path / "empty"), "--devices-dir", str(devices),
+                 "-o", str(output)])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "1 measurement from 1 device profile," in captured.out
+    assert output.is_file()
+
+
+def test_report_skips_shipped_catalog():
+    from rnnedge.profiling.catalog import catalog_dir
+    from rnnedge.report import collect
+
+    catalog = catalog_dir().resolve()
+    if catalog.name != "devices":
+        pytest.skip("rnnedge is installed from a wheel, so there is no source checkout to walk")
+    inputs = collect([catalog.parent])
+    assert all(p.path.resolve().parent != catalog for p in inputs.profiles)
+
+
+def test_report_marks_host_mismatch(exported, tmp_path, capsys):
+    from rnnedge.profiling.catalog import host_matches, load_device
+    from rnnedge.report import HOST_MISMATCH_TEXT
+
+    other = next(
+        name for name in ("raspberry-pi-4", "x86-64")
+        if not host_matches(load_device(name, tmp_path))
+    )  # fmt: skip
+    devices = tmp_path / "devices"
+    assert main(["profile", str(exported["lstm"]), "--device", other, "--force-device",
+                 "--devices-dir", str(devices), *QUICK_PROFILE]) == 0  # fmt: skip
+    capsys.readouterr()
+    output = tmp_path / "r.html"
+    code = main(["report", str(devices), "-o", str(output)])
+    err = capsys.readouterr().err
+    html = output.read_text()
+    assert code == 0
+    assert "measurements marked host_mismatch, recorded with --force-device" in err
+    assert f"{other} (1)" in err
+    assert re.search(rf'<tr class="spoiled"><td>{other}</td>.*{HOST_MISMATCH_TEXT}', html)
+
+
 # --- bad input --------------------------------------------------------------------------
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import click
 
 from rnnedge.commands._common import devices_dir_option, emit_json, verbosity_options
+
+logger = logging.getLogger(__name__)
 
 _DEVICES_DIR = devices_dir_option(
     "Folder of the user's device profiles (they take precedence over the catalog)."
@@ -47,10 +50,17 @@ def _cell(value: Any) -> str:
 @_JSON
 @verbosity_options
 def list_command(devices_dir: Path, as_json: bool) -> None:
-    """List the known devices with their measurement counts."""
-    from rnnedge.profiling.compare import device_rows, load_profiles
+    """List the known devices with their measurement counts.
 
-    rows = device_rows(load_profiles((), devices_dir))
+    A profile file that cannot be read or validated is left out, and a warning on stderr
+    names the file and the error. The exit code stays 0.
+    """
+    from rnnedge.profiling.compare import device_rows, load_readable_profiles
+
+    profiles, errors = load_readable_profiles(devices_dir)
+    for error in errors:
+        logger.warning("skipping device profile: %s", error)
+    rows = device_rows(profiles)
     if as_json:
         emit_json(rows)
         return
@@ -80,9 +90,28 @@ def show_command(name: str, devices_dir: Path, as_json: bool) -> None:
     if profile.remote:
         click.echo(f"  remote: {profile.remote['ssh']}")
     rows = compare_rows([profile])
-    click.echo(f"{len(profile.measurements)} measurements, {len(rows)} configurations")
+    click.echo(
+        f"{_plural(len(profile.measurements), 'measurement')}, "
+        f"{_plural(len(rows), 'configuration')}"
+    )
     if rows:
-        click.echo(table(rows, _MEASUREMENT_COLUMNS))
+        click.echo(_measurement_table(rows, _MEASUREMENT_COLUMNS))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _measurement_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Format measurement rows; rows recorded with --force-device get a host_mismatch mark."""
+    if not any(row["host_mismatch"] for row in rows):
+        return table(rows, columns)
+    marked = [{**row, "host_mismatch": "yes" if row["host_mismatch"] else None} for row in rows]
+    return (
+        table(marked, [*columns, "host_mismatch"])
+        + "\nhost_mismatch yes: recorded with --force-device on a host that does not match "
+        "the device's recognize rules, so it may not be the device's latency"
+    )
 
 
 _MEASUREMENT_COLUMNS = [
@@ -119,7 +148,7 @@ def compare_command(
     if not rows:
         click.echo("no measurements; record some with rnnedge profile MODEL")
         return
-    click.echo(table(rows, ["device", *_MEASUREMENT_COLUMNS]))
+    click.echo(_measurement_table(rows, ["device", *_MEASUREMENT_COLUMNS]))
 
 
 @devices_command.command("plot")
@@ -213,20 +242,21 @@ def predict_command(
             }
         )
         return
+    threads_text = _plural(prediction.group["threads"], "thread")
     click.echo(
         f"predicted p50 {prediction.p50_ms:.4f} ms for {cell} hidden {hidden_size}, "
-        f"{layers} layers{', bidirectional' if bidirectional else ''}, batch {batch}, length "
-        f"{seq_len} on {name} ({prediction.group['provider']}, {precision}, "
-        f"{prediction.group['threads']} threads)"
+        f"{_plural(layers, 'layer')}{', bidirectional' if bidirectional else ''}, batch "
+        f"{batch}, length {seq_len} on {name} ({prediction.group['provider']}, {precision}, "
+        f"{threads_text})"
     )
+    samples = _plural(prediction.samples, "measurement")
     if prediction.held_out_median_error is None:
         click.echo(
-            f"fitted on {prediction.samples} measurements of one architecture; measure "
-            "another to get a held-out error"
+            f"fitted on {samples} of one architecture; measure another to get a held-out error"
         )
     else:
         click.echo(
-            f"fitted on {prediction.samples} measurements of {prediction.architectures} "
-            f"architectures; held-out |error| median {prediction.held_out_median_error:.1%}, "
+            f"fitted on {samples} of {prediction.architectures} architectures; held-out "
+            f"|error| median {prediction.held_out_median_error:.1%}, "
             f"max {prediction.held_out_max_error:.1%}"
         )

@@ -123,6 +123,7 @@ def profile_command(
         raise InputError(
             f"--operators must be 0 or more, got {operators}; pass 0 to skip the ranking"
         )
+    _reject_swept_options(sweep, {"batch": batch, "seq_len": seq_len, "threads": threads})
     progress_shown = verbosity() >= 0
     if remote is not None or device == "all":
         remote_options = {
@@ -183,6 +184,36 @@ def profile_command(
     if as_json:
         documents = [_document(r) for r in results]
         emit_json(documents[0] if len(documents) == 1 and not sweep else documents)
+
+
+def _reject_swept_options(sweep: tuple[str, ...], values: dict[str, Any]) -> None:
+    """Raise when an option given on the command line sets an axis that --sweep also sets.
+
+    The sweep's values would replace the option's, so the option would be ignored.
+    """
+    from rnnedge.errors import InputError
+    from rnnedge.profiling.sweeps import parse_sweep
+
+    context = click.get_current_context()
+    for axis, swept in parse_sweep(sweep).items():
+        if axis not in values:
+            continue  # precision has no option of its own
+        if context.get_parameter_source(axis) is click.core.ParameterSource.DEFAULT:
+            continue
+        option = "--" + axis.replace("_", "-")
+        value = values[axis]
+        fix = (
+            f"drop {option}, since the sweep already measures {value}"
+            if value in swept
+            else f"drop {option}, or add {value} to the sweep"
+        )
+        raise InputError(
+            f"{option} {value} conflicts with --sweep {option[2:]}={','.join(map(str, swept))}, "
+            f"which sets the {_AXIS_WORDS[axis]} of every point; {fix}"
+        )
+
+
+_AXIS_WORDS = {"batch": "batch size", "seq_len": "sequence length", "threads": "thread count"}
 
 
 def _progress(done: int, total: int, point: Any, result: Any, keep_line: bool = False) -> None:

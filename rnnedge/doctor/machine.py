@@ -109,11 +109,24 @@ def _python() -> Finding:
 
 
 def _board(user_dir: Path) -> Finding:
+    from rnnedge.errors import DeviceProfileError
     from rnnedge.profiling.catalog import host_device_name, recognize_host
 
     board = board_info()
     details = {key: value for key, value in board.items() if value}
-    found = recognize_host(user_dir)
+    try:
+        # Strict, as `rnnedge profile` is: a profile that may describe this host but
+        # cannot be read stops profile, so the line must not name the fallback profile.
+        found = recognize_host(user_dir, strict=True)
+    except DeviceProfileError as exc:
+        # A warning, because without --device the "device" finding is already an error.
+        return warning(
+            _A, "board",
+            f"the device profile that may describe this host is unreadable: {exc}",
+            "fix or delete that file; until then 'rnnedge profile' without --device "
+            "stops with exit code 2 and records nothing",
+            device=None, **details,
+        )  # fmt: skip
     if found is None:
         name = host_device_name()
         described = board.get("device_tree_model") or platform.machine()

@@ -29,6 +29,7 @@ import yaml
 
 from rnnedge.errors import DeviceProfileError
 from rnnedge.host import board_info, cpu_info
+from rnnedge.profiling.measurement_schema import check_measurement
 
 logger = logging.getLogger(__name__)
 
@@ -56,16 +57,6 @@ _QUANTIZATION = {
     "mode", "reduce_range", "per_channel", "calibration_method", "gru_int8_min_hidden",
 }  # fmt: skip
 _REMOTE: dict[str, type] = {"ssh": str, "port": int, "rnnedge": str}
-# measurement field -> type, checked where present; older entries may lack fields.
-_MEASUREMENT_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "model_sha256": str,
-    "precision": str,
-    "provider": str,
-    "batch": int,
-    "seq_len": int,
-    "threads": int,
-    "latency_ms": dict,
-}
 
 
 @dataclass
@@ -172,7 +163,7 @@ def validate(data: Any, source: str) -> DeviceProfile:
     measurements = data.get("measurements", []) or []
     _check_remote(data.get("remote"), source)
     for index, entry in enumerate(measurements):
-        _check_measurement(entry, f"{source}: measurements[{index}]")
+        check_measurement(entry, f"{source}: measurements[{index}]")
     profile_data = {k: v for k, v in data.items() if k != "measurements"}
     # Migration on read: version 1 files become version 2 without further change.
     profile_data["schema_version"] = SCHEMA_VERSION
@@ -199,18 +190,6 @@ def _check_remote(remote: dict[str, Any] | None, source: str) -> None:
             f"{source}: field 'remote.ssh' {remote['ssh']!r} must be [user@]host and must not "
             "start with '-'"
         )
-
-
-def _check_measurement(entry: Any, where: str) -> None:
-    if not isinstance(entry, dict):
-        raise DeviceProfileError(f"{where} must be a mapping")
-    for key, kind in _MEASUREMENT_FIELDS.items():
-        value = entry.get(key)
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            raise DeviceProfileError(
-                f"{where}: field {key!r} must be of type {_kind_name(kind)}, got "
-                f"{type(value).__name__}"
-            )
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:

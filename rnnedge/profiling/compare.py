@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rnnedge.errors import InputError
+from rnnedge.errors import DeviceProfileError, InputError
 from rnnedge.profiling.catalog import (
     USER_DEVICES_DIR,
     DeviceProfile,
@@ -36,6 +36,23 @@ def load_profiles(
 ) -> list[DeviceProfile]:
     """Load the named devices, or every known device when `names` is empty."""
     return [load_device(name, user_dir) for name in (names or known_names(user_dir))]
+
+
+def load_readable_profiles(
+    user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
+) -> tuple[list[DeviceProfile], list[DeviceProfileError]]:
+    """Load every known device, and collect the error of each file that fails to load.
+
+    A user file that cannot be read or validated hides the catalog entry of the same
+    name, as a readable one would, so that device appears among the errors only.
+    """
+    profiles, errors = [], []
+    for name in known_names(user_dir):
+        try:
+            profiles.append(load_device(name, user_dir))
+        except DeviceProfileError as exc:
+            errors.append(exc)
+    return profiles, errors
 
 
 def p50(measurement: dict[str, Any]) -> float:
@@ -92,6 +109,8 @@ def measurement_row(device: str, entry: dict[str, Any]) -> dict[str, Any]:
         "cold_start_ms": entry.get("cold_start_ms"),
         "peak_rss_mb": entry.get("peak_rss_mb"),
         "timestamp": entry.get("timestamp"),
+        # Recorded with --force-device on a host that does not match the device.
+        "host_mismatch": bool(entry.get("host_mismatch")),
     }
 
 

@@ -180,15 +180,20 @@ def measure_remote(
     """
     paths = [open_model_file(model) for model in models]
     # Checked here, so a bad sweep or precision fails before any SSH connection.
-    total = len(sweep_points(paths, parse_sweep(sweep), batch, seq_len, threads))
+    axes = parse_sweep(sweep)
+    total = len(sweep_points(paths, axes, batch, seq_len, threads))
     local_profile = load_device(device, user_dir) if isinstance(device, str) else device
     # The copies on the board are model0.onnx, model1.onnx, ... These map them to local files.
     local_paths = {f"model{index}.onnx": path for index, path in enumerate(paths)}
     local_names = {remote: path.name for remote, path in local_paths.items()}
     args = ["--json", "--no-store", "--provider", str(provider)]
-    args += ["--batch", str(batch), "--seq-len", str(seq_len), "--warmup", str(warmup)]
-    args += ["--runs", str(runs), "--operators", str(operators)]
-    if threads is not None:
+    # An option for a swept axis is left out, because rnnedge profile rejects both at once.
+    if "batch" not in axes:
+        args += ["--batch", str(batch)]
+    if "seq_len" not in axes:
+        args += ["--seq-len", str(seq_len)]
+    args += ["--warmup", str(warmup), "--runs", str(runs), "--operators", str(operators)]
+    if threads is not None and "threads" not in axes:
         args += ["--threads", str(threads)]
     if budget_s is not None:
         args += ["--budget-s", str(budget_s)]

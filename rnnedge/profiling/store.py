@@ -33,6 +33,7 @@ from rnnedge.profiling.catalog import (
     catalog_dir,
     read_profile,
 )
+from rnnedge.profiling.measurement_schema import check_measurement
 
 
 def check_user_dir(user_dir: str | os.PathLike[str]) -> Path:
@@ -83,17 +84,22 @@ def add_measurements(
     Returns the path of the profile written.
 
     Raises:
-        DeviceProfileError: `user_dir` is the shipped catalog, or the existing profile
-            cannot be read or written.
+        DeviceProfileError: `user_dir` is the shipped catalog, a new measurement is
+            invalid, or the existing profile cannot be read, validated or written. The
+            file is unchanged in each case.
     """
     user_dir = check_user_dir(user_dir)
+    path = user_dir / f"{base.name}.yaml"
+    # A measurement this rnnedge could not read back (one from a board's rnnedge, say) is
+    # rejected before anything is created or written.
+    for index, entry in enumerate(measurements):
+        check_measurement(entry, f"new measurement {index} for {path}")
     try:
         user_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DeviceProfileError(
             f"cannot create {user_dir}: {exc.strerror}; run from a writable directory"
         ) from exc
-    path = user_dir / f"{base.name}.yaml"
     with locked(path):
         current = read_profile(path) if path.exists() else _fresh_copy(base)
         current.measurements.extend(dict(m) for m in measurements)

@@ -69,7 +69,7 @@ def parse_sweep(specs: Sequence[str]) -> dict[str, list[Any]]:
         if not items:
             raise InputError(f"sweep {spec!r} lists no values; e.g. seq-len=1,10,100")
         if axis == "precision":
-            axes[axis] = items
+            axes[axis] = _distinct(items, spec)
             continue
         try:
             numbers = [int(v) for v in items]
@@ -77,8 +77,18 @@ def parse_sweep(specs: Sequence[str]) -> dict[str, list[Any]]:
             raise InputError(f"sweep {spec!r}: values must be integers") from exc
         if min(numbers) < 1:
             raise InputError(f"sweep {spec!r}: values must be at least 1")
-        axes[axis] = numbers
+        axes[axis] = _distinct(numbers, spec)
     return axes
+
+
+def _distinct(values: list[Any], spec: str) -> list[Any]:
+    """Return `values`; raise if one repeats, since each point would be measured twice."""
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise InputError(
+            f"sweep {spec!r} lists {', '.join(repeated)} more than once; list each value once"
+        )
+    return values
 
 
 def sweep_points(

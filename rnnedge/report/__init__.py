@@ -21,6 +21,9 @@ from rnnedge.report.collect import ReportInputs, accuracy_by_artifact, collect, 
 
 logger = logging.getLogger(__name__)
 
+# The "spoiled by" text of a measurement recorded with --force-device.
+HOST_MISMATCH_TEXT = "host_mismatch: measured on a host that does not match this device"
+
 __all__ = ["ReportSummary", "build_report", "collect", "write_demo_report"]
 
 
@@ -132,6 +135,17 @@ def _summary(inputs: ReportInputs, notices: list[str]) -> str:
         )
     elif empty:
         notices.append(f"device profiles without measurements: {', '.join(empty)}")
+    mismatched = []
+    for profile in inputs.profiles:
+        count = sum(1 for m in profile.measurements if m.get("host_mismatch"))
+        if count:
+            mismatched.append(f"{profile.name} ({count})")
+    if mismatched:
+        notices.append(
+            "measurements marked host_mismatch, recorded with --force-device on a host that "
+            f"does not match the device: {', '.join(mismatched)}; their rows are highlighted "
+            "under 'Measurements and host conditions'"
+        )
     for path, reason in inputs.skipped:
         notices.append(f"skipped {path}: {reason}")
     parts.extend(page.notice(text) for text in notices)
@@ -235,6 +249,9 @@ def _conditions(inputs: ReportInputs) -> str:
                 spoiled, verdict = [], "not recorded"
                 clock_text = governors = ""
                 temp = swap = None
+            if entry.get("host_mismatch"):
+                spoiled = [HOST_MISMATCH_TEXT, *spoiled]
+                verdict = "; ".join(spoiled)
             rows.append([
                 profile.name, entry.get("model"), entry.get("precision"),
                 str(entry.get("provider", "")).removesuffix("ExecutionProvider"),

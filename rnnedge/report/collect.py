@@ -1,7 +1,8 @@
 """Finding the inputs of the HTML report in a set of folders.
 
-The report reads, under each folder given (recursively, skipping hidden folders and
-`.venv`):
+The report reads, under each folder given (recursively, skipping hidden folders, `.venv`
+and rnnedge's shipped catalog, whose entries contain no measurements and would appear
+beside the user's profiles of the same names):
 
 - device profiles: `*.yaml` files that validate as rnnedge device profiles;
 - export and quantize reports: `*.report.json`, the documents that `rnnedge export --json`
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnedge.errors import DeviceProfileError, InputError
-from rnnedge.profiling.catalog import DeviceProfile, read_profile
+from rnnedge.profiling.catalog import DeviceProfile, catalog_dir, read_profile
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +59,13 @@ class ReportInputs:
 
 def _walk(root: Path) -> Iterator[Path]:
     base_depth = len(root.parts)
+    catalog = catalog_dir().resolve()
     for folder, dirs, files in os.walk(root):
         depth = len(Path(folder).parts) - base_depth
         dirs[:] = sorted(
             d for d in dirs
             if not d.startswith(".") and d not in _SKIPPED_DIRS and depth < _MAX_DEPTH
+            and (Path(folder) / d).resolve() != catalog
         )  # fmt: skip
         for name in sorted(files):
             yield Path(folder) / name
