@@ -177,6 +177,17 @@ CASES = [
          "invalid sweep 'depth=1'", "AXIS one of batch, seq-len"),
     case("profile-sweep-not-integers", "profile {m} --sweep seq-len=a,b --no-store", 2,
          "sweep 'seq-len=a,b'", "values must be integers"),
+    case("profile-sweep-repeated-value", "profile {m} --sweep seq-len=1,1 --no-store", 2,
+         "sweep 'seq-len=1,1' lists 1 more than once", "list each value once"),
+    case("profile-sweep-and-seq-len", "profile {m} --sweep seq-len=10 --seq-len 100 --no-store",
+         2, "--seq-len 100 conflicts with --sweep seq-len=10", "sets the sequence length",
+         "drop --seq-len, or add 100 to the sweep"),
+    case("profile-sweep-and-batch", "profile {m} --sweep batch=1,2 --batch 1 --no-store", 2,
+         "--batch 1 conflicts with --sweep batch=1,2",
+         "drop --batch, since the sweep already measures 1"),
+    case("profile-remote-sweep-and-threads",
+         "profile {m} --remote pi@board --sweep threads=1,2 --threads 4", 2,
+         "--threads 4 conflicts with --sweep threads=1,2", "sets the thread count"),
     case("profile-sweep-missing-precision", "profile {m} --sweep precision=int8 --no-store", 2,
          "no model of precision 'int8'", "rnnedge quantize MODEL"),
     case("profile-corrupt-profile",
@@ -189,6 +200,14 @@ CASES = [
          f"profile {{m}} --check --tolerance nan --device x86-64 --devices-dir {{baseline}} "
          f"--seq-len 5 {QUICK}", 2,
          "tolerance must be 0 or more, got nan"),
+    case("profile-invalid-measurement",
+         f"profile {{m}} --device x86-64 --devices-dir {{bad_measurements}} {QUICK}", 2,
+         "bad-measurements/x86-64.yaml: measurements[0]: field 'latency_ms.p50_ms' must be a "
+         "finite number of at least 0, got 'fast'", "fix the value or delete that measurement"),
+    case("profile-check-invalid-measurement",
+         f"profile {{m}} --check --device x86-64 --devices-dir {{bad_batch}} --seq-len 5 "
+         f"{QUICK}", 2,
+         "measurements[1]: field 'batch' must be an integer of at least 1, got -5"),
     # The sweep is checked before any SSH connection, so no board is contacted.
     case("profile-remote-bad-sweep", "profile {m} --remote pi@board --sweep depth=1,2", 2,
          "invalid sweep 'depth=1,2'", "AXIS one of batch, seq-len"),
@@ -196,8 +215,9 @@ CASES = [
          f"profile {{m}} --device x86-64 --devices-dir {{ro}} --seq-len 5 {QUICK}", 2,
          "Read-only file system", "make", root=True),
     # devices
-    case("devices-list-corrupt", "devices list --devices-dir {corrupt_devices}", 2,
-         "x86-64.yaml: invalid YAML at line 2", "fix the file or delete it"),
+    # An unreadable profile is only a warning for `devices list` (see tests/test_devices.py).
+    case("devices-list-folder-is-file", "devices list --devices-dir {x}", 2,
+         "'--devices-dir'", "x.npy' is a file"),
     case("devices-show-unknown", "devices show pi9", 2, "unknown device 'pi9'", "known devices"),
     case("devices-show-path-name", "devices show ../etc", 2,
          "invalid device name '../etc'", "use lowercase letters"),
@@ -206,6 +226,20 @@ CASES = [
     case("devices-show-empty-profile", "devices show x86-64 --devices-dir {empty_devices}", 2,
          "x86-64.yaml: a device profile must be a YAML mapping"),
     case("devices-compare-unknown", "devices compare pi9 x86-64", 2, "unknown device 'pi9'"),
+    case("devices-compare-invalid-measurement",
+         "devices compare --devices-dir {bad_batch}", 2,
+         "bad-batch/x86-64.yaml: measurements[1]: field 'batch' must be an integer of at "
+         "least 1, got -5", "fix the value or delete that measurement"),
+    case("devices-show-invalid-measurement",
+         "devices show x86-64 --devices-dir {bad_measurements}", 2,
+         "measurements[0]: field 'latency_ms.p50_ms'", "got 'fast'"),
+    case("devices-plot-invalid-measurement",
+         "devices plot --devices-dir {bad_measurements} -o {tmp}/p.png", 2,
+         "measurements[0]: field 'latency_ms.p50_ms'", "got 'fast'"),
+    case("devices-predict-invalid-measurement",
+         "devices predict x86-64 --cell lstm --hidden-size 8 --features 6 "
+         "--devices-dir {bad_batch}", 2,
+         "measurements[1]: field 'batch' must be an integer of at least 1, got -5"),
     case("devices-plot-unknown", "devices plot pi9 -o {tmp}/p.png", 2, "unknown device 'pi9'"),
     case("devices-plot-not-png", "devices plot x86-64 -o {tmp}/p.svg", 2,
          "p.svg' must end in .png"),
@@ -246,6 +280,11 @@ CASES = [
          "no device profiles", "run 'rnnedge profile MODEL'"),
     case("report-output-folder-missing", "report {baseline} -o {tmp}/absent/r.html", 2,
          "absent' does not exist", "create it or choose another output path"),
+    case("report-output-not-html", "report {baseline} -o {tmp}/r.txt", 2,
+         "report output", "r.txt' must end in .html or .htm"),
+    case("report-devices-dir-missing",
+         "report {baseline} --devices-dir {tmp}/absent -o {tmp}/r.html", 2,
+         "--devices-dir", "absent' not found", "pass an existing folder"),
     case("report-read-only-folder", "report {baseline} -o {ro}/r.html", 2,
          "is not writable", root=True),
     case("report-full-disk", "report {baseline} -o {full}/r.html", 2,
@@ -384,6 +423,24 @@ def _save(path: Path, array: np.ndarray) -> Path:
     return path
 
 
+def _bad_measurements_dir(folder: Path, baseline: Path, *changes) -> Path:
+    """A devices folder whose x86-64.yaml has one copy of the baseline's real measurement
+    per change, each edited by `(field, key, value)` (`key` None for a top-level field)."""
+    data = yaml.safe_load((baseline / "x86-64.yaml").read_text())
+    measured = data["measurements"][0]
+    data["measurements"] = []
+    for field, key, value in changes:
+        entry = yaml.safe_load(yaml.safe_dump(measured))
+        if key is None:
+            entry[field] = value
+        else:
+            entry[field][key] = value
+        data["measurements"].append(entry)
+    folder.mkdir()
+    (folder / "x86-64.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return folder
+
+
 def _profile_dir(folder: Path, text: str | None, **changes) -> Path:
     """A devices folder whose x86-64.yaml is `text`, or the catalog entry with `changes`."""
     folder.mkdir()
@@ -425,7 +482,17 @@ def places(models, mounts, exported, tmp_path, rng) -> dict[str, Path | str]:
         "corrupt_devices": _profile_dir(tmp_path / "corrupt", "name: [unclosed\n  - x: :\n"),
         "extra_devices": _profile_dir(tmp_path / "extra", None, colour="blue"),
         "empty_devices": _profile_dir(tmp_path / "empty", ""),
-    }
+        # measurements[0] has a text p50 and measurements[1] a negative batch.
+        "bad_measurements": _bad_measurements_dir(
+            tmp_path / "bad-measurements", models["baseline"],
+            ("latency_ms", "p50_ms", "fast"), ("batch", None, -5),
+        ),
+        # Only measurements[1] is invalid, so the first error is the batch.
+        "bad_batch": _bad_measurements_dir(
+            tmp_path / "bad-batch", models["baseline"],
+            ("batch", None, 1), ("batch", None, -5),
+        ),
+    }  # fmt: skip
 
     files["empty_onnx"].write_bytes(b"")
     files["trunc_onnx"].write_bytes(model_bytes[: len(model_bytes) // 2])
