@@ -150,7 +150,10 @@ BAD_INPUT = [
         id="export-no-config",
     ),
     pytest.param(
-        ["export", "{junk}", "-o", "{tmp}/o.onnx"], 2, "as a PyTorch file", id="export-junk"
+        ["export", "{junk}", "-o", "{tmp}/o.onnx"],
+        2,
+        "was not written by torch.save",
+        id="export-junk",
     ),
     pytest.param(
         ["quantize", "{junk}", "-o", "{tmp}/q.onnx"],

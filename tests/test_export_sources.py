@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import sys
 import textwrap
 import warnings
@@ -17,6 +18,7 @@ from torch import nn
 from rnnedge.cli import main
 from rnnedge.errors import CheckFailedError, ExportError, InputError, MissingDependencyError
 from rnnedge.export import export_model
+from tests.conftest import make_checkpoint
 
 FACTORY = textwrap.dedent(
     """
@@ -148,6 +150,45 @@ def test_pickled_module_needs_trust(capsys, tmp_path):
     assert output.exists()
 
 
+def test_pickled_module_as_weights(capsys, tmp_path):
+    torch.manual_seed(7)
+    pickled = Tagger().eval()
+    torch.save(pickled, tmp_path / "whole.pt")
+    output = tmp_path / "w.onnx"
+    args = [
+        "export", "tests.test_export_sources:build_tagger", "--weights", tmp_path / "whole.pt",
+        "--example-shape", "1x10x6", "-o", output,
+    ]  # fmt: skip
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2, err
+    assert "needs full unpickling" in err
+    assert "--trust-pickle" in err
+    assert "torch.save(model.state_dict(), path)" in err
+    assert not output.exists()
+    code, _, err = run_cli(capsys, *args, "--trust-pickle")
+    assert code == 0, err
+    # The graph computes the pickled module, not the factory's own seed-0 weights.
+    x = np.random.default_rng(0).standard_normal((2, 7, 6)).astype(np.float32)
+    session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        expected = pickled(torch.from_numpy(x)).numpy()
+        factory_output = build_tagger().eval()(torch.from_numpy(x)).numpy()
+    actual = session.run(None, {"input": x})[0]
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5)
+    assert np.abs(actual - factory_output).max() > 1e-2
+
+
+def test_checkpoint_rejects_time_major(tmp_path):
+    checkpoint = make_checkpoint(tmp_path / "m.pt")
+    expected = (
+        r"--time-major contradicts rnnedge checkpoint m.pt, which records the input layout "
+        r"\(batch, time, features\); drop --time-major"
+    )
+    with pytest.raises(InputError, match=expected):
+        export_model(checkpoint, tmp_path / "m.onnx", batch_first=False)
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_trust_pickle_help_warns(capsys):
     code, out, _ = run_cli(capsys, "export", "--help")
     assert code == 0
@@ -234,6 +275,28 @@ def test_branch_on_input_not_traced(tmp_path):
     np.testing.assert_allclose(session.run(None, {"input": shifted})[0], expected, atol=1e-5)
 
 
+def test_failed_dynamo_attempt_is_one_line(capfd, caplog, tmp_path):
+    """torch.export's partial FX graph goes to the debug log, and its error to one line."""
+    (tmp_path / "branchy.py").write_text(BRANCHES_ON_MEAN)
+    caplog.set_level(logging.DEBUG, logger="rnnedge")
+    report = export_model(
+        f"{tmp_path / 'branchy.py'}:build", tmp_path / "b.onnx", example_shape="2x10x6",
+        exporter="dynamo",
+    )  # fmt: skip
+    captured = capfd.readouterr()
+    assert "def forward(self" not in captured.err
+    assert "def forward(self" not in captured.out
+    dynamo = report.attempts[0]
+    assert dynamo.exporter == "dynamo"
+    assert "\x1b[" not in dynamo.error
+    assert "\n" not in dynamo.error
+    assert "Next steps" not in dynamo.error
+    assert "Failed to export the model with torch.export: " in dynamo.error
+    assert "data-dependent expression" in dynamo.error
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any("def forward(self" in message for message in debug)
+
+
 def test_parity_feeds_shifted_inputs(tmp_path):
     """A traced graph with a frozen branch passes standard-normal inputs, not shifted ones."""
     from rnnedge.export.exporters import FlatOutputs
@@ -301,7 +364,7 @@ def test_factory_with_arguments_rejected(tmp_path):
         pytest.param("m.onnx", b"\x08\x07onnx", "already an ONNX model", id="onnx"),
         pytest.param("x.npy", None, "NumPy data file", id="npy"),
         pytest.param("mymodel.py", b"import torch\n", "did you mean", id="py-without-factory"),
-        pytest.param("junk.pt", b"\x08garbage" * 20, "as a PyTorch file", id="junk"),
+        pytest.param("junk.pt", b"\x08garbage" * 20, "was not written by torch.save", id="junk"),
     ],
 )
 def test_non_model_source_named(capsys, tmp_path, name, content, fragment):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from rnnedge.errors import InputError
+from rnnedge.errors import CheckFailedError, InputError
 from rnnedge.export import export_checkpoint, export_model, load_checkpoint
 from tests.conftest import FEATURES, make_checkpoint
 
@@ -80,6 +80,29 @@ def test_bidirectional_cannot_stream(tmp_path):
             PerStep("gru", bidirectional=True), tmp_path / "s.onnx", example_shape="1x10x6",
             streaming=True,
         )  # fmt: skip
+    assert not (tmp_path / "s.onnx").exists()
+
+
+class ConvThenGru(nn.Module):
+    """A convolution over time before a GRU, so each step's output depends on the next input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(FEATURES, 8, kernel_size=3, padding=1)
+        self.rnn = nn.GRU(8, 12, batch_first=True)
+
+    def forward(self, x):
+        return self.rnn(self.conv(x.transpose(1, 2)).transpose(1, 2))[0]
+
+
+def test_convolution_front_cannot_stream(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(CheckFailedError) as error:
+        export_model(ConvThenGru(), tmp_path / "s.onnx", example_shape="1x10x6", streaming=True)
+    message = str(error.value)
+    assert "depend on more than the carried recurrent state" in message
+    assert "a convolution or pooling over time" in message
+    assert "export it without --streaming" in message
     assert not (tmp_path / "s.onnx").exists()
 
 

@@ -340,7 +340,7 @@ def test_factory_weights_are_weights_only(hostile_checkpoint, tmp_path):
     path, marker = hostile_checkpoint
     factory = tmp_path / "factory.py"
     factory.write_text("import torch\n\ndef make():\n    return torch.nn.GRU(6, 4)\n")
-    with pytest.raises(InputError, match="with weights_only=True"):
+    with pytest.raises(InputError, match=r"needs full unpickling \(it imports os.makedirs\)"):
         load_source(f"{factory}:make", weights=path)
     assert not marker.exists()
 
@@ -523,4 +523,6 @@ def test_no_unsafe_yaml_or_pickle_loading():
             torch_loads += 1
             weights_only = [k for k in call.keywords if k.arg == "weights_only"]
             assert weights_only, f"{path}:{call.lineno} calls torch.load without weights_only"
-    assert torch_loads >= 3  # checkpoints, factory weights and the trusted path
+    # rnnedge.export.torchfile loads checkpoints and factory weights, and sources.py the
+    # trusted path.
+    assert torch_loads >= 2

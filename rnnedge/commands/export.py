@@ -29,11 +29,15 @@ from rnnedge.commands._common import emit_json, verbosity_options
     "records no input size.",
 )
 @click.option(
-    "--batch-first/--time-major",
-    "batch_first",
-    default=None,
-    help="Input layout: (batch, time, features) or (time, batch, features) "
-    "[default: from the checkpoint or the model's recurrent modules].",
+    "--batch-first",
+    is_flag=True,
+    help="Take the input as (batch, time, features). Without --batch-first or --time-major, "
+    "the layout comes from the checkpoint or the model's recurrent modules.",
+)
+@click.option(
+    "--time-major",
+    is_flag=True,
+    help="Take the input as (time, batch, features).",
 )
 @click.option(
     "--exporter",
@@ -61,8 +65,8 @@ from rnnedge.commands._common import emit_json, verbosity_options
 @click.option(
     "--trust-pickle",
     is_flag=True,
-    help="Load SOURCE with full unpickling (weights_only=False). DANGEROUS: unpickling "
-    "runs any code the file contains; use it only for files you made or trust.",
+    help="Load SOURCE or --weights with full unpickling (weights_only=False). DANGEROUS: "
+    "unpickling runs any code the file contains; use it only for files you made or trust.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @verbosity_options
@@ -71,7 +75,8 @@ def export_command(
     output: Path | None,
     weights: Path | None,
     example_shape: str | None,
-    batch_first: bool | None,
+    batch_first: bool,
+    time_major: bool,
     exporter: str | None,
     opset: int | None,
     atol: float,
@@ -87,6 +92,14 @@ def export_command(
     from rnnedge._fileio import check_output_path
     from rnnedge.export import export_model
 
+    if batch_first and time_major:
+        # Two flags, not a click flag pair, because a pair keeps the last one given.
+        raise click.UsageError("--batch-first and --time-major conflict, so pass only one of them")
+    layout = None
+    if batch_first:
+        layout = True
+    elif time_major:
+        layout = False
     if output is None:
         output = Path(source.rpartition(":")[0] if ":" in source else source).with_suffix(".onnx")
     output = check_output_path(output)
@@ -95,7 +108,7 @@ def export_command(
         output,
         weights=weights,
         example_shape=example_shape,
-        batch_first=batch_first,
+        batch_first=layout,
         exporter=exporter,
         opset=opset,
         atol=atol,

@@ -10,36 +10,40 @@
   least 2 for it. It needs opset 18 or newer.
 
 Each function returns an `onnx.ModelProto`. A failure becomes an `ExportError` whose message
-is one line naming the exporter and the first line of the cause, or an `InputError` when the
-exporter reports that the requested opset is too old for an operator.
+is one line naming the exporter and the first sentence of the cause, or an `InputError` when
+the exporter reports that the requested opset is too old for an operator. What the exporters
+print goes to the debug log (see `capture`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import enum
 import importlib
 import io
 import logging
 import os
 import re
-import sys
-import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from rnnedge.errors import ExportError, InputError, MissingDependencyError
+from rnnedge.export.capture import capture_output
 from rnnedge.export.cells import with_exportable_cells
 
 logger = logging.getLogger(__name__)
 
 DYNAMO_MIN_OPSET = 18
 DYNAMO_EXTRA = "rnnedge[export]"
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_EXCEPTION_SUMMARY = "## Exception summary"
+# "<class 'torch.fx.experimental.symbolic_shapes.GuardOnDataDependentSymNode'>: " becomes
+# "GuardOnDataDependentSymNode: ".
+_CLASS_PREFIX = re.compile(r"^<class '(?:[\w.]+\.)?(\w+)'>:\s*")
+_SENTENCE_BREAK = re.compile(r"\s+[A-Z]")
 _OPSET_HINT = re.compile(
     r"operator '(?P<op>[^']+)' to ONNX opset version (?P<asked>\d+) is not supported.*?"
     r"added in (?:opset )?version (?P<needed>\d+)",
@@ -131,13 +135,13 @@ def export_torchscript(
                 target = torch.jit.script(with_exportable_cells(model))
         except Exception as exc:  # scripting raises several frontend error types
             raise ExportError(
-                f"torch.jit.script failed: {_first_line(exc)}; the model's forward must be "
+                f"torch.jit.script failed: {_summarize(exc)}; the model's forward must be "
                 "valid TorchScript for a loop over time to survive export"
             ) from exc
         for item in script_warnings:
             logger.debug("torch.jit.script: %s: %s", item.category.__name__, item.message)
     buffer = io.BytesIO()
-    with warnings.catch_warnings(record=True) as caught, quiet_stdout("torch.onnx.export"):
+    with warnings.catch_warnings(record=True) as caught, capture_output("torch.onnx.export"):
         # The exporter warns that it is deprecated, and tracing nn.LSTM warns about Python
         # booleans in its own shape checks; only warnings from user code are kept.
         warnings.simplefilter("always")
@@ -156,9 +160,7 @@ def export_torchscript(
             )
         except Exception as exc:  # the exporter raises many unrelated exception types
             _raise_opset_hint(exc, opset)
-            raise ExportError(
-                f"torch.onnx.export (torchscript) failed: {_first_line(exc)}"
-            ) from exc
+            raise ExportError(f"torch.onnx.export (torchscript) failed: {_summarize(exc)}") from exc
     if trace_warnings is not None:
         trace_warnings.extend(_user_tracer_warnings(caught))
     return onnx.load_from_string(buffer.getvalue())
@@ -194,7 +196,7 @@ def export_dynamo(
             )
     logging_state = _quiet_torch_loggers()
     try:
-        with warnings.catch_warnings(), quiet_stdout("torch.onnx.export (dynamo)"):
+        with warnings.catch_warnings(), capture_output("torch.onnx.export (dynamo)"):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 target,
@@ -208,7 +210,7 @@ def export_dynamo(
                 **kwargs,
             )
     except Exception as exc:  # torch.export raises many unrelated exception types
-        raise ExportError(f"torch.onnx.export (dynamo) failed: {_first_line(exc)}") from exc
+        raise ExportError(f"torch.onnx.export (dynamo) failed: {_summarize(exc)}") from exc
     finally:
         _restore_loggers(logging_state)
     return program.model_proto
@@ -231,44 +233,6 @@ def require_dynamo() -> None:
             f"the dynamo exporter needs onnxscript, which is not installed; install it "
             f"with: pip install '{DYNAMO_EXTRA}'"
         )
-
-
-@contextlib.contextmanager
-def quiet_stdout(step: str) -> Iterator[None]:
-    """Send what `step` prints on stdout, from Python or from C++, to the debug log.
-
-    The TorchScript-based exporter of torch 2.13 prints the whole Torch IR graph on stdout
-    when a conversion fails, through C++ streams that `contextlib.redirect_stdout` cannot
-    catch, so file descriptor 1 itself is pointed at a temporary file meanwhile.
-    """
-    sys.stdout.flush()
-    try:
-        saved = os.dup(1)
-    except OSError:  # no file descriptor 1 (a detached process): redirect Python only
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-        return
-    python_output = io.StringIO()
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 1)
-        try:
-            with contextlib.redirect_stdout(python_output):
-                yield
-        finally:
-            _flush_c_stdout()
-            os.dup2(saved, 1)
-            os.close(saved)
-            sink.seek(0)
-            text = sink.read().decode("utf-8", "replace") + python_output.getvalue()
-            if text.strip():
-                logger.debug("%s printed %d lines:\n%s", step, len(text.splitlines()), text)
-
-
-def _flush_c_stdout() -> None:
-    # C++ streams write through the C library's stdout buffer, which is flushed here so
-    # that its content lands in the temporary file and not on the terminal later.
-    with contextlib.suppress(OSError, AttributeError, TypeError):
-        ctypes.CDLL(None).fflush(None)
 
 
 def _quiet_torch_loggers() -> dict[str, int]:
@@ -308,7 +272,38 @@ def _user_tracer_warnings(caught: list[warnings.WarningMessage]) -> list[TraceWa
     return found
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line[:300]
+def _summarize(exc: BaseException) -> str:
+    """Return the cause of an exporter failure as one line without terminal colours.
+
+    The dynamo exporter of torch 2.13 opens its message with the step that failed, colours
+    it with ANSI codes, lists next steps, and gives the cause under "## Exception summary".
+    The line keeps the first sentence of the message and, where there is one, the first
+    sentence of that cause.
+    """
+    text = _ANSI_ESCAPE.sub("", str(exc)).strip()
+    if not text:
+        return type(exc).__name__
+    summary = _first_sentence(text)
+    _, marker, cause = text.partition(_EXCEPTION_SUMMARY)
+    if marker and cause.strip():
+        cause = _CLASS_PREFIX.sub(r"\1: ", _first_sentence(cause.strip()))
+        summary = f"{summary.rstrip('.')}: {cause}"
+    return " ".join(summary.split())[:300]
+
+
+def _first_sentence(text: str) -> str:
+    """Return the first line of `text` up to the end of its first sentence.
+
+    A sentence ends at ". " followed by a capital letter outside brackets, so that a file
+    name or a bracketed note does not cut it.
+    """
+    line = text.splitlines()[0].strip()
+    depth = 0
+    for index, char in enumerate(line):
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth = max(0, depth - 1)
+        elif char in ".!?" and depth == 0 and _SENTENCE_BREAK.match(line, index + 1):
+            return line[: index + 1]
+    return line

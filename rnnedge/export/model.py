@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from rnnedge.errors import InputError
+from rnnedge.export.torchfile import LoadProblem, TorchFileError, load_weights_only
 
 CHECKPOINT_FORMAT = "rnnedge-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -150,12 +151,17 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if not path.is_file():
         raise InputError(f"checkpoint {str(path)!r} not found; pass the path to a .pt file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError or EOFError
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        payload = load_weights_only(path)
+    except TorchFileError as exc:
+        if exc.problem is LoadProblem.NEEDS_UNPICKLING:
+            raise InputError(
+                f"checkpoint {str(path)!r} {exc.reason}, so it is not an rnnedge checkpoint, "
+                "which loads with weights_only=True; save one with "
+                "rnnedge.export.save_checkpoint"
+            ) from exc
         raise InputError(
-            f"cannot load checkpoint {str(path)!r} with weights_only=True: {first[:200]}; "
-            "pass an rnnedge checkpoint (config + state_dict)"
+            f"cannot load checkpoint {str(path)!r}: the file {exc.reason}; pass an rnnedge "
+            "checkpoint (config + state_dict), which rnnedge.export.save_checkpoint writes"
         ) from exc
     if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
         kind = type(payload).__name__

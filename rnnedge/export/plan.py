@@ -47,6 +47,9 @@ PARITY_CASES = 3
 # Two probe shapes with sizes unlikely to equal a feature or hidden size; an output axis
 # whose size follows the batch or the length between them is dynamic.
 PROBE_SHAPES = ((2, 11), (3, 13))
+# The CLI flag and the input shape of each layout, keyed by batch_first.
+_LAYOUT_FLAGS = {True: "--batch-first", False: "--time-major"}
+_LAYOUT_SHAPES = {True: "(batch, time, features)", False: "(time, batch, features)"}
 
 
 @dataclass
@@ -150,6 +153,7 @@ def _example_for(
 ) -> Example:
     if isinstance(example_shape, str):
         example_shape = parse_example_shape(example_shape)
+    _check_recorded_layout(loaded, batch_first)
     layout = batch_first
     if layout is None:
         layout = loaded.batch_first
@@ -172,6 +176,22 @@ def _example_for(
             f"{loaded.config.input_size}; pass --example-shape 1x10x{loaded.config.input_size}"
         )
     return Example(batch, seq_len, features, layout)
+
+
+def _check_recorded_layout(loaded: ModelSource, batch_first: bool | None) -> None:
+    """Reject a requested layout that contradicts the one the source records.
+
+    The model of an rnnedge checkpoint always takes batch-first input. Exporting it as
+    time-major would still pass parity, because PyTorch and ONNX Runtime would both read the
+    batch axis as time.
+    """
+    if batch_first is None or loaded.batch_first is None or batch_first == loaded.batch_first:
+        return
+    flag = _LAYOUT_FLAGS[batch_first]
+    raise InputError(
+        f"{flag} contradicts {loaded.description}, which records the input layout "
+        f"{_LAYOUT_SHAPES[loaded.batch_first]}; drop {flag}"
+    )
 
 
 def _layout_from_modules(module: nn.Module) -> bool:
@@ -232,7 +252,7 @@ def _probe_output_axes(
             )
             raise InputError(
                 f"the model fails on inputs {shapes}: {first[:200]}; check --example-shape "
-                "and --batch-first/--time-major"
+                "and --batch-first or --time-major"
             ) from exc
         results.append((batch, seq_len, [tuple(o.shape) for o in outputs]))
     (b1, t1, first), (b2, t2, second) = results

@@ -34,6 +34,12 @@ from torch import nn
 
 from rnnedge.errors import InputError
 from rnnedge.export.model import ModelConfig, load_checkpoint
+from rnnedge.export.torchfile import (
+    LoadProblem,
+    TorchFileError,
+    incomplete_file,
+    load_weights_only,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +56,6 @@ _NOT_MODELS = {
     ".npz": "is a NumPy data file, not a model",
     ".csv": "is a data file, not a model",
 }
-_GLOBAL_PATTERN = re.compile(r"GLOBAL ([\w.]+)")
 _FACTORY_PATTERN = re.compile(r"^(?P<target>.+):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 
 
@@ -105,7 +110,7 @@ def load_source(
     text = os.fspath(source)
     path = Path(text)
     if not path.exists() and _FACTORY_PATTERN.match(text):
-        return _load_factory(text, weights)
+        return _load_factory(text, weights, trust_pickle)
     if not path.is_file():
         raise InputError(f"source {text!r} not found; pass {ACCEPTED_SOURCES}")
     _reject_non_model(path)
@@ -198,19 +203,15 @@ def _is_static(dim: object) -> bool:
 def _load_pickle_file(path: Path, trust_pickle: bool) -> ModelSource:
     if not trust_pickle:
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # UnpicklingError, RuntimeError or EOFError
-            if _needs_full_pickle(exc):
+            payload = load_weights_only(path)
+        except TorchFileError as exc:
+            if exc.problem is LoadProblem.NEEDS_UNPICKLING:
                 raise InputError(
-                    f"{str(path)!r} needs full unpickling{_named_global(exc)}, which can run "
-                    f"arbitrary code, so it was not loaded; pass {TRUST_FLAG} only if you "
-                    "trust the file, or save a checkpoint or a state_dict with "
-                    "file.py:factory --weights"
+                    f"{str(path)!r} {exc.reason}, which can run arbitrary code, so it was not "
+                    f"loaded; pass {TRUST_FLAG} only if you trust the file, or save a "
+                    "checkpoint or a state_dict with file.py:factory --weights"
                 ) from exc
-            raise InputError(
-                f"cannot load {str(path)!r} as a PyTorch file ({_unpickling_cause(exc)}); "
-                f"export takes {ACCEPTED_SOURCES}"
-            ) from exc
+            raise InputError(f"{exc}; {_fix_for(exc.problem)}") from exc
         is_dict = isinstance(payload, dict) and "config" not in payload and payload
         if is_dict and all(isinstance(v, torch.Tensor) for v in payload.values()):
             raise InputError(
@@ -219,10 +220,19 @@ def _load_pickle_file(path: Path, trust_pickle: bool) -> ModelSource:
                 f"{path.name}, or save it with rnnedge.export.save_checkpoint"
             )
         return _from_checkpoint(path)
+    payload = _unpickle(path)
+    if isinstance(payload, nn.Module):
+        payload.eval()
+        return ModelSource(SourceKind.PICKLED_MODULE, payload, f"pickled module {path.name}")
+    return _from_checkpoint(path)
+
+
+def _unpickle(path: Path) -> object:
+    """Load `path` with full unpickling, which runs any code the file names."""
     logger.warning("loading %s with full unpickling (%s)", path, TRUST_FLAG)
     try:
         with _cwd_importable():
-            payload = torch.load(path, map_location="cpu", weights_only=False)
+            return torch.load(path, map_location="cpu", weights_only=False)
     except ModuleNotFoundError as exc:
         raise InputError(
             f"cannot unpickle {str(path)!r}: no module named {exc.name!r}, which the pickled "
@@ -230,11 +240,11 @@ def _load_pickle_file(path: Path, trust_pickle: bool) -> ModelSource:
             f"{_module_file(exc.name)}, or add that folder to PYTHONPATH"
         ) from exc
     except Exception as exc:  # anything the pickled code raises
-        raise InputError(f"cannot unpickle {str(path)!r}: {_first_line(exc)[:200]}") from exc
-    if isinstance(payload, nn.Module):
-        payload.eval()
-        return ModelSource(SourceKind.PICKLED_MODULE, payload, f"pickled module {path.name}")
-    return _from_checkpoint(path)
+        logger.debug("torch.load(%s, weights_only=False) failed: %r", path, exc)
+        incomplete = incomplete_file(path)
+        if incomplete is not None:
+            raise InputError(f"{incomplete}; {_fix_for(incomplete.problem)}") from exc
+        raise InputError(f"cannot unpickle {str(path)!r}: {_describe(exc)}") from exc
 
 
 @contextlib.contextmanager
@@ -261,29 +271,12 @@ def _module_file(module: str | None) -> str:
     return module.split(".")[0] + (".py" if "." not in module else "/")
 
 
-def _unpickling_cause(exc: BaseException) -> str:
-    # torch 2.6 and newer open the message with several lines about the weights_only
-    # default; the cause follows "WeightsUnpickler error:".
-    text = str(exc)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        rest = [line.strip() for line in text.split(marker, 1)[1].splitlines()]
-        cause = next((line for line in rest if line), "")
-        if cause:
-            return f"torch.load with weights_only=True: {cause[:200]}"
-    return _first_line(exc)[:200]
-
-
-def _needs_full_pickle(exc: BaseException) -> bool:
-    # torch names the class it would have to import ("Unsupported global: GLOBAL x", or
-    # "unsupported GLOBAL x whose module y is blocked" for os, subprocess and the like);
-    # corrupt files fail on an opcode.
-    return "unsupported global" in str(exc).lower()
-
-
-def _named_global(exc: BaseException) -> str:
-    match = _GLOBAL_PATTERN.search(str(exc))
-    return f" (it imports {match.group(1)})" if match else ""
+def _fix_for(problem: LoadProblem) -> str:
+    if problem is LoadProblem.NOT_TORCH:
+        return f"export takes {ACCEPTED_SOURCES}"
+    if problem is LoadProblem.UNREADABLE:
+        return "check the file's permissions"
+    return "save or copy the file again"
 
 
 def _from_checkpoint(path: Path) -> ModelSource:
@@ -302,7 +295,9 @@ def _from_checkpoint(path: Path) -> ModelSource:
     )
 
 
-def _load_factory(spec: str, weights: str | os.PathLike[str] | None) -> ModelSource:
+def _load_factory(
+    spec: str, weights: str | os.PathLike[str] | None, trust_pickle: bool
+) -> ModelSource:
     match = _FACTORY_PATTERN.match(spec)
     assert match is not None
     target, name = match["target"], match["name"]
@@ -322,7 +317,7 @@ def _load_factory(spec: str, weights: str | os.PathLike[str] | None) -> ModelSou
             f"factory {spec!r} returned a {type(model).__name__}, not a torch.nn.Module"
         )
     if weights is not None:
-        _load_weights(model, Path(weights))
+        _load_weights(model, Path(weights), trust_pickle)
     else:
         logger.warning("no --weights given: exporting %s with the weights its factory set", spec)
     model.eval()
@@ -382,16 +377,27 @@ def _describe(exc: BaseException) -> str:
     return name if text == name else f"{name}: {text}"
 
 
-def _load_weights(model: nn.Module, path: Path) -> None:
+def _load_weights(model: nn.Module, path: Path, trust_pickle: bool) -> None:
     if not path.is_file():
         raise InputError(f"weights file {str(path)!r} not found; pass a state_dict .pt file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError, RuntimeError or EOFError
-        raise InputError(
-            f"cannot load weights {str(path)!r} with weights_only=True: "
-            f"{_first_line(exc)[:200]}; save them with torch.save(model.state_dict(), path)"
-        ) from exc
+    save_hint = "save the weights with torch.save(model.state_dict(), path)"
+    if trust_pickle:
+        state = _unpickle(path)
+        if isinstance(state, nn.Module):
+            state = state.state_dict()
+    else:
+        try:
+            state = load_weights_only(path)
+        except TorchFileError as exc:
+            if exc.problem is LoadProblem.NEEDS_UNPICKLING:
+                raise InputError(
+                    f"weights file {str(path)!r} {exc.reason}, which can run arbitrary code, "
+                    f"so it was not loaded; pass {TRUST_FLAG} only if you trust the file, or "
+                    f"{save_hint}"
+                ) from exc
+            raise InputError(
+                f"cannot load weights {str(path)!r}: the file {exc.reason}; {save_hint}"
+            ) from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -294,6 +294,7 @@ def check_chunks(
             f"streaming check failed: feeding {CHECK_SEQ_LEN} steps in chunks of "
             f"{worst.chunk} differs from the whole sequence by {worst.max_abs_error:.3g}, "
             f"above the tolerance {atol:g}; the model's outputs depend on more than the "
-            "carried recurrent state (for example pooling over all steps)"
+            "carried recurrent state, for example on a convolution or pooling over time "
+            "before or after the recurrent layer, so export it without --streaming"
         )
     return cases
