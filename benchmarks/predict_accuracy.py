@@ -100,6 +100,8 @@ def profile_models(
 
     for _ in range(passes):
         measure(points)
+    # NOTE: a repeat slowed for all of its runs has a small spread and counts as clean here,
+    # even when the prediction uses another, partly slowed repeat with a lower p50.
     for attempt in range(retries + 1):
         disturbed = [point for point in points if lowest_spread[point] > max_spread]
         print(
