@@ -510,14 +510,24 @@ def test_package_never_uses_a_shell():
 
 
 def test_no_unsafe_yaml_or_pickle_loading():
-    """rnnedge reads YAML with safe_load only and numpy files with allow_pickle=False."""
+    """rnnedge reads YAML with a safe loader only and numpy files with allow_pickle=False."""
+    import yaml
+
+    from rnnedge.profiling import catalog
+
+    # The one yaml.load call passes a safe loader: libyaml's or the pure-Python one.
+    assert catalog._SAFE_LOADER in (getattr(yaml, "CSafeLoader", None), yaml.SafeLoader)
     torch_loads = 0
     for path in sorted(PACKAGE.rglob("*.py")):
         text = path.read_text()
-        for unsafe in ("yaml.load(", "yaml.unsafe_load", "yaml.full_load", "allow_pickle=True"):
+        for unsafe in ("yaml.unsafe_load", "yaml.full_load", "allow_pickle=True"):
             assert unsafe not in text, f"{path} uses {unsafe}"
         tree = ast.parse(text, str(path))
         for name, call in _attribute_calls(tree):
+            if name == "yaml.load":
+                loader = [k for k in call.keywords if k.arg == "Loader"]
+                assert loader, f"{path}:{call.lineno} calls yaml.load without a Loader"
+                assert ast.unparse(loader[0].value) == "_SAFE_LOADER", f"{path}:{call.lineno}"
             if name != "torch.load":
                 continue
             torch_loads += 1

@@ -199,6 +199,19 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return names.get(kind, kind.__name__)
 
 
+# libyaml's loader and dumper, where PyYAML was built with it, read and write the same
+# documents as the pure-Python ones. On a 1.4 MB profile of 800 measurements they took
+# 0.78 s against 2.64 s to load and 0.44 s against 1.19 s to dump (one run), and a sweep
+# rewrites the profile after every point.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+SAFE_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML into plain data only: like `yaml.safe_load`, no tag builds an object."""
+    return yaml.load(text, Loader=_SAFE_LOADER)
+
+
 def read_profile(path: Path) -> DeviceProfile:
     """Read and validate one device profile file."""
     try:
@@ -206,7 +219,7 @@ def read_profile(path: Path) -> DeviceProfile:
     except OSError as exc:
         raise DeviceProfileError(f"{path}: cannot read device profile: {exc.strerror}") from exc
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.constructor.ConstructorError as exc:
         # The safe loader builds only plain data; a tag such as !!python/object would
         # construct (and run) Python code, so it is rejected, never executed.
@@ -334,7 +347,7 @@ def _unreadable_may_match(
             if _match_score(rule, board, cpu, arch) > 0:
                 return True
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
         rule = data.get("recognize") if isinstance(data, dict) else None
         return isinstance(rule, dict) and _match_score(rule, board, cpu, arch) > 0
     except (OSError, ValueError, yaml.YAMLError, TypeError, AttributeError):

@@ -27,6 +27,7 @@ import yaml
 from rnnedge._fileio import atomic_path
 from rnnedge.errors import DeviceProfileError
 from rnnedge.profiling.catalog import (
+    SAFE_DUMPER,
     USER_DEVICES_DIR,
     DeviceProfile,
     as_user_dir,
@@ -70,7 +71,13 @@ def locked(path: Path) -> Iterator[None]:
 
 
 def dump_profile(profile: DeviceProfile) -> str:
-    return yaml.safe_dump(profile.to_dict(), sort_keys=False, default_flow_style=False, width=100)
+    return yaml.dump(
+        profile.to_dict(),
+        Dumper=SAFE_DUMPER,
+        sort_keys=False,
+        default_flow_style=False,
+        width=100,
+    )
 
 
 def add_measurements(
