@@ -40,6 +40,33 @@ def test_dynamic_int8_reports_small_gru_float(exported, tmp_path):
     assert any("GRU stays float" in note for note in report.notes)
 
 
+def test_gru_int8_never_names_nodes_and_policy(exported, tmp_path):
+    report = quantize_model(exported["gru"], tmp_path / "q.onnx", "dynamic-int8",
+                            gru_int8="never", latency_runs=0)  # fmt: skip
+    nodes = [node for node, _ in report.recurrent_left_float]
+    assert nodes == ["/model/rnn/GRU", "/model/rnn/GRU_1"]
+    for _, reason in report.recurrent_left_float:
+        assert reason.startswith("--gru-int8 never keeps it in float32")
+        assert "--gru-int8 auto or always rewrites it" in reason
+        assert "no int8 kernel" not in reason
+    entries = report.as_dict()["recurrent_left_float"]
+    assert entries[0]["node"] == "/model/rnn/GRU"
+    assert report.notes[0].startswith("/model/rnn/GRU stays float: --gru-int8 never")
+
+
+def test_cli_gru_int8_never_line(exported, tmp_path, capsys):
+    from rnnedge.cli import main
+
+    code = main(["quantize", str(exported["gru"]), "-o", str(tmp_path / "q.onnx"),
+                 "--gru-int8", "never", "--latency-runs", "0"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    lines = [line for line in out.splitlines() if line.startswith("FLOAT RECURRENT: ")]
+    assert len(lines) == 2
+    assert lines[0].startswith("FLOAT RECURRENT: /model/rnn/GRU: --gru-int8 never keeps it")
+    assert "FLOAT RECURRENT: GRU x" not in out
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_int8_drift_is_small(exported, tmp_path, rng, cell):
     output = tmp_path / f"{cell}.int8.onnx"
@@ -114,7 +141,8 @@ def test_int8_modes_shrink_and_keep_metadata(exported, tmp_path, rng, cell, mode
     # int8 storage of the recurrent weights: the file shrinks well past half.
     assert report.size_after < 0.45 * report.size_before
     assert report.float_compute_ops.get(cell.upper()) == 2
-    assert report.recurrent_left_float
+    nodes = [node for node, _ in report.recurrent_left_float]
+    assert nodes == [f"/model/rnn/{cell.upper()}", f"/model/rnn/{cell.upper()}_1"]
     x = rng.standard_normal((4, 25, FEATURES)).astype(np.float32)
     # Weight rounding and (static) activation rounding move logits by about 1e-3.
     np.testing.assert_allclose(_run(output, x), _run(exported[cell], x), atol=0.05)
@@ -578,7 +606,10 @@ def test_static_int8_counts_no_qdq_lstm(loop_models, tmp_path, rng):
     assert "LSTM (QDQ)" not in report.quantized_ops
     assert report.quantized_ops["Conv (QDQ)"] == 1
     assert report.float_compute_ops["LSTM"] == 2
-    assert report.recurrent_left_float[0][0] == "LSTM x2"
+    assert [node for node, _ in report.recurrent_left_float] == [
+        "/model/rnn/LSTM",
+        "/model/rnn/LSTM_1",
+    ]
 
 
 def test_cli_reports_larger_file(loop_models, tmp_path, capsys):

@@ -20,6 +20,7 @@ import numpy as np
 from rnnedge._fileio import write_bytes_atomic
 from rnnedge.errors import CheckFailedError, InputError, require
 from rnnedge.quantize import evaluate
+from rnnedge.quantize._graph import iter_graphs
 from rnnedge.quantize.dynamic import DEFAULT_GRU_INT8_MIN_HIDDEN, quantize_dynamic_int8
 from rnnedge.quantize.feeds import build_feed, normalize, sequence_input
 from rnnedge.quantize.fp16 import convert_fp16
@@ -180,7 +181,7 @@ def quantize_model(
             metric_name=before.name, metric_before=before.value, metric_after=after.value
         )
     ops_after = count_ops(quantized)
-    left_float = _recurrent_left_float(mode, ops_after, rewrite)
+    left_float = _recurrent_left_float(mode, quantized, rewrite, settings)
     left_float += _loop_bodies_left_float(mode, quantized)
     report = QuantizeReport(
         mode=mode.value,
@@ -485,25 +486,52 @@ def _loop_bodies_left_float(mode: QuantMode, model) -> list[tuple[str, str]]:
 
 
 def _recurrent_left_float(
-    mode: QuantMode, ops_after: dict[str, int], rewrite: GruRewrite
+    mode: QuantMode, model, rewrite: GruRewrite, settings: Mapping[str, Any]
 ) -> list[tuple[str, str]]:
+    """Name each LSTM, GRU or RNN node of the quantized `model` with the reason it is float.
+
+    A node is named as the GRU rewrite names it: by its name, else by its first output.
+    """
     if mode is QuantMode.FP16:
         return []
-    left = list(rewrite.kept_float)
-    if mode is QuantMode.DYNAMIC_INT8:
-        left = [(node, f"{reason}; its weights are stored in int8") for node, reason in left]
-    reasons = {
-        QuantMode.DYNAMIC_INT8: "ONNX Runtime's dynamic quantization has no int8 kernel for it",
-        QuantMode.STATIC_INT8: "ONNX Runtime's QDQ format has no int8 recurrent operator; "
-        "its weights are stored in int8 and computed in float32",
-        QuantMode.WEIGHT_INT8: "weight-only int8 dequantizes weights and computes in float32",
-    }
-    counted = {"GRU": len(rewrite.kept_float)}
-    for op in sorted(RECURRENT_OPS):
-        extra = ops_after.get(op, 0) - counted.get(op, 0)
-        if extra > 0:
-            left.append((f"{op} x{extra}", reasons[mode]))
+    kept = dict(rewrite.kept_float)
+    left = []
+    for graph, _ in iter_graphs(model.graph, []):
+        for node in graph.node:
+            if node.op_type not in RECURRENT_OPS or node.domain not in ("", "ai.onnx"):
+                continue
+            label = node.name or node.output[0]
+            left.append((label, _float_reason(mode, node.op_type, kept.get(label), settings)))
     return left
+
+
+def _float_reason(
+    mode: QuantMode, op_type: str, rewrite_reason: str | None, settings: Mapping[str, Any]
+) -> str:
+    """Return why a recurrent node of `op_type` computes in float32 after `mode`'s pass."""
+    if mode is QuantMode.STATIC_INT8:
+        return (
+            "ONNX Runtime's QDQ format has no int8 recurrent operator; its weights are stored "
+            "in int8 and computed in float32"
+        )
+    if mode is QuantMode.WEIGHT_INT8:
+        return "weight-only int8 dequantizes weights and computes in float32"
+    if op_type == "GRU":
+        if settings.get("gru_int8") == GruInt8.NEVER.value:
+            reason = (
+                "--gru-int8 never keeps it in float32, with its weights stored in int8; "
+                "--gru-int8 auto or always rewrites it into the int8 GRU path"
+            )
+        else:
+            reason = rewrite_reason or "the int8 GRU rewrite left it float"
+            reason += "; its weights are stored in int8"
+        return reason
+    if op_type == "LSTM":
+        return (
+            "ONNX Runtime's dynamic quantizer makes an LSTM into DynamicQuantizeLSTM only "
+            "when its weights W and R are float initializers (onnxruntime 1.32)"
+        )
+    return "ONNX Runtime's dynamic quantization has no int8 kernel for it"
 
 
 def _notes(mode: QuantMode, left_float: list[tuple[str, str]], stored: list[str]) -> list[str]:
