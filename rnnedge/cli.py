@@ -106,7 +106,7 @@ def _run(argv: list[str] | None) -> int:
         return 130
     except click.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "rnnedge"
-        click.echo(f"error: {exc.format_message()}; see '{command} --help'", err=True)
+        click.echo(f"error: {_one_line(exc.format_message())}; see '{command} --help'", err=True)
         return 2
     except RnnedgeError as exc:
         if verbosity() > 0:
@@ -127,6 +127,14 @@ def _run(argv: list[str] | None) -> int:
         )
         return 1
     return 0
+
+
+def _one_line(message: str) -> str:
+    """Join click's message onto one line, without the full stop that '; see' would follow.
+
+    click lists the choices of a missing option on lines of their own, tab-indented.
+    """
+    return " ".join(message.split()).removesuffix(".")
 
 
 if __name__ == "__main__":

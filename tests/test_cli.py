@@ -220,6 +220,29 @@ def test_bad_input_one_line(capsys, bad_input_files, tmp_path, monkeypatch, args
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param(
+            ["devices", "predict", "x86-64", "gru64.onnx"],
+            "error: Missing option '--cell'. Choose from: lstm, gru; "
+            "see 'rnnedge devices predict --help'",
+            id="missing-choice",
+        ),
+        pytest.param(
+            ["export", "{m}", "--exporter", "onnx"],
+            "error: Invalid value for '--exporter': 'onnx' is not one of 'torchscript', "
+            "'dynamo'; see 'rnnedge export --help'",
+            id="invalid-choice",
+        ),
+    ],
+)
+def test_usage_error_exact_line(capsys, exported, args, expected):
+    status, _, err = run_cli(capsys, *[a.format(m=exported["lstm.pt"]) for a in args])
+    assert status == 2
+    assert err == expected + "\n"
+
+
 def test_verbose_shows_traceback(capsys, tmp_path):
     code, _, err = run_cli(capsys, "-v", "run", tmp_path / "missing.onnx", "-i", tmp_path / "x.npy")
     assert code == 2
