@@ -452,6 +452,19 @@ def test_predict_without_reference(capsys, tmp_path):
     assert "benchmarks/" not in err
 
 
+def test_predict_rejects_unknown_precision(capsys, tmp_path):
+    code, out, err = run_cli(
+        capsys, "devices", "predict", "x86-64", "--cell", "gru", "--hidden-size", "16",
+        "--features", "6", "--precision", "int4", "--devices-dir", tmp_path,
+    )  # fmt: skip
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert "'int4' is not one of 'fp32', 'fp16', 'int8', 'int8-weights'" in lines[0]
+    assert "rnnedge quantize" not in err
+    assert out == ""
+
+
 def test_plot_requires_png(capsys, swept, tmp_path):
     output = tmp_path / "p.txt"
     code, out, err = run_cli(capsys, "devices", "plot", "--devices-dir", swept, "-o", output)

@@ -190,7 +190,14 @@ def plot_command(
 @click.option("--bidirectional", is_flag=True, help="Bidirectional layers.")
 @click.option("--seq-len", type=int, default=100, show_default=True, help="Sequence length.")
 @click.option("--batch", type=int, default=1, show_default=True, help="Batch size.")
-@click.option("--precision", default="fp32", show_default=True, help="fp32, fp16 or int8.")
+@click.option(
+    "--precision",
+    # The precisions that `rnnedge profile` stores. int8-weights comes from --mode weight-int8.
+    type=click.Choice(["fp32", "fp16", "int8", "int8-weights"]),
+    default="fp32",
+    show_default=True,
+    help="Precision of the measurements to fit. int8-weights is a weight-only int8 model.",
+)
 @click.option(
     "--provider",
     help="Execution provider name as stored, e.g. CPUExecutionProvider "
