@@ -196,6 +196,41 @@ def test_empty_folder_is_rejected(tmp_path, capsys):
     assert not output.exists()
 
 
+def test_only_invalid_files_listed(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "devices"
+    folder.mkdir()
+    (folder / "pi.yaml").write_text("name: pi\nmeasurements: []\n")
+    (folder / "lstm.report.json").write_text("[1, 2]")
+    monkeypatch.chdir(tmp_path)
+    code = main(["report", "devices", "-o", "r.html"])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "error: no valid device profile or report under devices, because 2 files found are "
+        "invalid: "
+    )
+    assert "(1) devices/lstm.report.json: not a JSON object" in lines[0]
+    assert "(2) devices/pi.yaml: missing required field 'schema_version'" in lines[0]
+    assert "devices/pi.yaml: devices/pi.yaml" not in lines[0]
+    assert "fix or delete the invalid files" in lines[0]
+    assert "no device profiles (*.yaml)" not in lines[0]
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_invalid_files_list_capped(tmp_path, capsys):
+    for index in range(12):
+        (tmp_path / f"m{index:02}.report.json").write_text("{broken")
+    code = main(["report", str(tmp_path), "-o", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "because 12 files found are invalid" in err
+    assert "(10) " in err
+    assert "(11) " not in err
+    assert "and 2 more; fix or delete the invalid files" in err
+
+
 def test_missing_folder_is_rejected(tmp_path, capsys):
     code = main(["report", str(tmp_path / "absent"), "-o", str(tmp_path / "r.html")])
     assert code == 2
@@ -214,6 +249,7 @@ def test_profile_without_measurements(tmp_path, capsys):
     assert code == 0
     assert "no measurements in these device profiles" in err
     assert "skipped" in err
+    assert f"{folder / 'broken.yaml'}: {folder / 'broken.yaml'}" not in err
     html = output.read_text()
     assert "no latency measurements to plot" in html
     assert "broken.yaml" in html

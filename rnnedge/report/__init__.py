@@ -47,11 +47,14 @@ def build_report(
     """Write the HTML report of everything found under `folders` to `output`.
 
     Raises:
-        InputError: a folder is missing, or none contains a profile or a report.
+        InputError: a folder is missing, or none contains a valid profile or report. The
+            message lists each invalid file with its validation error.
         MissingDependencyError: matplotlib is not installed (the `plot` extra).
     """
     inputs = collect(folders)
     sources = [str(f) for f in folders]
+    if inputs.is_empty() and inputs.skipped:
+        raise InputError(_all_invalid_message(inputs.skipped, sources))
     if inputs.is_empty():
         raise InputError(
             f"no device profiles (*.yaml) or reports (*.report.json, results.json) under "
@@ -77,7 +80,35 @@ def build_report(
         measurements=inputs.measurement_count,
         plots=tuple(plots),
         notices=tuple(notices),
-        skipped=tuple(f"{path}: {reason}" for path, reason in inputs.skipped),
+        skipped=tuple(_skipped_text(path, reason) for path, reason in inputs.skipped),
+    )
+
+
+# The maximum number of invalid files that the error of a report without valid input lists.
+MAX_LISTED_INVALID = 10
+
+
+def _skipped_text(path: Path, reason: str) -> str:
+    """Join a skipped file's path and reason, unless the reason starts with the path.
+
+    A device profile's validation error starts with the path, a JSON report's reason does not.
+    """
+    return reason if reason.startswith(str(path)) else f"{path}: {reason}"
+
+
+def _all_invalid_message(skipped: list[tuple[Path, str]], sources: list[str]) -> str:
+    """Build the error for folders whose every profile or report is invalid."""
+    listed = [
+        f"({number}) {_skipped_text(path, reason)}"
+        for number, (path, reason) in enumerate(skipped[:MAX_LISTED_INVALID], start=1)
+    ]
+    if len(skipped) > MAX_LISTED_INVALID:
+        listed.append(f"and {len(skipped) - MAX_LISTED_INVALID} more")
+    count = "1 file" if len(skipped) == 1 else f"{len(skipped)} files"
+    return (
+        f"no valid device profile or report under {', '.join(sources)}, because {count} "
+        f"found {'is' if len(skipped) == 1 else 'are'} invalid: {' '.join(listed)}; fix or "
+        "delete the invalid files, then build the report again"
     )
 
 
@@ -147,7 +178,7 @@ def _summary(inputs: ReportInputs, notices: list[str]) -> str:
             "under 'Measurements and host conditions'"
         )
     for path, reason in inputs.skipped:
-        notices.append(f"skipped {path}: {reason}")
+        notices.append(f"skipped {_skipped_text(path, reason)}")
     parts.extend(page.notice(text) for text in notices)
     return "\n".join(parts)
 
