@@ -242,8 +242,12 @@ def group_samples(
             continue
         candidates.append((entry, arch))
     if not candidates:
+        # The quantize mode that writes each stored precision.
+        modes = {"int8": "dynamic-int8", "int8-weights": "weight-int8", "fp16": "fp16"}
         convert = (
-            "" if precision == "fp32" else f", convert them with 'rnnedge quantize' to {precision}"
+            ""
+            if precision == "fp32"
+            else f", convert them with 'rnnedge quantize --mode {modes.get(precision, precision)}'"
         )
         raise InputError(
             f"device {profile.name!r} has no {precision} {cell} measurements with an "
