@@ -33,6 +33,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnedge.cli import cli, main
 from rnnedge.export import export_model
+from rnnedge.runtime.ort_format import convert_to_ort
 from tests.conftest import FEATURES
 from tests.test_cli import BAD_INPUT as CLI_BAD_INPUT
 
@@ -97,6 +98,10 @@ CASES = [
          "tolerance must be positive, got nan"),
     case("export-output-is-folder", "export {ckpt} -o {tmp}", 2,
          "is a directory", "pass a file name"),
+    case("export-streaming-gru-cell",
+         "export {gru_cell_factory} --streaming --example-shape 1x5x6 -o {tmp}/o.onnx", 2,
+         "cell is an nn.GRUCell, whose state lives in the model's forward loop",
+         "--streaming carries the state of nn.LSTM and nn.GRU modules only"),
     case("export-streaming-non-recurrent",
          "export {linear_factory} --streaming --example-shape 1x5x6 -o {tmp}/o.onnx", 2,
          "--streaming needs an nn.LSTM or nn.GRU", "the model has none"),
@@ -130,6 +135,9 @@ CASES = [
          "empty.onnx' is empty", "export the model again"),
     case("run-truncated-model", "run {trunc_onnx} -i {x}", 2,
          "trunc.onnx' is not a valid ONNX model", "export it with rnnedge export"),
+    case("run-truncated-ort-model", "run {trunc_ort} -i {x}", 2,
+         "trunc.ort' is a damaged or truncated .ort file",
+         "convert the .onnx model again with rnnedge convert MODEL --ort"),
     case("run-empty-input", "run {m} -i {empty_npy}", 2,
          "cannot read", "empty.npy", "check that the file is complete"),
     case("run-truncated-input", "run {m} -i {trunc_npy}", 2,
@@ -175,6 +183,9 @@ CASES = [
     # profile
     case("profile-empty-model", "profile {empty_onnx} --no-store", 2,
          "empty.onnx' is empty", "export the model again"),
+    case("profile-truncated-ort-model", "profile {trunc_ort} --no-store", 2,
+         "trunc.ort' is a damaged or truncated .ort file",
+         "convert the .onnx model again with rnnedge convert MODEL --ort"),
     case("profile-huge-sequence-length", "profile {m} --seq-len 1000000000000 --no-store", 2,
          "sequence length 1000000000000 at batch 1 needs about", "pass a sequence length of"),
     case("profile-huge-batch", "profile {m} --batch 1000000000000 --seq-len 100 --no-store", 2,
@@ -281,6 +292,10 @@ CASES = [
     case("doctor-truncated-model", "doctor {trunc_onnx}", 3, "doctor found 1 error",
          "trunc.onnx' is not a valid ONNX model",
          stdout=("trunc.onnx' is not a valid ONNX model",)),
+    case("doctor-truncated-ort-model", "doctor {trunc_ort}", 3, "doctor found 1 error",
+         "trunc.ort is a damaged or truncated .ort file",
+         "fix: convert the .onnx model again with rnnedge convert MODEL --ort",
+         stdout=("trunc.ort is a damaged or truncated .ort file",)),
     case("doctor-missing-model", "doctor {tmp}/absent.onnx", 2,
          "model file", "absent.onnx' not found", "pass the path to an .onnx file"),
     case("doctor-unknown-device", "doctor {m} --device pi9", 2,
@@ -353,6 +368,23 @@ class Resampled(torch.nn.Module):
 
 def resampled():
     return Resampled()
+
+
+# A GRU cell stepped through time in forward, whose state --streaming cannot carry.
+class CellLoop(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cell = torch.nn.GRUCell(6, 4)
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), 4)
+        for step in range(x.size(1)):
+            h = self.cell(x[:, step], h)
+        return h
+
+
+def gru_cell():
+    return CellLoop()
 """
 
 
@@ -408,6 +440,8 @@ def models(exported, tmp_path_factory) -> dict[str, Path | str]:
         "linear_factory": f"{factory}:linear",
         "dict_factory": f"{factory}:returns_dict",
         "resampled_factory": f"{factory}:resampled",
+        "gru_cell_factory": f"{factory}:gru_cell",
+        "ort": convert_to_ort(exported["lstm"], root / "lstm.ort").model,
         "whole_pt": root / "whole.pt",
         "baseline": baseline,
     }
@@ -487,6 +521,7 @@ def places(models, mounts, exported, tmp_path, rng) -> dict[str, Path | str]:
         "x": npy,
         "empty_onnx": tmp_path / "empty.onnx",
         "trunc_onnx": tmp_path / "trunc.onnx",
+        "trunc_ort": tmp_path / "trunc.ort",
         "empty_pt": tmp_path / "empty.pt",
         "trunc_pt": tmp_path / "trunc.pt",
         "empty_npy": tmp_path / "empty.npy",
@@ -516,6 +551,8 @@ def places(models, mounts, exported, tmp_path, rng) -> dict[str, Path | str]:
 
     files["empty_onnx"].write_bytes(b"")
     files["trunc_onnx"].write_bytes(model_bytes[: len(model_bytes) // 2])
+    ort_bytes = Path(models["ort"]).read_bytes()
+    files["trunc_ort"].write_bytes(ort_bytes[: len(ort_bytes) // 2])
     files["empty_pt"].write_bytes(b"")
     files["trunc_pt"].write_bytes(checkpoint_bytes[: len(checkpoint_bytes) // 2])
     files["empty_npy"].write_bytes(b"")

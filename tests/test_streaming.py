@@ -254,7 +254,7 @@ def test_user_state_pairs(streaming_models, rng):
         pytest.param([("h0", "hx")], "state output 'hx' is not an output", id="unknown-output"),
         pytest.param(
             [("x", "y")],
-            r"state pair x=y does not match: the input is .*for example h0=hn",
+            r"state pair x=y does not match: the input is .*, the output is .*for example h0=hn",
             id="data-input-as-state",
         ),
     ],
@@ -272,16 +272,37 @@ def test_state_pairs_add_to_metadata(streaming_models):
     assert [(p.input, p.output) for p in given] == [(p.input, p.output) for p in recorded]
 
 
-def test_feed_of_the_sequence_input_rejected(streaming_models):
+def test_feed_of_the_sequence_input_rejected(streaming_models, tmp_path):
+    message = "'x' is the sequence input; it comes from --input, not --feed"
     path, _ = streaming_models["gru"]
-    with pytest.raises(InputError, match=r"--feed gives 'x', which leaves no input for the data"):
+    with pytest.raises(InputError, match=re.escape(message)):
         Session(path, provider="cpu", feeds={"x": "1"})
+    # With another float input left over, the sequence would otherwise go to 'gain'.
+    path, _ = streaming_models["gru-gain"]
+    with pytest.raises(InputError, match=re.escape(message)):
+        Session(path, provider="cpu", feeds={"x": "0"}, state_pairs=[("h0", "hn")])
+    # Without a named time axis, the sequence input is not known until no input is left.
+    fixed = tmp_path / "fixed.onnx"
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])], "fixed",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, FEATURES])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, FEATURES])],
+    )  # fmt: skip
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]),
+              str(fixed))  # fmt: skip
+    with pytest.raises(InputError, match=r"--feed gives 'x', which leaves no input for the data"):
+        Session(fixed, provider="cpu", feeds={"x": np.zeros((1, 4, FEATURES), np.float32)})
 
 
 def test_missing_state_input_in_batch_mode(streaming_models, rng):
     path, _ = streaming_models["lstm-no-pairs"]
-    with pytest.raises(InputError, match=r"3 inputs to feed \(x, h0, c0\).*--state IN=OUT"):
+    with pytest.raises(InputError) as raised:
         Session(path, provider="cpu").run(sequence(rng))
+    message = str(raised.value)
+    assert message.startswith("the model has 3 inputs to feed (x, h0, c0)")
+    assert message.count(".npz") == 1, message
+    assert "for h0, c0 use --feed NAME=VALUE" in message
+    assert "--state IN=OUT (a recurrent state, which then starts at zero)" in message
 
 
 def test_constant_feed(streaming_models, rng):
@@ -296,6 +317,205 @@ def test_constant_feed(streaming_models, rng):
         StreamingSession(path, provider="cpu", feeds={"rate": "1"})
     with pytest.raises(InputError, match="'h0' is a state input"):
         StreamingSession(path, provider="cpu", feeds={"gain": "1", "h0": "0"})
+
+
+def _scaled_model(path: Path, scale_type: int) -> Path:
+    """A model whose output is its sequence input times a constant input `scale` of shape [1]."""
+    helper, tensor = onnx.helper, onnx.TensorProto
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["scale"], ["factor"], to=tensor.FLOAT),
+         helper.make_node("Mul", ["x", "factor"], ["y"])],
+        "scaled",
+        [helper.make_tensor_value_info("x", tensor.FLOAT, ["batch", "sequence", FEATURES]),
+         helper.make_tensor_value_info("scale", scale_type, [1])],
+        [helper.make_tensor_value_info("y", tensor.FLOAT, ["batch", "sequence", FEATURES])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("scale_type", "text", "message"),
+    [
+        pytest.param(
+            1, "1e60", "reaches 1e+60, beyond the float32 range (3.4e+38)", id="float-big"
+        ),
+        pytest.param(1, "-1e39,2", "reaches 1e+39, beyond the float32 range", id="float-list"),
+        pytest.param(1, "1e400", "1e400 is beyond the float32 range", id="float-past-double"),
+        pytest.param(1, "nan", "contains 1 NaN or infinite values", id="float-nan"),
+        pytest.param(1, "-inf", "--nonfinite warn", id="float-inf"),
+        pytest.param(1, "x", "'x' is not a number", id="float-text"),
+        pytest.param(
+            10, "1e5", "reaches 1e+05, beyond the float16 range (6.55e+04)", id="half-big"
+        ),
+        pytest.param(6, "1e60", "1e60 is beyond the int32 range", id="int-big"),
+        pytest.param(
+            6,
+            "3000000000",
+            "beyond the int32 range; give a value from -2147483648",
+            id="int-past-int32",
+        ),
+        pytest.param(7, "9223372036854775808", "beyond the int64 range", id="int-past-int64"),
+        pytest.param(6, "0.5", "takes whole numbers (int32), and '0.5' is not one", id="int-half"),
+        pytest.param(6, "nan", "takes whole numbers (int32), and 'nan' is not one", id="int-nan"),
+        pytest.param(9, "2", "takes booleans, and '2' is not one", id="bool-two"),
+    ],
+)
+def test_feed_parsed_by_input_type(tmp_path, scale_type, text, message):
+    path = _scaled_model(tmp_path / "scaled.onnx", scale_type)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's cast and mod warnings become failures
+        with pytest.raises(InputError, match=re.escape(message)):
+            Session(path, provider="cpu", feeds={"scale": text})
+
+
+@pytest.mark.parametrize(
+    ("scale_type", "value", "expected"),
+    [
+        pytest.param(1, "0.5", 0.5, id="float"),
+        pytest.param(1, "16000", 16000.0, id="float-whole"),
+        pytest.param(6, "16000", 16000.0, id="int"),
+        pytest.param(6, "1.6e4", 16000.0, id="int-float-spelling"),
+        pytest.param(7, "-2147483649", -2147483649.0, id="int64-past-int32"),
+        pytest.param(9, "true", 1.0, id="bool"),
+        pytest.param(6, np.array([3.0]), 3.0, id="int-from-whole-floats"),
+        pytest.param(1, 3, 3.0, id="float-from-python-int"),
+    ],
+)
+def test_feed_values_reach_the_model(tmp_path, rng, scale_type, value, expected):
+    path = _scaled_model(tmp_path / "scaled.onnx", scale_type)
+    x = sequence(rng, batch=2, length=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = Session(path, provider="cpu", feeds={"scale": value}).run(x)["y"]
+    np.testing.assert_array_equal(y, x * np.float32(expected))
+
+
+def test_nonfinite_feed_warns_when_allowed(tmp_path, rng, caplog):
+    path = _scaled_model(tmp_path / "scaled.onnx", 1)
+    with caplog.at_level(logging.WARNING, logger="rnnedge"):
+        session = Session(path, provider="cpu", feeds={"scale": "nan"}, nonfinite="warn")
+    assert "'scale' contains 1 NaN or infinite values" in caplog.text
+    assert np.isnan(session.run(sequence(rng))["y"]).all()
+
+
+def test_cli_feed_beyond_float32_range(capsys, streaming_models, rng, tmp_path):
+    np.save(tmp_path / "x.npy", sequence(rng, batch=1, length=5))
+    path, _ = streaming_models["gru-gain"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a numpy cast warning would end the command
+        code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy", "--feed",
+                                 "gain=1e60", "--provider", "cpu")  # fmt: skip
+    assert code == 2, err
+    assert err.startswith("error: the value of input 'gain' reaches 1e+60"), err
+    assert out == ""
+
+
+class WithState(torch.nn.Module):
+    """A model that takes its initial state as inputs: forward(x, h0[, c0])."""
+
+    def __init__(self, cell: str) -> None:
+        super().__init__()
+        self.is_lstm = cell == "lstm"
+        rnn = torch.nn.LSTM if self.is_lstm else torch.nn.GRU
+        self.rnn = rnn(FEATURES, HIDDEN, num_layers=2, batch_first=True)
+
+    def forward(self, x, h0, c0=None):
+        if self.is_lstm:
+            out, (h, c) = self.rnn(x, (h0, c0))
+            return out, h, c
+        out, h = self.rnn(x, h0)
+        return out, h
+
+
+class LstmWithState(WithState):
+    def __init__(self) -> None:
+        super().__init__("lstm")
+
+    def forward(self, x, h0, c0):
+        return super().forward(x, h0, c0)
+
+
+@pytest.fixture(scope="module")
+def role_state_models(tmp_path_factory) -> dict[str, tuple[Path, WithState]]:
+    """Models exported by rnnedge without --streaming: their metadata gives h0 (and c0)
+    a state role but records no state pairs."""
+    from rnnedge.export import export_model
+
+    root = tmp_path_factory.mktemp("role-states")
+    models = {}
+    for cell, model in (("gru", WithState("gru")), ("lstm", LstmWithState())):
+        torch.manual_seed(0)
+        model.eval()
+        export_model(model, root / f"{cell}.onnx", example_shape=f"2x6x{FEATURES}")
+        models[cell] = (root / f"{cell}.onnx", model)
+    return models
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_role_states_start_at_zero(role_state_models, rng, cell):
+    path, model = role_state_models[cell]
+    session = Session(path, provider="cpu")
+    assert session.state_pairs == ()
+    assert [state.input for state in session.unpaired_states] == (
+        ["h0", "c0"] if cell == "lstm" else ["h0"]
+    )
+    x = sequence(rng, batch=3, length=7)
+    zeros = [torch.zeros(2, 3, HIDDEN)] * (2 if cell == "lstm" else 1)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x), *zeros)[0].numpy()
+    got = session.run(x)["output"]
+    np.testing.assert_allclose(got, expected, atol=TORCH_ATOL, rtol=0)
+
+
+def test_role_state_given_in_npz(role_state_models, rng):
+    path, model = role_state_models["gru"]
+    x = sequence(rng, batch=3, length=7)
+    h0 = rng.standard_normal((2, 3, HIDDEN)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x), torch.from_numpy(h0))[0].numpy()
+    got = Session(path, provider="cpu").run({"input": x, "h0": h0})["output"]
+    np.testing.assert_allclose(got, expected, atol=TORCH_ATOL, rtol=0)
+
+
+def test_role_states_in_profile_feed(role_state_models):
+    from rnnedge.profiling.profile import synthetic_input
+
+    path, _ = role_state_models["lstm"]
+    session = Session(path, provider="cpu")
+    feed = synthetic_input(session, batch=2, seq_len=5)
+    assert sorted(feed) == ["c0", "h0", "input"]
+    assert feed["h0"].shape == (2, 2, HIDDEN)
+    assert session.run_prepared(feed)["output"].shape == (2, 5, HIDDEN)
+
+
+def test_role_states_stream_only_when_paired(role_state_models, rng):
+    path, _ = role_state_models["lstm"]
+    with pytest.raises(InputError, match="records no state pairs"):
+        StreamingSession(path, provider="cpu")
+    with pytest.raises(InputError, match=r"state input 'c0' of lstm.onnx has no state pair.*"
+                                         r"--state c0=OUT \(outputs: output, "):  # fmt: skip
+        StreamingSession(path, provider="cpu", state_pairs=[("h0", "output_1")])
+    x = sequence(rng, batch=2, length=9)
+    pairs = [("h0", "output_1"), ("c0", "output_2")]
+    chunked = StreamingSession(path, provider="cpu", state_pairs=pairs).run(x, chunk=4)
+    whole = Session(path, provider="cpu").run(x)
+    np.testing.assert_allclose(chunked["output"], whole["output"], atol=CHUNK_ATOL, rtol=0)
+
+
+def test_cli_runs_role_state_model(capsys, role_state_models, rng, tmp_path):
+    np.save(tmp_path / "x.npy", sequence(rng, batch=1, length=5))
+    path, _ = role_state_models["gru"]
+    code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy", "--provider", "cpu",
+                             "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["outputs"]["output"] == [1, 5, HIDDEN]
+    code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy", "--feed",
+                             "input=0", "--provider", "cpu")  # fmt: skip
+    assert code == 2, err
+    assert "'input' is the sequence input; it comes from --input, not --feed" in err
 
 
 @pytest.mark.parametrize("chunk", [0, -2, 1.5], ids=["zero", "negative", "fraction"])

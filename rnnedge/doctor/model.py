@@ -212,6 +212,16 @@ def _load(path: Path) -> Finding:
     except Exception as exc:  # onnxruntime raises its own untyped errors on load
         text = str(exc).strip()
         first = text.splitlines()[0] if text else type(exc).__name__
+        from rnnedge.runtime.session import ort_load_problem
+
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+        if is_ort_format(head):
+            return error(
+                _A, "load", f"{path.name} {ort_load_problem(first)} ({first})",
+                "convert the .onnx model again with rnnedge convert MODEL --ort",
+                onnxruntime_message=text[:2000],
+            )  # fmt: skip
         return error(
             _A, "load", f"onnxruntime {ort.__version__} cannot load the model: {first}",
             "fix the cause named above (usually an opset or operator this onnxruntime lacks); "

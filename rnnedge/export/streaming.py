@@ -99,7 +99,7 @@ def plan_streaming(model: nn.Module, input_count: int) -> StreamingPlan:
         label = name or "the model"
         if kind in ("LSTMCell", "GRUCell"):
             raise InputError(
-                f"{label} is an {kind}, whose state lives in the model's forward loop; "
+                f"{label} is an nn.{kind}, whose state lives in the model's forward loop; "
                 "--streaming carries the state of nn.LSTM and nn.GRU modules only"
             )
         if module.bidirectional:

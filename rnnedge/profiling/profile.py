@@ -87,8 +87,7 @@ def synthetic_input(
             else:
                 shape.append(seq_len)
         feed[info.name] = rng.standard_normal(shape).astype(np.float32)
-    for pair in session.state_pairs:
-        feed[pair.input] = pair.zeros(batch)
+    feed.update(session.zero_states(batch))
     feed.update(session.feeds)
     return feed
 

@@ -7,6 +7,8 @@ the type and shape that the model declares.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,8 @@ import numpy as np
 from rnnedge.errors import InputError
 from rnnedge.runtime.inputs import _ORT_TO_NUMPY as ORT_TO_NUMPY
 from rnnedge.runtime.inputs import describe
+
+logger = logging.getLogger(__name__)
 
 
 def split_assignment(text: str, option: str, form: str = "NAME=VALUE") -> tuple[str, str]:
@@ -42,28 +46,29 @@ def parse_feed_specs(specs: Iterable[str]) -> dict[str, str]:
     return feeds
 
 
-def constant_feed(value: Any, name: str, shape: Sequence[Any], ort_type: str) -> np.ndarray:
+def constant_feed(
+    value: Any, name: str, shape: Sequence[Any], ort_type: str, nonfinite: str = "error"
+) -> np.ndarray:
     """Make the array for a constant input from a number, a comma list, a `.npy` path or an array.
 
-    The array takes the model input's element type, and is reshaped to the declared shape
-    when that shape is fully known and has the same number of elements (so that `16000`
-    feeds an input of shape [1]).
+    Text is parsed by the input's element type: floats for a float input, whole numbers for
+    an integer input, 0, 1, true or false for a boolean input. Values must fit that type,
+    as for `--input`. NaN or infinite values of a float input raise `InputError`, or with
+    `nonfinite="warn"` log a warning. The array is reshaped to the declared shape when
+    that shape is fully known and has the same number of elements (so that `16000` feeds
+    an input of shape [1]).
     """
     target = ORT_TO_NUMPY.get(ort_type)
     if target is None:
         raise InputError(f"input {name!r} has type {ort_type}, which --feed cannot fill")
-    array = _parse_value_text(value, name) if isinstance(value, str) else np.asarray(value)
-    try:
-        converted = array.astype(target)
-    except (TypeError, ValueError) as exc:
-        raise InputError(
-            f"value {describe(array)} for input {name!r} cannot become "
-            f"{np.dtype(target).name}; give a value of that type"
-        ) from exc
-    if np.issubdtype(target, np.integer) and not np.array_equal(converted, array):
-        raise InputError(
-            f"input {name!r} takes whole numbers ({np.dtype(target).name}); got {describe(array)}"
-        )
+    dtype = np.dtype(target)
+    array = _parse_value_text(value, name, dtype) if isinstance(value, str) else np.asarray(value)
+    if np.issubdtype(dtype, np.floating):
+        converted = _to_float(array, name, dtype, nonfinite)
+    elif np.issubdtype(dtype, np.integer):
+        converted = _to_integer(array, name, dtype)
+    else:
+        converted = _to_bool(array, name)
     fixed = [d for d in shape if isinstance(d, int) and d > 0]
     if len(fixed) == len(shape) and converted.shape != tuple(shape):
         if converted.size != int(np.prod(fixed, dtype=np.int64)):
@@ -75,7 +80,77 @@ def constant_feed(value: Any, name: str, shape: Sequence[Any], ort_type: str) ->
     return np.ascontiguousarray(converted)
 
 
-def _parse_value_text(text: str, name: str) -> np.ndarray:
+def _to_float(array: np.ndarray, name: str, dtype: np.dtype, nonfinite: str) -> np.ndarray:
+    """Cast integer or float values to the float type `dtype` after a range check."""
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
+        raise InputError(
+            f"value of dtype {array.dtype} for input {name!r} cannot become {dtype.name}; "
+            "give numbers"
+        )
+    values = array.astype(np.float64) if np.issubdtype(array.dtype, np.integer) else array
+    finite = np.isfinite(values)
+    limit = np.finfo(dtype).max
+    if finite.any() and np.abs(values[finite]).max() > limit:
+        raise InputError(
+            f"the value of input {name!r} reaches {np.abs(values[finite]).max():.3g}, "
+            f"beyond the {dtype.name} range ({limit:.3g}); give a smaller value"
+        )
+    bad = int(values.size - np.count_nonzero(finite))
+    if bad:
+        if nonfinite != "warn":
+            raise InputError(
+                f"the value of input {name!r} contains {bad} NaN or infinite values; give finite "
+                "values, or pass --nonfinite warn to run anyway"
+            )
+        logger.warning(
+            "the value of input %r contains %d NaN or infinite values; the outputs may be NaN",
+            name,
+            bad,
+        )
+    return values.astype(dtype)
+
+
+def _to_integer(array: np.ndarray, name: str, dtype: np.dtype) -> np.ndarray:
+    """Cast whole numbers to the integer type `dtype` after a range check."""
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
+        raise InputError(
+            f"value of dtype {array.dtype} for input {name!r} cannot become {dtype.name}; "
+            "give whole numbers"
+        )
+    limits = np.iinfo(dtype)
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array)
+        whole = finite.all() and bool(np.all(np.mod(array, 1) == 0))
+        if not whole:
+            raise InputError(
+                f"input {name!r} takes whole numbers ({dtype.name}); got {array.dtype} values "
+                "with a fraction, NaN or infinity"
+            )
+        # float(limits.max) rounds up to a power of two, which is itself out of range.
+        out_of_range = array.size and (
+            array.min() < float(limits.min) or array.max() >= float(limits.max) + 1
+        )
+    else:
+        out_of_range = array.size and (array.min() < limits.min or array.max() > limits.max)
+    if out_of_range:
+        raise InputError(
+            f"the value of input {name!r} ranges from {array.min():.6g} to "
+            f"{array.max():.6g}, beyond the {dtype.name} range; give values from "
+            f"{limits.min} to {limits.max}"
+        )
+    return array.astype(dtype)
+
+
+def _to_bool(array: np.ndarray, name: str) -> np.ndarray:
+    if array.dtype == np.bool_:
+        return array
+    if not np.issubdtype(array.dtype, np.number) or not np.isin(array, (0, 1)).all():
+        raise InputError(f"input {name!r} takes booleans; give 0, 1, true or false for each value")
+    return array.astype(np.bool_)
+
+
+def _parse_value_text(text: str, name: str, dtype: np.dtype) -> np.ndarray:
+    """Parse a `.npy` path or comma-separated numbers as values of the input's type."""
     if text.lower().endswith(".npy"):
         path = Path(text)
         if not path.is_file():
@@ -84,14 +159,63 @@ def _parse_value_text(text: str, name: str) -> np.ndarray:
             return np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise InputError(f"--feed {name}={text}: cannot read the .npy file: {exc}") from exc
+    parts = [part.strip() for part in text.split(",")]
+    if np.issubdtype(dtype, np.floating):
+        array = np.asarray([_parse_float(part, name, text, dtype) for part in parts])
+    elif np.issubdtype(dtype, np.integer):
+        array = np.asarray([_parse_integer(part, name, text, dtype) for part in parts], dtype)
+    else:
+        array = np.asarray([_parse_bool(part, name, text) for part in parts])
+    return array if array.size > 1 else array.reshape(())
+
+
+def _parse_float(part: str, name: str, text: str, dtype: np.dtype) -> float:
     try:
-        numbers = [float(part) for part in text.split(",")]
+        number = float(part)
     except ValueError as exc:
         raise InputError(
-            f"--feed {name}={text!r} is not a number, a comma-separated list of numbers or "
-            "a .npy file"
+            f"--feed {name}={text!r}: {part!r} is not a number; give a number, "
+            "comma-separated numbers or a .npy file"
         ) from exc
-    array = np.asarray(numbers)
-    if np.all(np.mod(array, 1) == 0):
-        array = array.astype(np.int64)
-    return array if array.size > 1 else array.reshape(())
+    # float() turns a finite number beyond the double range, such as 1e400, into inf.
+    if math.isinf(number) and "inf" not in part.lower():
+        raise InputError(
+            f"--feed {name}={text!r}: {part} is beyond the {dtype.name} range "
+            f"({np.finfo(dtype).max:.3g}); give a smaller value"
+        )
+    return number
+
+
+def _parse_integer(part: str, name: str, text: str, dtype: np.dtype) -> int:
+    """Parse a whole number, written as an integer (16000) or a float (1.6e4)."""
+    try:
+        number = int(part)
+    except ValueError:
+        try:
+            value = float(part)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value.is_integer()):
+            raise InputError(
+                f"--feed {name}={text!r}: input {name!r} takes whole numbers "
+                f"({dtype.name}), and {part!r} is not one"
+            ) from None
+        number = int(value)
+    limits = np.iinfo(dtype)
+    if not limits.min <= number <= limits.max:
+        raise InputError(
+            f"--feed {name}={text!r}: {part} is beyond the {dtype.name} range; give a "
+            f"value from {limits.min} to {limits.max}"
+        )
+    return number
+
+
+def _parse_bool(part: str, name: str, text: str) -> bool:
+    spelled = {"0": False, "1": True, "false": False, "true": True}
+    value = spelled.get(part.lower())
+    if value is None:
+        raise InputError(
+            f"--feed {name}={text!r}: input {name!r} takes booleans, and {part!r} is not "
+            "one; give 0, 1, true or false"
+        )
+    return value

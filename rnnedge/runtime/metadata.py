@@ -54,6 +54,27 @@ class ModelMetadata:
     state_pairs: tuple[tuple[str, str], ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def input_roles(self) -> dict[str, str]:
+        """The role of each graph input by name (`sequence`, `lengths`, `state_h`, `state_c`
+        or `carry`), as `rnnedge export` records it; empty for a model from elsewhere."""
+        text = self.extra.get("input_roles")
+        if text is None:
+            return {}
+        try:
+            roles = json.loads(text)
+        except ValueError as exc:
+            raise InputError(
+                f"invalid rnnedge metadata in model: input_roles is not JSON ({exc}); "
+                "re-export the model with rnnedge export"
+            ) from exc
+        if not isinstance(roles, dict):
+            raise InputError(
+                "invalid rnnedge metadata in model: input_roles is not a mapping of input "
+                "names to roles; re-export the model with rnnedge export"
+            )
+        return {str(name): str(role) for name, role in roles.items()}
+
     def to_props(self) -> dict[str, str]:
         """Serialize to the string key/value pairs of ONNX `metadata_props`."""
         props = {

@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from rnnedge.errors import InputError
 from rnnedge.host import cpu_info
-from rnnedge.runtime.external_data import check_external_data
+from rnnedge.runtime.external_data import check_external_data, is_ort_format
 from rnnedge.runtime.feeds import constant_feed
 from rnnedge.runtime.inputs import LENGTHS_INPUT, check_lengths, check_sequence_input, describe
 from rnnedge.runtime.metadata import Layout, ModelMetadata, Task
@@ -27,11 +27,16 @@ from rnnedge.runtime.providers import (
     check_session_providers,
     plan_providers,
 )
-from rnnedge.runtime.state import StatePair, resolve_state_pairs
+from rnnedge.runtime.state import StateInput, StatePair, resolve_state_pairs
 
 logger = logging.getLogger(__name__)
 
 NONFINITE_POLICIES = ("error", "warn")
+# The roles in `rnnedge.input_roles` of a recurrent state input, which starts at zero in
+# a run that does not feed it, with or without a state pair.
+STATE_ROLES = ("state_h", "state_c")
+# Prefixes of a symbolic axis name that marks the time axis of a sequence input.
+TIME_AXIS_PREFIXES = ("seq", "time")
 
 
 def open_model_file(path: str | os.PathLike[str]) -> Path:
@@ -73,7 +78,9 @@ class Session:
             `--feed`), fed on every run.
         state_pairs: (state input, state output) names, added to the pairs in the
             model's metadata; a pair replaces the metadata's pair of the same state
-            input. A state input that a run does not feed starts at zero.
+            input. A state input that a run does not feed starts at zero, and so does
+            an input that the model's metadata gives a state role (`state_h`, `state_c`)
+            but no pair.
         nonfinite: `error` rejects NaN or infinite input values; `warn` logs a warning
             and runs anyway.
         report_placement: profile the first run to learn which provider ran each node;
@@ -153,6 +160,7 @@ class Session:
             tuple(pairs.items()), self.inputs, self.outputs
         )
         self.feeds = self._resolve_feeds(feeds or {})
+        self.unpaired_states: tuple[StateInput, ...] = self._unpaired_states()
         if feeds and not self.data_inputs:
             raise InputError(
                 f"--feed gives {', '.join(map(repr, self.feeds))}, which leaves no input "
@@ -188,7 +196,13 @@ class Session:
     def data_inputs(self) -> list[Any]:
         """Inputs that the caller feeds on each run: neither state nor constant."""
         fixed = set(self.feeds) | set(self.state_input_names)
+        fixed |= {state.input for state in self.unpaired_states}
         return [info for info in self.inputs if info.name not in fixed]
+
+    def zero_states(self, batch: int) -> dict[str, np.ndarray]:
+        """Return a zero value for every state input, paired or not, for `batch` sequences."""
+        states = (*self.state_pairs, *self.unpaired_states)
+        return {state.input: state.zeros(batch) for state in states}
 
     def prepare(
         self, data: np.ndarray | Mapping[str, np.ndarray], source: str = "input"
@@ -201,11 +215,11 @@ class Session:
         feed = self.prepare_inputs(data, source)
         batch = self.batch_size(feed)
         given = data if isinstance(data, Mapping) else {}
-        for pair in self.state_pairs:
-            if pair.input in given:
-                feed[pair.input] = np.ascontiguousarray(given[pair.input], dtype=pair.dtype)
+        for state in (*self.state_pairs, *self.unpaired_states):
+            if state.input in given:
+                feed[state.input] = np.ascontiguousarray(given[state.input], dtype=state.dtype)
             else:
-                feed[pair.input] = pair.zeros(batch)
+                feed[state.input] = state.zeros(batch)
         return feed
 
     def prepare_inputs(
@@ -216,10 +230,11 @@ class Session:
         if isinstance(data, np.ndarray):
             if len(data_inputs) != 1:
                 names = ", ".join(info.name for info in data_inputs) or "none"
+                others = [info.name for info in data_inputs[1:]]
                 raise InputError(
                     f"the model has {len(data_inputs)} inputs to feed ({names}), but the "
-                    "input is one array; pass an .npz file with one array per input name"
-                    + _missing_hint(names.split(", "))
+                    "input is one array"
+                    + _missing_hint(others, "pass an .npz file with one array per input name")
                 )
             data = {data_inputs[0].name: data}
         unknown = sorted(set(data) - set(self.input_names))
@@ -227,8 +242,8 @@ class Session:
         if unknown or missing:
             raise InputError(
                 f"{source} arrays {sorted(data)} do not match the model inputs "
-                f"{self.input_names}; missing {missing}, unexpected {unknown}"
-                + _missing_hint(missing)
+                f"{self.input_names}: missing {missing}, unexpected {unknown}"
+                + _missing_hint(missing, f"add {', '.join(missing)} to the .npz file")
             )
         feed: dict[str, np.ndarray] = {}
         for index, info in enumerate(data_inputs):
@@ -323,6 +338,7 @@ class Session:
 
     def _resolve_feeds(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         by_name = {info.name: info for info in self.inputs}
+        sequence = self._sequence_input_name() if feeds else None
         resolved = {}
         for name, value in feeds.items():
             if name not in by_name:
@@ -335,9 +351,44 @@ class Session:
                     f"input {name!r} is a state input; it starts at zero and is carried "
                     "between calls, so do not give it in --feed"
                 )
+            if name == sequence:
+                raise InputError(
+                    f"{name!r} is the sequence input; it comes from --input, not --feed"
+                )
             info = by_name[name]
-            resolved[name] = constant_feed(value, name, info.shape, info.type)
+            resolved[name] = constant_feed(
+                value, name, info.shape, info.type, nonfinite=self.nonfinite
+            )
         return resolved
+
+    def _sequence_input_name(self) -> str | None:
+        """Name the sequence input: by its role in the metadata, or else the first input
+        that is not a state and has a symbolic time axis (`sequence`, `seq_len`, `time`)."""
+        roles = self.metadata.input_roles
+        named = [name for name, role in roles.items() if role == "sequence"]
+        if named:
+            return named[0]
+        paired = set(self.state_input_names)
+        for info in self.inputs:
+            if info.name in paired or roles.get(info.name) in STATE_ROLES:
+                continue
+            if any(
+                isinstance(dim, str) and dim.lower().startswith(TIME_AXIS_PREFIXES)
+                for dim in info.shape or ()
+            ):
+                return info.name
+        return None
+
+    def _unpaired_states(self) -> tuple[StateInput, ...]:
+        """Collect the inputs that the metadata gives a state role but that have no state
+        pair and no --feed value."""
+        roles = self.metadata.input_roles
+        paired_or_fed = set(self.state_input_names) | set(self.feeds)
+        return tuple(
+            StateInput(input=info.name, shape=tuple(info.shape), ort_type=info.type)
+            for info in self.inputs
+            if roles.get(info.name) in STATE_ROLES and info.name not in paired_or_fed
+        )
 
 
 def provider_options_for(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -347,12 +398,14 @@ def provider_options_for(name: str, values: Mapping[str, Any]) -> dict[str, Any]
     return dict(values)
 
 
-def _missing_hint(missing: Sequence[str]) -> str:
+def _missing_hint(missing: Sequence[str], fix: str) -> str:
+    """Name the fixes for inputs that a run leaves out: `fix` for the input file, or an
+    option for each kind of input that the file need not give."""
     if not missing:
         return ""
     return (
-        "; give each missing input in an .npz file, a constant input with --feed NAME=VALUE, "
-        "or a recurrent state input with --state IN=OUT"
+        f"; {fix}, or for {', '.join(missing)} use --feed NAME=VALUE (a constant input) or "
+        "--state IN=OUT (a recurrent state, which then starts at zero)"
     )
 
 
@@ -377,6 +430,11 @@ def _create_session(
         return ort.InferenceSession(str(path), sess_options=options, providers=plan.as_ort_list())
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if _starts_like_ort(path):
+            raise InputError(
+                f"{str(path)!r} {ort_load_problem(text)} (onnxruntime: {text[:160]}); convert "
+                "the .onnx model again with rnnedge convert MODEL --ort"
+            ) from exc
         if "protobuf" in text.lower() or "INVALID_PROTOBUF" in text or "Load model" in text:
             raise InputError(
                 f"{str(path)!r} is not a valid ONNX model ({text[:160]}); export it with "
@@ -395,6 +453,26 @@ def _create_session(
                 "(rnnedge export and torch.onnx.export both write layout=0)"
             ) from exc
         raise InputError(f"onnxruntime cannot load {str(path)!r}: {text[:300]}") from exc
+
+
+def _starts_like_ort(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return is_ort_format(handle.read(8))
+    except OSError:
+        return False
+
+
+def ort_load_problem(ort_text: str) -> str:
+    """Describe a file with the .ort identifier that ONNX Runtime fails to load.
+
+    ONNX Runtime reports a damaged or truncated .ort file only as a failed verification of
+    its flatbuffer. Any other failure, such as a format version from another ONNX Runtime
+    release, is described by ONNX Runtime's own text.
+    """
+    if "verification failed" in ort_text:
+        return "is a damaged or truncated .ort file"
+    return f"is an .ort file that onnxruntime {ort.__version__} cannot load"
 
 
 def _resolve_device(device: Any) -> Any:

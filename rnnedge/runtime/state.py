@@ -20,11 +20,10 @@ from rnnedge.runtime.inputs import _ORT_TO_NUMPY
 
 
 @dataclass(frozen=True)
-class StatePair:
-    """One state input, the output that feeds it next time, and its declared shape and type."""
+class StateInput:
+    """A state input that starts at zero, with its declared shape and type."""
 
     input: str
-    output: str
     shape: tuple[Any, ...]
     ort_type: str
 
@@ -52,6 +51,13 @@ class StatePair:
                 "export the state with a dynamic batch axis"
             )
         return tuple(shape)
+
+
+@dataclass(frozen=True)
+class StatePair(StateInput):
+    """A state input and the output that feeds it on the next call."""
+
+    output: str
 
 
 def parse_state_pairs(specs: Iterable[str]) -> tuple[tuple[str, str], ...]:
@@ -91,7 +97,9 @@ def resolve_state_pairs(
             )
         info = by_input[state_in]
         _check_pair_shapes(info, by_output[state_out])
-        resolved.append(StatePair(state_in, state_out, tuple(info.shape), info.type))
+        resolved.append(
+            StatePair(input=state_in, shape=tuple(info.shape), ort_type=info.type, output=state_out)
+        )
     return tuple(resolved)
 
 
@@ -105,7 +113,7 @@ def _check_pair_shapes(state_in: Any, state_out: Any) -> None:
     if not agree or state_in.type != state_out.type:
         raise InputError(
             f"state pair {state_in.name}={state_out.name} does not match: the input is "
-            f"{state_in.type} {list(state_in.shape)}, the output {state_out.type} "
+            f"{state_in.type} {list(state_in.shape)}, the output is {state_out.type} "
             f"{list(state_out.shape)}; a state pair names an input and the output of the "
             "same shape that carries it to the next call (for example h0=hn)"
         )

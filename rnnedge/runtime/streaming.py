@@ -79,6 +79,14 @@ class StreamingSession:
                 f"{', '.join(self.session.input_names)}; outputs: "
                 f"{', '.join(self.session.output_names)})"
             )
+        if self.session.unpaired_states:
+            # Streaming would restart such a state from zero on every chunk.
+            names = [state.input for state in self.session.unpaired_states]
+            raise InputError(
+                f"state input {names[0]!r} of {self.session.path.name} has no state pair, so "
+                f"it cannot be carried between chunks; name the output that carries it with "
+                f"--state {names[0]}=OUT (outputs: {', '.join(self.session.output_names)})"
+            )
         if not self.session.data_inputs:
             raise InputError(
                 f"{self.session.path.name} has no input left to stream: every input is a "
