@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
 import sys
 import textwrap
 import warnings
@@ -295,6 +296,112 @@ def test_failed_dynamo_attempt_is_one_line(capfd, caplog, tmp_path):
     assert "data-dependent expression" in dynamo.error
     debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
     assert any("def forward(self" in message for message in debug)
+
+
+class BranchOnBatch(nn.Module):
+    """Branches on the batch size, which torch.export then fixes at the example's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(6, 8, batch_first=True)
+
+    def forward(self, x):
+        out = self.rnn(x)[0]
+        if x.size(0) == 2:
+            out = out * 1.0
+        return out
+
+
+def test_dynamo_shape_conflict_keeps_detail(tmp_path):
+    # torch.export ends its first sentence with a colon and names the axis on the next line.
+    torch.manual_seed(0)
+    report = export_model(
+        BranchOnBatch(), tmp_path / "b.onnx", example_shape="2x10x6", exporter="dynamo"
+    )
+    dynamo = report.attempts[0]
+    assert dynamo.exporter == "dynamo"
+    assert "Found the following conflicts" in dynamo.error
+    assert not dynamo.error.endswith(":")
+    assert "static shape of 2" in dynamo.error
+    assert "\n" not in dynamo.error
+
+
+PROJECTED_FACTORY = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    class Projected(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(6, 16, proj_size=4, num_layers=2, bidirectional=True,
+                               batch_first=True)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0])
+
+    def build():
+        torch.manual_seed(0)
+        return Projected()
+    """
+)
+
+
+def test_projected_lstm_warning_goes_to_debug(tmp_path):
+    # torch warns once per process, so the export runs in a fresh one.
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN, so it does not raise the warning")
+    (tmp_path / "projected.py").write_text(PROJECTED_FACTORY)
+    command = [
+        sys.executable, "-m", "rnnedge", "-vv", "export", f"{tmp_path / 'projected.py'}:build",
+        "--example-shape", "1x10x6", "-o", str(tmp_path / "p.onnx"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    notice = [line for line in result.stderr.splitlines() if "not supported with oneDNN" in line]
+    assert notice, result.stderr
+    assert all(line.startswith("DEBUG: ") for line in notice), notice
+
+
+def test_factory_metadata_records_architecture(capsys, tmp_path):
+    (tmp_path / "projected.py").write_text(PROJECTED_FACTORY)
+    code, out, err = run_cli(
+        capsys, "export", f"{tmp_path / 'projected.py'}:build", "--example-shape", "1x10x6",
+        "-o", tmp_path / "p.onnx", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    metadata = json.loads(out)["metadata"]
+    assert metadata["rnnedge.hidden_size"] == "16"
+    assert metadata["rnnedge.num_layers"] == "2"
+    assert metadata["rnnedge.bidirectional"] == "true"
+    assert metadata["rnnedge.proj_size"] == "4"
+    from rnnedge.profiling.profile import model_architecture
+    from rnnedge.runtime import Session
+
+    architecture = model_architecture(Session(tmp_path / "p.onnx", provider="cpu", threads=1))
+    assert architecture == {
+        "cell": "lstm", "features": 6, "hidden_size": 16, "num_layers": 2, "bidirectional": True,
+    }  # fmt: skip
+
+
+def test_factory_metadata_single_module_only(capsys, tmp_path):
+    (tmp_path / "tagger.py").write_text(FACTORY)
+    code, out, err = run_cli(
+        capsys, "export", f"{tmp_path / 'tagger.py'}:build", "--example-shape", "1x10x6",
+        "-o", tmp_path / "t.onnx", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    metadata = json.loads(out)["metadata"]
+    assert metadata["rnnedge.hidden_size"] == "12"
+    assert metadata["rnnedge.num_layers"] == "2"
+    assert metadata["rnnedge.bidirectional"] == "false"
+    assert "rnnedge.proj_size" not in metadata
+    from tests.test_export_variants import Stacked
+
+    report = export_model(Stacked(), tmp_path / "s.onnx", example_shape="1x10x6")
+    assert "hidden_size" not in report.metadata.extra
+    assert "num_layers" not in report.metadata.extra
 
 
 def test_parity_feeds_shifted_inputs(tmp_path):

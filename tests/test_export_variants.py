@@ -7,6 +7,8 @@ again and passed through the ONNX checker. Tolerance: 1e-5 absolute, as in conft
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -200,6 +202,22 @@ class PackedProjected(nn.Module):
         return padded, h, c
 
 
+class PackedProjectedHead(nn.Module):
+    """A one-layer, one-direction projected LSTM over a packed batch, with a linear head on
+    the padded output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(F, 32, proj_size=8, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x, lengths):
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        padded, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        return self.head(padded)
+
+
 VARIANTS = [
     pytest.param(lambda: Recurrent("lstm"), "LSTM", id="lstm-1layer"),
     pytest.param(lambda: Recurrent("gru"), "GRU", id="gru-1layer"),
@@ -331,6 +349,56 @@ def test_packed_projected_lstm(tmp_path, enforce_sorted):
     for want, got in zip(expected, actual, strict=True):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_sorted_packing_batch_example(tmp_path):
+    # pack_padded_sequence(enforce_sorted=True) rejects the example's lengths unless they
+    # are in decreasing order, which only matters when the example batch is over 1.
+    report = _export(tmp_path, Packed(enforce_sorted=True), example="4x10x6")
+    assert report.capture == "trace"
+    assert report.parity.max_abs_error <= 1e-5, report.format_text()
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input", "lengths"]
+
+
+def test_packed_projected_one_layer_head(tmp_path):
+    torch.manual_seed(0)
+    model = PackedProjectedHead().eval()
+    report = _export(tmp_path, model, example="4x10x6")
+    assert report.lowered == ("rnn",)
+    assert report.parity.max_abs_error <= 1e-5, report.format_text()
+    assert all(c.batch != 4 and c.seq_len != 10 for c in report.parity.cases)
+    lengths = torch.tensor([3, 12, 1, 7, 12])
+    x = torch.randn(5, 12, F)
+    with torch.inference_mode():
+        expected = model(x, lengths).numpy()
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(None, {"input": x.numpy(), "lengths": lengths.numpy()})
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("module_batch_first", "flag_batch_first", "flag"),
+    [(False, True, "--batch-first"), (True, False, "--time-major")],
+)
+def test_layout_flag_contradicting_module_warns(
+    tmp_path, caplog, module_batch_first, flag_batch_first, flag
+):
+    caplog.set_level(logging.WARNING, logger="rnnedge")
+    model = nn.GRU(F, 16, batch_first=module_batch_first)
+    _export(tmp_path, model, batch_first=flag_batch_first)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    layout = [message for message in warned if "contradicts" in message]
+    assert len(layout) == 1, warned
+    assert layout[0].startswith(flag)
+    assert f"batch_first={module_batch_first}" in layout[0]
+
+
+def test_layout_flag_matching_module_is_quiet(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="rnnedge")
+    _export(tmp_path, nn.GRU(F, 16), batch_first=False)
+    assert not any("contradicts" in r.getMessage() for r in caplog.records)
 
 
 def test_multi_output_names_and_axes(tmp_path):

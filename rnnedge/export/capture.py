@@ -12,6 +12,10 @@ torch 2.13 prints from several places while it exports:
 `contextlib.redirect_stdout` and `redirect_stderr` catch only Python writes to
 `sys.stdout` and `sys.stderr`, so file descriptors 1 and 2 themselves are pointed at
 temporary files meanwhile. Everything captured goes to the debug log (`-vv`).
+
+`torch_notices_to_debug` does the same for the few Python warnings that torch raises while
+rnnedge runs the source model (probing its outputs, checking parity) and that the user
+cannot act on.
 """
 
 from __future__ import annotations
@@ -23,17 +27,40 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 
 logger = logging.getLogger(__name__)
 
 _STREAMS = {1: "stdout", 2: "stderr"}
+# Openings of torch warnings that go to the debug log. torch 2.13 CPU builds warn once per
+# process that oneDNN has no projected LSTM kernel and the default one runs instead.
+TORCH_NOTICES = ("LSTM with projections is not supported with oneDNN",)
 
 
 @contextlib.contextmanager
 def capture_output(step: str) -> Iterator[None]:
     """Send what `step` prints on stdout and stderr, from Python or from C++, to the debug log."""
     with _capture_descriptor(1, step), _capture_descriptor(2, step):
+        yield
+
+
+@contextlib.contextmanager
+def torch_notices_to_debug() -> Iterator[None]:
+    """Log the warnings that open with one of `TORCH_NOTICES` at debug level, not on stderr.
+
+    Other warnings are shown as before. Usable as a decorator.
+    """
+    with warnings.catch_warnings():
+        show_default = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            if str(message).startswith(TORCH_NOTICES):
+                logger.debug("torch warned: %s: %s", category.__name__, message)
+                return
+            show_default(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
         yield
 
 

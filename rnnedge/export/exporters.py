@@ -44,6 +44,8 @@ _EXCEPTION_SUMMARY = "## Exception summary"
 # "GuardOnDataDependentSymNode: ".
 _CLASS_PREFIX = re.compile(r"^<class '(?:[\w.]+\.)?(\w+)'>:\s*")
 _SENTENCE_BREAK = re.compile(r"\s+[A-Z]")
+SUMMARY_CHARS = 500  # the max length of an exporter failure summary
+DETAIL_CHARS = 200  # the max length of the line kept after a sentence that ends in a colon
 _OPSET_HINT = re.compile(
     r"operator '(?P<op>[^']+)' to ONNX opset version (?P<asked>\d+) is not supported.*?"
     r"added in (?:opset )?version (?P<needed>\d+)",
@@ -278,17 +280,34 @@ def _summarize(exc: BaseException) -> str:
     The dynamo exporter of torch 2.13 opens its message with the step that failed, colours
     it with ANSI codes, lists next steps, and gives the cause under "## Exception summary".
     The line keeps the first sentence of the message and, where there is one, the first
-    sentence of that cause.
+    sentence of that cause, each with its next line when the sentence ends in a colon.
     """
     text = _ANSI_ESCAPE.sub("", str(exc)).strip()
     if not text:
         return type(exc).__name__
-    summary = _first_sentence(text)
+    summary = _lead(text)
     _, marker, cause = text.partition(_EXCEPTION_SUMMARY)
     if marker and cause.strip():
-        cause = _CLASS_PREFIX.sub(r"\1: ", _first_sentence(cause.strip()))
+        cause = _CLASS_PREFIX.sub(r"\1: ", _lead(cause.strip()))
         summary = f"{summary.rstrip('.')}: {cause}"
-    return " ".join(summary.split())[:300]
+    return " ".join(summary.split())[:SUMMARY_CHARS]
+
+
+def _lead(text: str) -> str:
+    """Return the first sentence of `text`, and the line after it when it ends in a colon.
+
+    torch.export opens a shape conflict with "Found the following conflicts ... from model
+    tracing:" and names the dimension on the next line, which is the part worth reading.
+    """
+    sentence = _first_sentence(text)
+    if not sentence.endswith(":"):
+        return sentence
+    following = text.strip().splitlines()[1:]
+    detail = next((line.strip() for line in following if line.strip()), "")
+    detail = detail.removeprefix("- ")
+    if not detail:
+        return sentence
+    return f"{sentence} {detail[:DETAIL_CHARS]}"
 
 
 def _first_sentence(text: str) -> str:

@@ -196,6 +196,18 @@ def make_arrays(
     return arrays
 
 
+def sort_lengths(specs: Sequence[InputSpec], arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Return `arrays` with the lengths input sorted in decreasing order.
+
+    `pack_padded_sequence(enforce_sorted=True)` raises on lengths in any other order.
+    """
+    sorted_arrays = list(arrays)
+    for index, spec in enumerate(specs):
+        if spec.role is InputRole.LENGTHS:
+            sorted_arrays[index] = np.sort(arrays[index])[::-1].copy()
+    return sorted_arrays
+
+
 def parse_example_shape(text: str) -> tuple[int, int, int]:
     """Parse "BxTxF" (for example "1x100x6") into (batch, time, features)."""
     parts = text.lower().split("x")

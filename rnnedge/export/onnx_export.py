@@ -24,6 +24,7 @@ from torch import nn
 from rnnedge import __version__
 from rnnedge._fileio import write_bytes_atomic
 from rnnedge.errors import CheckFailedError, ExportError, InputError, require
+from rnnedge.export.capture import torch_notices_to_debug
 from rnnedge.export.diagnostics import describe_constructs
 from rnnedge.export.exporters import (
     DYNAMO_EXTRA,
@@ -73,6 +74,7 @@ def export_checkpoint(
     return export_model(checkpoint, output, opset=opset, atol=atol)
 
 
+@torch_notices_to_debug()
 def export_model(
     source: str | os.PathLike[str] | nn.Module,
     output: str | os.PathLike[str],

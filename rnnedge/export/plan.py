@@ -29,6 +29,7 @@ from rnnedge.export.inputs import (
     input_specs,
     make_arrays,
     parse_example_shape,
+    sort_lengths,
 )
 from rnnedge.export.projection import has_projection, lower_projections
 from rnnedge.export.sources import ModelSource, SourceKind, forward_parameters
@@ -66,6 +67,8 @@ class ExportPlan:
     metadata: ModelMetadata
     lowered: list[str] = field(default_factory=list)
     streaming: StreamingPlan | None = None
+    # True when the model rejects lengths that are not in decreasing order.
+    sorted_lengths: bool = False
 
     @property
     def input_names(self) -> list[str]:
@@ -76,6 +79,8 @@ class ExportPlan:
         batch = max(self.example.batch, minimum)
         seq_len = max(self.example.seq_len, minimum)
         arrays = make_arrays(self.specs, batch, seq_len, np.random.default_rng(0))
+        if self.sorted_lengths:
+            arrays = sort_lengths(self.specs, arrays)
         return [torch.from_numpy(a) for a in arrays]
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
@@ -120,7 +125,10 @@ def plan_export(
         module = plan_streaming(module, model_inputs).module if lowered else reference
         specs = specs + list(stream_plan.state_specs)
     flat_reference = FlatOutputs(reference)
-    output_axes = _probe_output_axes(flat_reference, specs, example, loaded.dynamic_dims)
+    sorted_lengths = _requires_sorted_lengths(flat_reference, specs, example, loaded.dynamic_dims)
+    output_axes = _probe_output_axes(
+        flat_reference, specs, example, loaded.dynamic_dims, sorted_lengths
+    )
     output_names = _output_names(len(output_axes), stream_plan)
     metadata = _metadata(loaded, example, specs, stream_plan)
     return ExportPlan(
@@ -134,6 +142,7 @@ def plan_export(
         metadata=metadata,
         lowered=lowered,
         streaming=stream_plan,
+        sorted_lengths=sorted_lengths,
     )
 
 
@@ -154,6 +163,7 @@ def _example_for(
     if isinstance(example_shape, str):
         example_shape = parse_example_shape(example_shape)
     _check_recorded_layout(loaded, batch_first)
+    _warn_module_layout(loaded, batch_first)
     layout = batch_first
     if layout is None:
         layout = loaded.batch_first
@@ -194,6 +204,31 @@ def _check_recorded_layout(loaded: ModelSource, batch_first: bool | None) -> Non
     )
 
 
+def _warn_module_layout(loaded: ModelSource, batch_first: bool | None) -> None:
+    """Warn when a layout flag contradicts the batch_first of the outermost nn.LSTM / nn.GRU.
+
+    Not an error, because the model may transpose its input before the recurrent module.
+    """
+    if batch_first is None or loaded.batch_first is not None:
+        return
+    modules = find_recurrent(loaded.module)
+    outermost = next(((n, m) for n, m in modules if isinstance(m, (nn.LSTM, nn.GRU))), None)
+    if outermost is None:
+        return
+    name, module = outermost
+    if bool(module.batch_first) == batch_first:
+        return
+    flag = _LAYOUT_FLAGS[batch_first]
+    label = f"recurrent module {name!r}" if name else "recurrent module"
+    logger.warning(
+        "%s contradicts the model's %s, an nn.%s with batch_first=%s that takes %s input. "
+        "Exporting with %s input as requested, which is right only if the model transposes "
+        "its input itself",
+        flag, label, type(module).__name__, module.batch_first,
+        _LAYOUT_SHAPES[bool(module.batch_first)], _LAYOUT_SHAPES[batch_first],
+    )  # fmt: skip
+
+
 def _layout_from_modules(module: nn.Module) -> bool:
     layouts = {
         bool(m.batch_first)
@@ -227,11 +262,47 @@ def _fix_static_axes(
     return InputSpec(spec.name, spec.role, tuple(shape), spec.dtype)
 
 
+def _requires_sorted_lengths(
+    reference: nn.Module,
+    specs: list[InputSpec],
+    example: Example,
+    dynamic_dims: tuple[bool, bool, bool] | None,
+) -> bool:
+    """Return whether `reference` rejects lengths that are not in decreasing order.
+
+    A model that calls `pack_padded_sequence(enforce_sorted=True)` does, so its example and
+    probe inputs get sorted lengths, as its parity cases do. Any other failure of this run
+    is left to `_probe_output_axes` to report.
+    """
+    index = next((i for i, s in enumerate(specs) if s.role is InputRole.LENGTHS), None)
+    if index is None:
+        return False
+    batch, seq_len = PROBE_SHAPES[1]
+    if dynamic_dims is not None:
+        batch = batch if dynamic_dims[0] else example.batch
+        seq_len = seq_len if dynamic_dims[1] else example.seq_len
+    if batch < 2 or seq_len < 2:
+        return False  # every order of the lengths is sorted
+    arrays = make_arrays(specs, batch, seq_len, np.random.default_rng(0))
+    lengths = np.full(batch, seq_len, dtype=np.int64)
+    lengths[0] = 1  # shorter than the next sequence, so the order is increasing there
+    arrays[index] = lengths
+    try:
+        with torch.inference_mode():
+            reference(*[torch.from_numpy(a) for a in arrays])
+    except RuntimeError as exc:
+        return "sorted in decreasing order" in str(exc)
+    except Exception:  # whatever the user's forward raises; the probe reports it
+        return False
+    return False
+
+
 def _probe_output_axes(
     reference: nn.Module,
     specs: list[InputSpec],
     example: Example,
     dynamic_dims: tuple[bool, bool, bool] | None,
+    sorted_lengths: bool = False,
 ) -> list[dict[int, str]]:
     """Find each output's batch and time axes by running the model at two shapes."""
     results = []
@@ -240,6 +311,8 @@ def _probe_output_axes(
             batch = batch if dynamic_dims[0] else example.batch
             seq_len = seq_len if dynamic_dims[1] else example.seq_len
         arrays = make_arrays(specs, batch, seq_len, np.random.default_rng(0))
+        if sorted_lengths:
+            arrays = sort_lengths(specs, arrays)
         try:
             with torch.inference_mode():
                 outputs = reference(*[torch.from_numpy(a) for a in arrays])
@@ -322,6 +395,8 @@ def _metadata(
             "num_layers": str(config.num_layers),
             "bidirectional": str(config.bidirectional).lower(),
         })  # fmt: skip
+    else:
+        extra.update(_architecture(loaded.module))
     return ModelMetadata(
         layout=Layout.BATCH_MAJOR if example.batch_first else Layout.TIME_MAJOR,
         features=example.features,
@@ -333,3 +408,25 @@ def _metadata(
         state_pairs=stream_plan.state_pairs if stream_plan is not None else (),
         extra=extra,
     )
+
+
+def _architecture(module: nn.Module) -> dict[str, str]:
+    """Return the architecture metadata that a checkpoint records, for the model's nn.LSTM
+    or nn.GRU.
+
+    The dict is empty unless that module is the model's only recurrent module, because a
+    model with several recurrent modules or with cells has no single size to record.
+    """
+    recurrent = find_recurrent(module)
+    if len(recurrent) != 1 or not isinstance(recurrent[0][1], (nn.LSTM, nn.GRU)):
+        return {}
+    rnn = recurrent[0][1]
+    keys = {
+        "hidden_size": str(rnn.hidden_size),
+        "num_layers": str(rnn.num_layers),
+        "bidirectional": str(rnn.bidirectional).lower(),
+    }
+    proj_size = int(getattr(rnn, "proj_size", 0) or 0)
+    if proj_size:
+        keys["proj_size"] = str(proj_size)
+    return keys

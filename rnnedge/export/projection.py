@@ -94,22 +94,73 @@ class _ProjectedDirection(nn.Module):
         return out, h, c
 
 
+class _ProjectedLayer(nn.Module):
+    """One layer of a projected LSTM, with its forward direction and, when bidirectional,
+    its reverse one.
+
+    Scripting unrolls the loop over `self.cells`, so the graph gets one fixed `Concat` of
+    the directions' outputs.
+    """
+
+    def __init__(self, lstm: nn.LSTM, layer: int) -> None:
+        super().__init__()
+        cells = [_ProjectedDirection(lstm, f"_l{layer}", reverse=False)]
+        if lstm.bidirectional:
+            cells.append(_ProjectedDirection(lstm, f"_l{layer}_reverse", reverse=True))
+        self.cells = nn.ModuleList(cells)
+
+    def forward(
+        self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run each direction over time-major `x` from its slot of `h0` and `c0`."""
+        outputs: list[torch.Tensor] = []
+        hs: list[torch.Tensor] = []
+        cs: list[torch.Tensor] = []
+        for direction, cell in enumerate(self.cells):
+            out, h, c = cell(x, h0[direction], c0[direction])
+            outputs.append(out)
+            hs.append(h)
+            cs.append(c)
+        return torch.cat(outputs, 2), torch.stack(hs, 0), torch.stack(cs, 0)
+
+    @torch.jit.export
+    def forward_masked(
+        self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run like `forward`, with the steps where `mask` is 0 masked."""
+        outputs: list[torch.Tensor] = []
+        hs: list[torch.Tensor] = []
+        cs: list[torch.Tensor] = []
+        for direction, cell in enumerate(self.cells):
+            out, h, c = cell.forward_masked(x, h0[direction], c0[direction], mask)
+            outputs.append(out)
+            hs.append(h)
+            cs.append(c)
+        return torch.cat(outputs, 2), torch.stack(hs, 0), torch.stack(cs, 0)
+
+
 class _ProjectedLSTMCore(nn.Module):
-    """All layers and directions; scripted so that the time loop survives export."""
+    """All layers and directions, scripted so that the time loop survives export.
+
+    The layer and direction loops run over module lists, which scripting unrolls, and the
+    state slots of each layer are a slice at a constant offset. No run-time value such as
+    a list length decides where a layer ends, because the TorchScript-based exporter turns
+    such a test into an ONNX `If` whose output ONNX Runtime rejects ("Invalid tensor data
+    type 0", seen with one layer and one direction over a packed batch).
+    """
+
+    # Constants of the scripted module, so that the state slices have fixed bounds.
+    __constants__ = ("directions",)
 
     def __init__(self, lstm: nn.LSTM) -> None:
         super().__init__()
         self.batch_first = lstm.batch_first
         self.directions = 2 if lstm.bidirectional else 1
-        self.slots = lstm.num_layers * self.directions
         self.hidden_size = lstm.hidden_size
         self.proj_size = lstm.proj_size
-        cells = []
-        for layer in range(lstm.num_layers):
-            for direction in range(self.directions):
-                suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                cells.append(_ProjectedDirection(lstm, suffix, reverse=direction == 1))
-        self.cells = nn.ModuleList(cells)
+        self.layers = nn.ModuleList(
+            [_ProjectedLayer(lstm, layer) for layer in range(lstm.num_layers)]
+        )
 
     def forward(
         self, input: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor
@@ -117,20 +168,17 @@ class _ProjectedLSTMCore(nn.Module):
         # permute, unlike transpose, converts without knowing the rank, which a padded
         # batch unpacked from a PackedSequence lacks during export.
         x = input.permute(1, 0, 2) if self.batch_first else input
-        layer_outputs: list[torch.Tensor] = []
         hs: list[torch.Tensor] = []
         cs: list[torch.Tensor] = []
-        for k, cell in enumerate(self.cells):
-            out, h, c = cell(x, h0[k], c0[k])
-            layer_outputs.append(out)
+        for layer_index, layer in enumerate(self.layers):
+            first = layer_index * self.directions
+            last = first + self.directions
+            x, h, c = layer(x, h0[first:last], c0[first:last])
             hs.append(h)
             cs.append(c)
-            if len(layer_outputs) == self.directions:
-                x = torch.cat(layer_outputs, 2)
-                layer_outputs = []
         if self.batch_first:
             x = x.permute(1, 0, 2)
-        return x, torch.stack(hs, 0), torch.stack(cs, 0)
+        return x, torch.cat(hs, 0), torch.cat(cs, 0)
 
     @torch.jit.export
     def forward_packed(
@@ -141,20 +189,17 @@ class _ProjectedLSTMCore(nn.Module):
         steps = torch.arange(x.size(0), device=x.device).unsqueeze(1)
         limits = lengths.to(device=x.device, dtype=steps.dtype).unsqueeze(0)
         mask = (steps < limits).to(x.dtype).unsqueeze(2)
-        layer_outputs: list[torch.Tensor] = []
         hs: list[torch.Tensor] = []
         cs: list[torch.Tensor] = []
-        for k, cell in enumerate(self.cells):
-            out, h, c = cell.forward_masked(x, h0[k], c0[k], mask)
-            layer_outputs.append(out)
+        for layer_index, layer in enumerate(self.layers):
+            first = layer_index * self.directions
+            last = first + self.directions
+            x, h, c = layer.forward_masked(x, h0[first:last], c0[first:last], mask)
             hs.append(h)
             cs.append(c)
-            if len(layer_outputs) == self.directions:
-                x = torch.cat(layer_outputs, 2)
-                layer_outputs = []
         if self.batch_first:
             x = x.permute(1, 0, 2)
-        return x, torch.stack(hs, 0), torch.stack(cs, 0)
+        return x, torch.cat(hs, 0), torch.cat(cs, 0)
 
 
 class LoweredProjectedLSTM(nn.Module):
