@@ -178,11 +178,20 @@ def _fleet_profile(devices: Path, name: str, address: str) -> None:
     (devices / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def test_device_all_profiles_every_board(capsys, board, exported, tmp_path):
+FLEET = ("raspberry-pi-5", "x86-64")
+
+
+def _fleet(tmp_path: Path, board) -> Path:
+    """A devices folder whose two profiles both name the test board's SSH address."""
     devices = tmp_path / "devices"
     devices.mkdir()
-    for name in ("raspberry-pi-5", "x86-64"):
+    for name in FLEET:
         _fleet_profile(devices, name, board["address"])
+    return devices
+
+
+def test_device_all_profiles_every_board(capsys, board, exported, tmp_path):
+    devices = _fleet(tmp_path, board)
     code, out, err = run_cli(
         capsys,
         "profile",
@@ -414,10 +423,7 @@ def test_remote_bad_sweep_rejected_locally(capsys, board, exported, tmp_path):
 
 
 def test_device_all_sweeps_every_board(capsys, board, exported, tmp_path):
-    devices = tmp_path / "devices"
-    devices.mkdir()
-    for name in ("raspberry-pi-5", "x86-64"):
-        _fleet_profile(devices, name, board["address"])
+    devices = _fleet(tmp_path, board)
     code, out, err = run_cli(
         capsys,
         "profile",
