@@ -98,10 +98,11 @@ class MultiHead(nn.Module):
 class WithState(nn.Module):
     """Initial state given as inputs: forward(x, h0[, c0])."""
 
-    def __init__(self, cell: str) -> None:
+    def __init__(self, cell: str, features: int = F, hidden: int = 12) -> None:
         super().__init__()
         self.is_lstm = cell == "lstm"
-        self.rnn = (nn.LSTM if self.is_lstm else nn.GRU)(F, 12, num_layers=2, batch_first=True)
+        rnn = nn.LSTM if self.is_lstm else nn.GRU
+        self.rnn = rnn(features, hidden, num_layers=2, batch_first=True)
 
     def forward(self, x, h0, c0=None):
         if self.is_lstm:
@@ -112,8 +113,8 @@ class WithState(nn.Module):
 
 
 class LstmWithCellState(WithState):
-    def __init__(self) -> None:
-        super().__init__("lstm")
+    def __init__(self, features: int = F, hidden: int = 12) -> None:
+        super().__init__("lstm", features, hidden)
 
     def forward(self, x, h0, c0):
         return super().forward(x, h0, c0)

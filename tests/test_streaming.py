@@ -28,6 +28,7 @@ from rnnedge.cli import main  # noqa: E402
 from rnnedge.errors import InputError  # noqa: E402
 from rnnedge.runtime import Session, StreamingSession  # noqa: E402
 from rnnedge.runtime.providers import CUDA_EP  # noqa: E402
+from tests.test_export_variants import LstmWithCellState, WithState  # noqa: E402
 
 FEATURES = 5
 HIDDEN = 16
@@ -413,31 +414,6 @@ def test_cli_feed_beyond_float32_range(capsys, streaming_models, rng, tmp_path):
     assert out == ""
 
 
-class WithState(torch.nn.Module):
-    """A model that takes its initial state as inputs: forward(x, h0[, c0])."""
-
-    def __init__(self, cell: str) -> None:
-        super().__init__()
-        self.is_lstm = cell == "lstm"
-        rnn = torch.nn.LSTM if self.is_lstm else torch.nn.GRU
-        self.rnn = rnn(FEATURES, HIDDEN, num_layers=2, batch_first=True)
-
-    def forward(self, x, h0, c0=None):
-        if self.is_lstm:
-            out, (h, c) = self.rnn(x, (h0, c0))
-            return out, h, c
-        out, h = self.rnn(x, h0)
-        return out, h
-
-
-class LstmWithState(WithState):
-    def __init__(self) -> None:
-        super().__init__("lstm")
-
-    def forward(self, x, h0, c0):
-        return super().forward(x, h0, c0)
-
-
 @pytest.fixture(scope="module")
 def role_state_models(tmp_path_factory) -> dict[str, tuple[Path, WithState]]:
     """Models exported by rnnedge without --streaming: their metadata gives h0 (and c0)
@@ -446,7 +422,11 @@ def role_state_models(tmp_path_factory) -> dict[str, tuple[Path, WithState]]:
 
     root = tmp_path_factory.mktemp("role-states")
     models = {}
-    for cell, model in (("gru", WithState("gru")), ("lstm", LstmWithState())):
+    models_by_cell = (
+        ("gru", WithState("gru", FEATURES, HIDDEN)),
+        ("lstm", LstmWithCellState(FEATURES, HIDDEN)),
+    )
+    for cell, model in models_by_cell:
         torch.manual_seed(0)
         model.eval()
         export_model(model, root / f"{cell}.onnx", example_shape=f"2x6x{FEATURES}")
