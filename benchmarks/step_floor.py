@@ -20,14 +20,12 @@ Needs torch and onnx (the export extra) to build the models.
 
 from __future__ import annotations
 
-import argparse
-import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import streaming_step
 from onnx import TensorProto, helper, numpy_helper
 from streaming_step import FEATURES, HIDDEN, LAYERS, STEPS, export
 
@@ -214,14 +212,5 @@ def bench(cell: str, folder: Path, runs: int) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3000, help="timed one-step calls per case")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        results = {cell: bench(cell, Path(folder), args.runs) for cell in ("gru", "lstm")}
-    print(json.dumps(results, indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    streaming_step.main(bench, __doc__)

@@ -93,12 +93,16 @@ def bench(cell: str, folder: Path, runs: int) -> dict[str, float]:
     return {k: round(v, 2) for k, v in result.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(bench_cell=bench, doc: str = __doc__) -> None:
+    """Run `bench_cell` for the GRU and the LSTM and print the results as JSON.
+
+    `benchmarks/step_floor.py` calls this with its own benchmark and docstring.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3000, help="timed one-step calls per case")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        results = {cell: bench(cell, Path(folder), args.runs) for cell in ("gru", "lstm")}
+        results = {cell: bench_cell(cell, Path(folder), args.runs) for cell in ("gru", "lstm")}
     print(json.dumps(results, indent=2))
 
 
