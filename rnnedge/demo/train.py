@@ -31,10 +31,10 @@ def train_classifier(
     where full-batch steps left some LSTM seeds at 0.65. A fixed seed makes the result
     repeat on the same machine and torch build.
 
-    Training runs on one CPU thread. The model is small, so a second thread adds little
-    work to share, and under load from other processes two threads that wait on each
-    other made a 20-epoch GRU training 5 to 9 times slower than one thread on a 2-core
-    machine.
+    Training runs on one CPU thread, because the model is small and a second thread adds
+    little work to share. Under load from other processes, two threads that wait on each
+    other made a 20-epoch GRU training 5 to 9 times slower than one thread (two runs each
+    on a shared 2-core machine).
     """
     with _one_thread():
         return _train(dataset, cell, hidden_size, num_layers, epochs, batch_size,

@@ -144,9 +144,9 @@ class _ProjectedLSTMCore(nn.Module):
 
     The layer and direction loops run over module lists, which scripting unrolls, and the
     state slots of each layer are a slice at a constant offset. No run-time value such as
-    a list length decides where a layer ends, because the TorchScript-based exporter turns
-    such a test into an ONNX `If` whose output ONNX Runtime rejects ("Invalid tensor data
-    type 0", seen with one layer and one direction over a packed batch).
+    a list length decides where a layer ends. The TorchScript-based exporter turns such a
+    test into an ONNX `If` whose output ONNX Runtime rejects with "Invalid tensor data
+    type 0" (seen with one layer and one direction over a packed batch).
     """
 
     # Constants of the scripted module, so that the state slices have fixed bounds.

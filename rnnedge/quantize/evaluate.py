@@ -34,7 +34,7 @@ class Metric:
 
 
 def open_session(model: bytes | str, quiet: bool = False) -> ort.InferenceSession:
-    """A one-thread CPU session over a model file or serialized model.
+    """Open a one-thread CPU session over a model file or serialized model.
 
     `quiet` keeps ONNX Runtime's own error log off stderr, for a session whose failures
     the caller turns into one line of its own.

@@ -240,7 +240,7 @@ def _runtime_message(exc: Exception) -> str:
     """Return the innermost status message of an ONNX Runtime error, on one line."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     innermost = text.rsplit("Status Message: ", 1)[-1]
-    # The kernel's source location and the generic validation advice say nothing to a user.
+    # The kernel's source location and the generic validation advice mean nothing to a user.
     innermost = re.sub(r"^/\S+:\d+ .*?\[ONNXRuntimeError\] : \d+ : \w+ : ", "", innermost)
     innermost = innermost.split(". Validate usage of", 1)[0]
     node = re.findall(r"running (\w+) node\. Name:'([^']*)'", text)
