@@ -7,6 +7,11 @@ linear head, batch 1, one thread), this times through IO binding (`step_prepared
 - operator: one step per call with the ONNX `GRU` / `LSTM` operators;
 - cell graph: one step per call with each recurrent node rewritten as its cell equations
   (MatMul, Add, Split, Sigmoid, Tanh, Mul nodes; valid for one step only);
+- fewest nodes: one step per call through the smallest graph that computes it: the
+  recurrent nodes chained through their last-state outputs, the head's MatMul and Add, and
+  one state input and output per layer, so no Transpose, Slice, Squeeze or Concat is left;
+- node alone: one step of a single recurrent node of hidden size 8, less the bound
+  Identity call, the fixed cost that each recurrent node adds to a call;
 - identity: a model with one `Identity` node run through plain ONNX Runtime IO binding,
   the fixed cost of a bound call.
 
@@ -142,6 +147,74 @@ def cell_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def fewest_nodes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[tuple[str, str]]]:
+    """Return a one-step graph of `model`, with one state pair per layer, and those pairs.
+
+    A one-step call of a forward stack needs no layout nodes: for one step, a layer's last
+    state `Y_h` has the shape [1, batch, hidden] of the next layer's sequence input.
+    """
+    graph = model.graph
+    recurrent = [node for node in graph.node if node.op_type in ("GRU", "LSTM")]
+    (matmul,) = [node for node in graph.node if node.op_type == "MatMul"]
+    (add,) = [node for node in graph.node if node.op_type == "Add"]
+    build = _Builder()
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, FEATURES])]
+    outputs: list[onnx.ValueInfoProto] = []
+    pairs: list[tuple[str, str]] = []
+    previous = "x"
+    for layer, node in enumerate(recurrent):
+        weights = [build.constant(_tensor(graph, name), base) for name, base in
+                   zip(node.input[1:4], ("w", "r", "b"), strict=True)]  # fmt: skip
+        states = ["h"] + (["c"] if node.op_type == "LSTM" else [])
+        state_in = [f"{state}{layer}" for state in states]
+        state_out = [f"{state}{layer}_next" for state in states]
+        build.node(node.op_type, [previous, *weights, "", *state_in], ["", *state_out],
+                   **{attribute.name: helper.get_attribute_value(attribute)
+                      for attribute in node.attribute})  # fmt: skip
+        for name_in, name_out in zip(state_in, state_out, strict=True):
+            inputs.append(helper.make_tensor_value_info(name_in, TensorProto.FLOAT, [1, 1, HIDDEN]))
+            outputs.append(
+                helper.make_tensor_value_info(name_out, TensorProto.FLOAT, [1, 1, HIDDEN])
+            )
+            pairs.append((name_in, name_out))
+        previous = state_out[0]
+    head = build.constant(_tensor(graph, matmul.input[1]), "head")
+    head_bias = next(name for name in add.input if name != matmul.output[0])
+    (product,) = build.node("MatMul", [previous, head])
+    build.node("Add", [product, build.constant(_tensor(graph, head_bias), "head_bias")], ["y"])
+    outputs.insert(0, helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, None]))
+    step = helper.make_graph(build.nodes, "one_step", inputs, outputs, build.constants)
+    rewritten = helper.make_model(step, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(rewritten)
+    return rewritten, pairs
+
+
+def lone_node_model(path: Path, cell: str, hidden: int = 8) -> Path:
+    """Save a model of one forward recurrent node of `hidden` units; return its path."""
+    gates = 3 if cell == "gru" else 4
+    rng = np.random.default_rng(0)
+    weights = {
+        "w": rng.standard_normal((1, gates * hidden, hidden)).astype(np.float32) * 0.1,
+        "r": rng.standard_normal((1, gates * hidden, hidden)).astype(np.float32) * 0.1,
+        "b": np.zeros((1, 2 * gates * hidden), np.float32),
+    }
+    names = ["x", "w", "r", "b", "", "h"] if cell == "gru" else ["x", "w", "r", "b", "", "h", "c"]
+    node = helper.make_node(cell.upper(), names, ["", "h_next"], hidden_size=hidden)
+    shape = [1, 1, hidden]
+    graph = helper.make_graph(
+        [node],
+        "lone",
+        [
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+            for name in [*names[5:], "x"]
+        ],
+        [helper.make_tensor_value_info("h_next", TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
 def identity_model(path: Path) -> Path:
     value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, FEATURES])
     out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, FEATURES])
@@ -151,17 +224,18 @@ def identity_model(path: Path) -> Path:
     return path
 
 
-def _bound_identity(path: Path, step: np.ndarray, runs: int):
-    """Time bound calls of the Identity model, input and output in preallocated buffers."""
+def _bound_call(path: Path, runs: int):
+    """Time bound calls of a model whose inputs and outputs all have a fixed shape."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(
-        str(identity_model(path)), options, providers=["CPUExecutionProvider"]
-    )
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     binding = session.io_binding()
-    output = np.empty_like(step)
-    binding.bind_ortvalue_input("x", ort.OrtValue.ortvalue_from_numpy(step))
-    binding.bind_ortvalue_output("y", ort.OrtValue.ortvalue_from_numpy(output))
+    for value in session.get_inputs():
+        buffer = np.full([int(size) for size in value.shape], 0.1, np.float32)
+        binding.bind_ortvalue_input(value.name, ort.OrtValue.ortvalue_from_numpy(buffer))
+    for value in session.get_outputs():
+        buffer = np.empty([int(size) for size in value.shape], np.float32)
+        binding.bind_ortvalue_output(value.name, ort.OrtValue.ortvalue_from_numpy(buffer))
     stats, _ = measure(lambda: session.run_with_iobinding(binding), 200, runs)
     return stats
 
@@ -178,8 +252,12 @@ def bench(cell: str, folder: Path, runs: int) -> dict[str, float]:
     path, pairs = export(cell, folder)
     rewritten = folder / f"{cell}.cell.onnx"
     onnx.save(cell_graph(onnx.load(str(path))), str(rewritten))
+    fewest, fewest_pairs = fewest_nodes(onnx.load(str(path)))
+    fewest_path = folder / f"{cell}.fewest.onnx"
+    onnx.save(fewest, str(fewest_path))
     operator = StreamingSession(path, provider="cpu", threads=1, state_pairs=pairs)
     cells = StreamingSession(rewritten, provider="cpu", threads=1, state_pairs=pairs)
+    small = StreamingSession(fewest_path, provider="cpu", threads=1, state_pairs=fewest_pairs)
     rng = np.random.default_rng(0)
     sequence = rng.standard_normal((1, STEPS, FEATURES)).astype(np.float32)
 
@@ -187,6 +265,8 @@ def bench(cell: str, folder: Path, runs: int) -> dict[str, float]:
     for t in range(STEPS):
         expected, actual = operator.step(sequence[:, t : t + 1]), cells.step(sequence[:, t : t + 1])
         drift = max(drift, *(float(np.abs(expected[k] - actual[k]).max()) for k in expected))
+        fewest_y = small.step(sequence[:, t : t + 1])["y"]
+        drift = max(drift, float(np.abs(expected["y"] - fewest_y).max()))
 
     zeros = {name: np.zeros((LAYERS, 1, HIDDEN), np.float32) for name, _ in pairs}
     session = operator.session.inference_session
@@ -194,10 +274,13 @@ def bench(cell: str, folder: Path, runs: int) -> dict[str, float]:
     step = sequence[:, :1]
     operator_feed = operator.session.prepare_inputs(step)
     cells_feed = cells.session.prepare_inputs(step)
+    fewest_feed = small.session.prepare_inputs(step)
     operator_stats, _ = measure(lambda: operator.step_prepared(operator_feed), 200, runs)
     cells_stats, _ = measure(lambda: cells.step_prepared(cells_feed), 200, runs)
+    fewest_stats, _ = measure(lambda: small.step_prepared(fewest_feed), 200, runs)
 
-    identity_stats = _bound_identity(folder / "identity.onnx", step, runs)
+    identity_stats = _bound_call(identity_model(folder / "identity.onnx"), runs)
+    lone_stats = _bound_call(lone_node_model(folder / f"{cell}.lone.onnx", cell), runs)
     per_step = whole.p50_ms * 1e3 / STEPS
     recurrent, with_inputs = step_macs(cell)
     return {
@@ -206,8 +289,11 @@ def bench(cell: str, folder: Path, runs: int) -> dict[str, float]:
         "operator_ratio": round(operator_stats.p50_ms * 1e3 / per_step, 2),
         "cell_graph_us": round(cells_stats.p50_ms * 1e3, 2),
         "cell_graph_ratio": round(cells_stats.p50_ms * 1e3 / per_step, 2),
-        "cell_graph_max_abs_drift": drift,
+        "fewest_nodes_us": round(fewest_stats.p50_ms * 1e3, 2),
+        "fewest_nodes_ratio": round(fewest_stats.p50_ms * 1e3 / per_step, 2),
+        "rewritten_max_abs_drift": drift,
         "identity_us": round(identity_stats.p50_ms * 1e3, 2),
+        "node_alone_us": round((lone_stats.p50_ms - identity_stats.p50_ms) * 1e3, 2),
         "macs_ratio_one_step_over_recurrent": round(with_inputs / recurrent, 2),
     }
 

@@ -320,6 +320,16 @@ def test_constant_feed(streaming_models, rng):
         StreamingSession(path, provider="cpu", feeds={"gain": "1", "h0": "0"})
 
 
+def test_data_inputs_follow_feeds(streaming_models):
+    path, _ = streaming_models["gru-gain"]
+    session = Session(path, provider="cpu", feeds={"gain": "0.5"})
+    assert [info.name for info in session.data_inputs] == ["x"]
+    session.data_inputs.clear()
+    assert [info.name for info in session.data_inputs] == ["x"]
+    session.feeds = {}
+    assert [info.name for info in session.data_inputs] == ["x", "gain"]
+
+
 def _scaled_model(path: Path, scale_type: int) -> Path:
     """A model whose output is its sequence input times a constant input `scale` of shape [1]."""
     helper, tensor = onnx.helper, onnx.TensorProto

@@ -159,6 +159,7 @@ class Session:
         self.state_pairs: tuple[StatePair, ...] = resolve_state_pairs(
             tuple(pairs.items()), self.inputs, self.outputs
         )
+        self._data_inputs: tuple[tuple[Any, ...], list[Any]] | None = None
         self.feeds = self._resolve_feeds(feeds or {})
         self.unpaired_states: tuple[StateInput, ...] = self._unpaired_states()
         if feeds and not self.data_inputs:
@@ -195,9 +196,15 @@ class Session:
     @property
     def data_inputs(self) -> list[Any]:
         """Inputs that the caller feeds on each run: neither state nor constant."""
-        fixed = set(self.feeds) | set(self.state_input_names)
-        fixed |= {state.input for state in self.unpaired_states}
-        return [info for info in self.inputs if info.name not in fixed]
+        # Kept per (feeds, state pairs) so that a streaming step does not rebuild it.
+        key = (tuple(self.feeds), self.state_pairs, self.unpaired_states)
+        cached = self._data_inputs
+        if cached is None or cached[0] != key:
+            fixed = set(self.feeds) | set(self.state_input_names)
+            fixed |= {state.input for state in self.unpaired_states}
+            cached = (key, [info for info in self.inputs if info.name not in fixed])
+            self._data_inputs = cached
+        return list(cached[1])
 
     def zero_states(self, batch: int) -> dict[str, np.ndarray]:
         """Return a zero value for every state input, paired or not, for `batch` sequences."""
