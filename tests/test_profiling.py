@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -511,6 +512,48 @@ def test_devices_dir_defaults_beside_catalog(capsys, exported, tmp_path, monkeyp
     assert captured.err.startswith("error: devices is rnnedge's shipped device catalog")
     assert _catalog_state() == before
 
+
+
+def test_devices_dir_in_other_checkout(capsys, exported, tmp_path, monkeypatch):
+    """A clone's own devices/ is a catalog too, though rnnedge is imported from elsewhere."""
+    from rnnedge.cli import main
+
+    clone = tmp_path / "clone"
+    (clone / "rnnedge").mkdir(parents=True)
+    (clone / "rnnedge" / "__init__.py").write_text("")
+    (clone / "pyproject.toml").write_text('[project]\nname = "rnnedge"\nversion = "0"\n')
+    (clone / "devices").mkdir()
+    shipped = (catalog_dir() / "x86-64.yaml").read_text()
+    (clone / "devices" / "x86-64.yaml").write_text(shipped)
+    monkeypatch.chdir(clone)
+
+    code = main(["profile", str(exported["lstm"]), "--runs", "3", "--warmup", "0",
+                 "--operators", "0", "--seq-len", "5"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert (clone / "devices" / "x86-64.yaml").read_text() == shipped
+    stored = [p.stem for p in (clone / ".rnnedge" / "devices").glob("*.yaml")]
+    assert stored == [_this_host_device()]
+
+    code = main(["devices", "list", "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 0
+    sources = {row["name"]: row["source"] for row in rows}
+    assert sources["x86-64"] == ("user" if _this_host_device() == "x86-64" else "catalog")
+    assert sources["raspberry-pi-4"] == "catalog"
+
+
+def test_checkout_detection_needs_rnnedge_project(tmp_path):
+    from rnnedge.profiling.catalog import is_catalog_folder
+
+    (tmp_path / "rnnedge").mkdir()
+    (tmp_path / "rnnedge" / "__init__.py").write_text("")
+    (tmp_path / "devices").mkdir()
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "rnnedge-fork"\n')
+    assert not is_catalog_folder(tmp_path / "devices")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "rnnedge"\n')
+    assert is_catalog_folder(tmp_path / "devices")
+    assert not is_catalog_folder(tmp_path / "rnnedge")
 
 def test_profile_refuses_other_device(exported, tmp_path):
     other = _other_device()

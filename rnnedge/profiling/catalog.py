@@ -100,6 +100,31 @@ def catalog_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "devices"
 
 
+def is_catalog_folder(folder: str | os.PathLike[str]) -> bool:
+    """Return whether `folder` is a shipped device catalog: this installation's, or the
+    `devices/` folder at the root of any rnnedge source checkout.
+
+    A clone of the repository holds its own copy of the catalog, which an rnnedge installed
+    from elsewhere would otherwise take for a folder of measurements.
+    """
+    path = Path(folder).resolve()
+    if path == catalog_dir().resolve():
+        return True
+    if path.name != "devices":
+        return False
+    root = path.parent
+    return _names_rnnedge(root / "pyproject.toml") and (root / "rnnedge" / "__init__.py").is_file()
+
+
+def _names_rnnedge(pyproject: Path) -> bool:
+    """Return whether `pyproject` is the project file of rnnedge itself."""
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return re.search(r'^name\s*=\s*"rnnedge"\s*$', text, re.MULTILINE) is not None
+
+
 def validate(data: Any, source: str) -> DeviceProfile:
     """Check a parsed YAML document against the schema; return the profile."""
     if not isinstance(data, dict):

@@ -17,7 +17,7 @@ from rnnedge.errors import DeviceProfileError, InputError
 from rnnedge.profiling.catalog import (
     USER_DEVICES_DIR,
     DeviceProfile,
-    catalog_dir,
+    is_catalog_folder,
     known_names,
     load_device,
 )
@@ -74,7 +74,8 @@ def device_rows(profiles: Sequence[DeviceProfile]) -> list[dict[str, Any]]:
     """One row per device for `rnnedge devices list`."""
     rows = []
     for profile in profiles:
-        source = "catalog" if profile.path and profile.path.parent == catalog_dir() else "user"
+        shipped = profile.path is not None and is_catalog_folder(profile.path.parent)
+        source = "catalog" if shipped else "user"
         remote = profile.remote or {}
         rows.append(
             {

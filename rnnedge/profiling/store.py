@@ -31,7 +31,7 @@ from rnnedge.profiling.catalog import (
     USER_DEVICES_DIR,
     DeviceProfile,
     as_user_dir,
-    catalog_dir,
+    is_catalog_folder,
     read_profile,
 )
 from rnnedge.profiling.measurement_schema import check_measurement
@@ -44,7 +44,7 @@ def check_user_dir(user_dir: str | os.PathLike[str]) -> Path:
     measurements written there would change the source tree or the installation.
     """
     user_dir = as_user_dir(user_dir)
-    if user_dir.resolve() == catalog_dir().resolve():
+    if is_catalog_folder(user_dir):
         raise DeviceProfileError(
             f"{user_dir} is rnnedge's shipped device catalog, which must not contain "
             "measurements; run from another folder or pass --devices-dir with another folder"

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnedge.errors import DeviceProfileError, InputError
-from rnnedge.profiling.catalog import DeviceProfile, catalog_dir, read_profile
+from rnnedge.profiling.catalog import DeviceProfile, is_catalog_folder, read_profile
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +59,12 @@ class ReportInputs:
 
 def _walk(root: Path) -> Iterator[Path]:
     base_depth = len(root.parts)
-    catalog = catalog_dir().resolve()
     for folder, dirs, files in os.walk(root):
         depth = len(Path(folder).parts) - base_depth
         dirs[:] = sorted(
             d for d in dirs
             if not d.startswith(".") and d not in _SKIPPED_DIRS and depth < _MAX_DEPTH
-            and (Path(folder) / d).resolve() != catalog
+            and not is_catalog_folder(Path(folder) / d)
         )  # fmt: skip
         for name in sorted(files):
             yield Path(folder) / name
