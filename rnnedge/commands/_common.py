@@ -88,11 +88,12 @@ CHECKOUT_DEVICES_DIR = Path(".rnnedge") / "devices"
 
 
 def default_devices_dir() -> Path:
-    """Return `./devices`, or `./.rnnedge/devices` when `./devices` is the shipped catalog."""
-    from rnnedge.profiling.catalog import catalog_dir
+    """Return `./devices`, or `./.rnnedge/devices` when `./devices` is a shipped catalog,
+    as at the root of any rnnedge source checkout."""
+    from rnnedge.profiling.catalog import is_catalog_folder
 
     local = Path("devices")
-    if local.resolve() == catalog_dir().resolve():
+    if is_catalog_folder(local):
         logger.info(
             "./devices is rnnedge's shipped device catalog; using %s for device profiles",
             CHECKOUT_DEVICES_DIR,
