@@ -40,11 +40,14 @@ TORCH_ATOL = 1e-5
 class StatefulRNN(torch.nn.Module):
     """An LSTM or GRU with a per-step linear head, its state as explicit inputs/outputs."""
 
-    def __init__(self, cell: str, batch_first: bool = True, gain_input: bool = False):
+    def __init__(
+        self, cell: str, batch_first: bool = True, gain_input: bool = False, last: bool = False
+    ):
         super().__init__()
         rnn = torch.nn.LSTM if cell == "lstm" else torch.nn.GRU
         self.cell = cell
         self.gain_input = gain_input
+        self.last = last
         self.rnn = rnn(FEATURES, HIDDEN, num_layers=2, batch_first=batch_first)
         self.head = torch.nn.Linear(HIDDEN, OUTPUTS)
 
@@ -56,6 +59,10 @@ class StatefulRNN(torch.nn.Module):
         y, new_state = self.rnn(x, state)
         if self.cell == "lstm":
             return self.head(y), new_state[0], new_state[1]
+        if self.last:
+            # A second output of the final hidden state, (layers, batch, hidden), that no
+            # state pair names.
+            return self.head(y), new_state, new_state * 1.0
         return self.head(y), new_state
 
 
@@ -66,20 +73,27 @@ def export_streaming(
     record_pairs: bool = True,
     gain_input: bool = False,
     seed: int = 0,
+    record_layout: bool = True,
+    axis_names: tuple[str, str] = ("batch", "sequence"),
+    last: bool = False,
 ) -> tuple[Path, StatefulRNN]:
-    """Export a stateful model; with `record_pairs`, write rnnedge.state_pairs metadata."""
+    """Export a stateful model; with `record_pairs`, write rnnedge.state_pairs metadata,
+    and with `record_layout`, rnnedge.layout. `axis_names` names the batch and time axes;
+    `last` adds an output `last` of the final hidden state (GRU only)."""
     torch.manual_seed(seed)
-    model = StatefulRNN(cell, batch_first, gain_input).eval()
+    model = StatefulRNN(cell, batch_first, gain_input, last).eval()
     batch_axis, time_axis = (0, 1) if batch_first else (1, 0)
+    batch_name, time_name = axis_names
     x = torch.randn((2, 4, FEATURES) if batch_first else (4, 2, FEATURES))
     states = ["h0", "c0"] if cell == "lstm" else ["h0"]
     outputs = ["y", "hn", "cn"] if cell == "lstm" else ["y", "hn"]
+    outputs += ["last"] if last else []
     args = [x] + ([torch.tensor([1.0])] if gain_input else [])
     args += [torch.zeros(2, 2, HIDDEN) for _ in states]
     inputs = ["x"] + (["gain"] if gain_input else []) + states
-    axes = {"x": {batch_axis: "batch", time_axis: "sequence"},
-            "y": {batch_axis: "batch", time_axis: "sequence"}}  # fmt: skip
-    axes.update({name: {1: "batch"} for name in states + outputs[1:]})
+    axes = {"x": {batch_axis: batch_name, time_axis: time_name},
+            "y": {batch_axis: batch_name, time_axis: time_name}}  # fmt: skip
+    axes.update({name: {1: batch_name} for name in states + outputs[1:]})
     with warnings.catch_warnings():
         # The TorchScript-based exporter warns about tracing and batch sizes; the parity
         # tests below check what those warnings are about.
@@ -88,8 +102,9 @@ def export_streaming(
                           output_names=outputs, dynamic_axes=axes, opset_version=17,
                           dynamo=False)  # fmt: skip
     proto = onnx.load(str(path))
-    props = {"rnnedge.layout": "batch-major" if batch_first else "time-major",
-             "rnnedge.cell": cell}  # fmt: skip
+    props = {"rnnedge.cell": cell}
+    if record_layout:
+        props["rnnedge.layout"] = "batch-major" if batch_first else "time-major"
     if record_pairs:
         pairs = [["h0", "hn"], ["c0", "cn"]] if cell == "lstm" else [["h0", "hn"]]
         props["rnnedge.state_pairs"] = json.dumps(pairs)
@@ -234,6 +249,75 @@ def test_time_major_layout(streaming_models, rng):
     x = sequence(rng, time_major=True)
     whole = Session(path, provider="cpu").run(x)
     chunked = StreamingSession(path, provider="cpu").run(x, chunk=6)
+    np.testing.assert_allclose(chunked["y"], whole["y"], atol=CHUNK_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("axis_names", "rule"),
+    [
+        pytest.param(("batch", "time"), "from the axis names", id="axis-names"),
+        pytest.param(("d_b", "d_t"), "from the batch axis 'd_b' of a state input", id="state"),
+    ],
+)
+def test_time_major_without_layout_metadata(tmp_path, rng, caplog, axis_names, rule):
+    """A model from torch.onnx.export with batch_first=False records no layout."""
+    path, model = export_streaming(tmp_path / "tm.onnx", "gru", batch_first=False,
+                                   record_pairs=False, record_layout=False,
+                                   axis_names=axis_names)  # fmt: skip
+    x = sequence(rng, batch=3, length=9, time_major=True)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x), torch.zeros(2, 3, HIDDEN))[0].numpy()
+    with caplog.at_level(logging.DEBUG, logger="rnnedge"):
+        session = Session(path, provider="cpu", state_pairs=[("h0", "hn")])
+    assert not session.batch_major
+    assert f"tm.onnx: time-major layout {rule}" in caplog.text
+    whole = session.run(x)
+    np.testing.assert_allclose(whole["y"], expected, atol=TORCH_ATOL, rtol=0)
+    assert whole["hn"].shape == (2, 3, HIDDEN)
+    chunked = StreamingSession(path, provider="cpu", state_pairs=[("h0", "hn")]).run(x, chunk=4)
+    np.testing.assert_allclose(chunked["y"], expected, atol=TORCH_ATOL, rtol=0)
+    # A rank-2 input is one sequence: (time, features) gets its batch axis at 1.
+    single = session.run(x[:, 0])["y"]
+    np.testing.assert_allclose(single, expected[:, :1], atol=TORCH_ATOL, rtol=0)
+
+
+def test_layout_default_when_undecided(tmp_path, caplog):
+    path, _ = export_streaming(tmp_path / "bm.onnx", "gru", record_pairs=False,
+                               record_layout=False, axis_names=("d0", "d1"))  # fmt: skip
+    with caplog.at_level(logging.DEBUG, logger="rnnedge"):
+        session = Session(path, provider="cpu", state_pairs=[("h0", "hn")])
+    assert session.batch_major
+    assert "bm.onnx: batch-major layout from the batch axis 'd0'" in caplog.text
+    with caplog.at_level(logging.DEBUG, logger="rnnedge"):
+        caplog.clear()
+        assert Session(path, provider="cpu", feeds={"h0": np.zeros((2, 1, HIDDEN))}).batch_major
+    assert "bm.onnx: batch-major layout by default" in caplog.text
+
+
+def test_profile_feed_follows_inferred_layout(tmp_path):
+    from rnnedge.profiling.profile import synthetic_input
+
+    path, _ = export_streaming(tmp_path / "tm.onnx", "gru", batch_first=False,
+                               record_pairs=False, record_layout=False,
+                               axis_names=("batch", "time"))  # fmt: skip
+    session = Session(path, provider="cpu", state_pairs=[("h0", "hn")])
+    feed = synthetic_input(session, batch=2, seq_len=7)
+    assert feed["x"].shape == (7, 2, FEATURES)
+    assert feed["h0"].shape == (2, 2, HIDDEN)
+    assert session.run_prepared(feed)["y"].shape == (7, 2, OUTPUTS)
+
+
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch-major", "time-major"])
+def test_state_shaped_output_not_concatenated(tmp_path, rng, batch_first):
+    """An output of shape (layers, batch, hidden) that no pair names comes from the last
+    chunk; it is not joined along its batch axis."""
+    path, _ = export_streaming(tmp_path / "last.onnx", "gru", batch_first=batch_first,
+                               last=True)  # fmt: skip
+    x = sequence(rng, batch=3, length=10, time_major=not batch_first)
+    whole = Session(path, provider="cpu").run(x)
+    chunked = StreamingSession(path, provider="cpu").run(x, chunk=3)
+    assert chunked["last"].shape == (2, 3, HIDDEN)
+    np.testing.assert_allclose(chunked["last"], whole["last"], atol=CHUNK_ATOL, rtol=0)
     np.testing.assert_allclose(chunked["y"], whole["y"], atol=CHUNK_ATOL, rtol=0)
 
 

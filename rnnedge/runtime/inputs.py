@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnedge.errors import InputError
+from rnnedge.runtime.layout import axis_kind
 
 logger = logging.getLogger(__name__)
 
@@ -201,11 +202,13 @@ def check_sequence_input(
     expected_type: str,
     source: str = "input",
     nonfinite: str = "error",
+    batch_first: bool | None = None,
 ) -> np.ndarray:
     """Check one input array against the model's declared shape and element type.
 
     Float arrays of another width are cast to the model's float type; a rank-2 array
-    for a rank-3 input is taken as one sequence and given a batch axis of 1. NaN or
+    for a rank-3 input is taken as one sequence and given a batch axis of 1: axis 0 when
+    `batch_first`, axis 1 when not, and when None, where the axis names say. NaN or
     infinite values raise `InputError`, or with `nonfinite="warn"` log a warning.
 
     Returns the array to feed, C-contiguous and of the model's dtype.
@@ -236,7 +239,9 @@ def check_sequence_input(
     rank = len(expected_shape)
     if array.ndim == rank - 1 and rank == 3:
         logger.info("%s has rank 2; running it as one sequence (batch of 1)", source)
-        array = array[np.newaxis] if _batch_axis_first(expected_shape) else array[:, np.newaxis]
+        if batch_first is None:
+            batch_first = _batch_axis_first(expected_shape)
+        array = array[np.newaxis] if batch_first else array[:, np.newaxis]
     if array.ndim != rank:
         raise InputError(
             f"{source} has shape {tuple(array.shape)}, but model input {name!r} expects "
@@ -304,8 +309,7 @@ def check_lengths(lengths: np.ndarray, batch: int, seq_len: int, source: str) ->
 
 
 def _batch_axis_first(shape: Sequence[int | str | None]) -> bool:
-    first = shape[0]
-    return not (isinstance(first, str) and first.lower().startswith(("seq", "time")))
+    return axis_kind(shape[0]) != "time"
 
 
 def _format_shape(shape: Sequence[int | str | None]) -> str:

@@ -17,7 +17,8 @@ from rnnedge.host import cpu_info
 from rnnedge.runtime.external_data import check_external_data, is_ort_format
 from rnnedge.runtime.feeds import constant_feed
 from rnnedge.runtime.inputs import LENGTHS_INPUT, check_lengths, check_sequence_input, describe
-from rnnedge.runtime.metadata import Layout, ModelMetadata, Task
+from rnnedge.runtime.layout import axis_kind, is_time_major
+from rnnedge.runtime.metadata import PREFIX, Layout, ModelMetadata, Task
 from rnnedge.runtime.options import cpu_settings, merge_options, provider_options
 from rnnedge.runtime.placement import Placement, read_profile
 from rnnedge.runtime.providers import (
@@ -35,8 +36,6 @@ NONFINITE_POLICIES = ("error", "warn")
 # The roles in `rnnedge.input_roles` of a recurrent state input, which starts at zero in
 # a run that does not feed it, with or without a state pair.
 STATE_ROLES = ("state_h", "state_c")
-# Prefixes of a symbolic axis name that marks the time axis of a sequence input.
-TIME_AXIS_PREFIXES = ("seq", "time")
 
 
 def open_model_file(path: str | os.PathLike[str]) -> Path:
@@ -167,6 +166,7 @@ class Session:
                 f"--feed gives {', '.join(map(repr, self.feeds))}, which leaves no input "
                 "for the data; remove the sequence input from --feed and pass it with --input"
             )
+        self._batch_major = self._infer_batch_major(props)
 
     @property
     def input_names(self) -> list[str]:
@@ -187,7 +187,9 @@ class Session:
 
     @property
     def batch_major(self) -> bool:
-        return self.metadata.layout is Layout.BATCH_MAJOR
+        """Whether the sequence input is (batch, time, ...): from the metadata, or else
+        inferred from the model's axis names (see `rnnedge.runtime.layout`)."""
+        return self._batch_major
 
     @property
     def state_input_names(self) -> list[str]:
@@ -256,8 +258,9 @@ class Session:
         for index, info in enumerate(data_inputs):
             label = source if len(data_inputs) == 1 else f"{source}[{info.name}]"
             array = check_sequence_input(
-                data[info.name], info.name, info.shape, info.type, label, nonfinite=self.nonfinite
-            )
+                data[info.name], info.name, info.shape, info.type, label,
+                nonfinite=self.nonfinite, batch_first=self.batch_major,
+            )  # fmt: skip
             feed[info.name] = self._normalize(array) if index == 0 else array
         self._check_lengths(feed, data_inputs, source)
         for name, value in self.feeds.items():
@@ -370,7 +373,8 @@ class Session:
 
     def _sequence_input_name(self) -> str | None:
         """Name the sequence input: by its role in the metadata, or else the first input
-        that is not a state and has a symbolic time axis (`sequence`, `seq_len`, `time`)."""
+        that is not a state and has a symbolic time axis (`sequence`, `seq_len`, `time`,
+        `steps`)."""
         roles = self.metadata.input_roles
         named = [name for name, role in roles.items() if role == "sequence"]
         if named:
@@ -379,12 +383,18 @@ class Session:
         for info in self.inputs:
             if info.name in paired or roles.get(info.name) in STATE_ROLES:
                 continue
-            if any(
-                isinstance(dim, str) and dim.lower().startswith(TIME_AXIS_PREFIXES)
-                for dim in info.shape or ()
-            ):
+            if any(axis_kind(dim) == "time" for dim in info.shape or ()):
                 return info.name
         return None
+
+    def _infer_batch_major(self, props: Mapping[str, str]) -> bool:
+        if f"{PREFIX}layout" in props:
+            return self.metadata.layout is Layout.BATCH_MAJOR
+        data_inputs = self.data_inputs
+        if not data_inputs:
+            return True
+        states = [state.shape for state in (*self.state_pairs, *self.unpaired_states)]
+        return not is_time_major(data_inputs[0].shape, states, self.path.name)
 
     def _unpaired_states(self) -> tuple[StateInput, ...]:
         """Collect the inputs that the metadata gives a state role but that have no state

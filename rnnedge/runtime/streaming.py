@@ -22,6 +22,7 @@ import numpy as np
 
 from rnnedge.errors import InputError
 from rnnedge.runtime.binding import BoundStep, StateBuffers
+from rnnedge.runtime.layout import axis_kind
 from rnnedge.runtime.providers import CUDA_EP, TENSORRT_EP, Provider
 from rnnedge.runtime.session import Session
 
@@ -184,7 +185,9 @@ class StreamingSession:
         feed = self.session.prepare_inputs(data, source)
         names = self._data_names
         length = feed[names[0]].shape[self.time_axis]
+        batch = self.session.batch_size(feed)
         pieces: list[dict[str, np.ndarray]] = []
+        lengths: list[int] = []
         for start in range(0, length, chunk):
             part = dict(feed)
             for name in names:
@@ -196,8 +199,12 @@ class StreamingSession:
                     )
             outputs = self.step_prepared(part)
             pieces.append({name: array.copy() for name, array in outputs.items()})
+            lengths.append(min(chunk, length - start))
         logger.info("streamed %d steps in %d chunks of up to %d", length, len(pieces), chunk)
-        return {name: self._combine(name, [p[name] for p in pieces]) for name in self.output_names}
+        return {
+            name: self._combine(name, [p[name] for p in pieces], lengths, batch)
+            for name in self.output_names
+        }
 
     def _run_unbound(
         self, feed: Mapping[str, np.ndarray], names: Sequence[str], key: tuple
@@ -220,21 +227,51 @@ class StreamingSession:
             )
         return result
 
-    def _combine(self, name: str, arrays: list[np.ndarray]) -> np.ndarray:
-        if len(arrays) == 1 or not self._has_time_axis(name, arrays):
+    def _combine(
+        self, name: str, arrays: list[np.ndarray], lengths: list[int], batch: int
+    ) -> np.ndarray:
+        if len(arrays) == 1 or not self._has_time_axis(name, arrays, lengths, batch):
             return arrays[-1]
         return np.concatenate(arrays, axis=self.time_axis)
 
-    def _has_time_axis(self, name: str, arrays: list[np.ndarray]) -> bool:
-        info = next(o for o in self.session.outputs if o.name == name)
-        rank = arrays[0].ndim
-        if rank != 3:
+    def _has_time_axis(
+        self, name: str, arrays: list[np.ndarray], lengths: list[int], batch: int
+    ) -> bool:
+        """Whether output `name` is per-step: rank 3 with the time axis where the sequence
+        input has it.
+
+        The declared axis at that place decides by its name. The name of the sequence
+        input's time axis or a time name (`seq`, `time`) means per-step. The name of its
+        batch axis, a batch name or a fixed size means not. An axis name that says neither
+        is per-step when the arrays have the chunks' lengths there and the batch on the
+        batch axis.
+        """
+        if arrays[0].ndim != 3:
             return False
+        info = next(o for o in self.session.outputs if o.name == name)
         declared = list(info.shape) if info.shape else []
-        if len(declared) == rank:
-            dim = declared[self.time_axis]
-            return not (isinstance(dim, int) and dim > 0)
-        return False
+        if len(declared) != 3:
+            return False
+        dim = declared[self.time_axis]
+        if isinstance(dim, int) and dim > 0:
+            return False
+        data_shape = list(self.session.data_inputs[0].shape or ())
+        if len(data_shape) != 3:
+            data_shape = [None, None, None]
+        if isinstance(dim, str) and dim:
+            if dim == data_shape[self.time_axis]:
+                return True
+            if dim == data_shape[self._batch_axis]:
+                return False
+            kind = axis_kind(dim)
+            if kind is not None:
+                return kind == "time"
+        # NOTE: with batch 1 and chunks of 1 step, an output of shape (1, batch, ...) in a
+        # batch-major model also passes this size check.
+        return all(
+            array.shape[self.time_axis] == steps and array.shape[self._batch_axis] == batch
+            for array, steps in zip(arrays, lengths, strict=True)
+        )
 
 
 def _state_device(
