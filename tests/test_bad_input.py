@@ -178,6 +178,19 @@ CASES = [
          "'ignore' is not one of", "rnnedge run --help"),
     case("run-output-suffix", "run {m} -i {x} -o {tmp}/y.txt", 2,
          "y.txt' must end in .npy or .npz"),
+    case("run-output-is-input", "run {m} -i {x} -o {x}", 2,
+         "x.npy' is the input file", "which the outputs would overwrite",
+         "choose another output path"),
+    case("run-output-is-input-other-path", "run {m} -i {x} -o {tmp}/nothing/../x.npy", 2,
+         "nothing/../x.npy' is the input file", "choose another output path"),
+    case("run-output-is-input-link", "run {m} -i {x} -o {tmp}/x_link.npy", 2,
+         "x_link.npy' is the input file", "choose another output path"),
+    case("run-state-output-twice", "run {m} -i {x} --state h0=hn --state c0=hn", 2,
+         "--state h0=hn and --state c0=hn both name the output 'hn'",
+         "pair each state input with its own output"),
+    case("run-state-input-twice", "run {m} -i {x} --state h0=hn --state h0=cn", 2,
+         "--state h0=hn and --state h0=cn both name the state input 'h0'",
+         "name each state input in one pair only"),
     case("run-full-disk", "run {packed} -i {lengths_big} -o {full}/y.npy", 2,
          "No space left on device", "free some space", root=True),
     # profile
@@ -571,6 +584,7 @@ def places(models, mounts, exported, tmp_path, rng) -> dict[str, Path | str]:
         np.savez(files[name], input=data, lengths=lengths)
 
     (tmp_path / "nothing").mkdir()
+    (tmp_path / "x_link.npy").symlink_to(npy)
     return {**models, **mounts, **files}
 
 

@@ -350,6 +350,16 @@ def test_bad_state_pairs(streaming_models, pairs, message):
         StreamingSession(path, provider="cpu", state_pairs=pairs)
 
 
+def test_pairs_sharing_a_name_rejected(streaming_models):
+    path, _ = streaming_models["lstm"]
+    # The given pair replaces the recorded c0=cn, which leaves two pairs on 'hn'.
+    with pytest.raises(InputError, match=r"state pairs h0=hn and c0=hn both name the output 'hn'"):
+        Session(path, provider="cpu", state_pairs=[("c0", "hn")])
+    path, _ = streaming_models["lstm-no-pairs"]
+    with pytest.raises(InputError, match=r"state pairs h0=hn and h0=cn both name the state input"):
+        StreamingSession(path, provider="cpu", state_pairs=[("h0", "hn"), ("h0", "cn")])
+
+
 def test_state_pairs_add_to_metadata(streaming_models):
     path, _ = streaming_models["lstm"]
     recorded = StreamingSession(path, provider="cpu").state_pairs

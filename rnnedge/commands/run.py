@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -97,6 +98,11 @@ def run_command(model: Path, input_path: Path, output: Path | None, provider: st
         check_output_path(output)
         if output.suffix.lower() not in (".npy", ".npz"):
             raise InputError(f"output {str(output)!r} must end in .npy or .npz")
+        if _same_file(output, input_path):
+            raise InputError(
+                f"output {str(output)!r} is the input file {str(input_path)!r}, which the "
+                "outputs would overwrite; choose another output path"
+            )
     if chunk < 1:
         raise InputError(f"--chunk must be at least 1 time step, got {chunk}")
     if chunk != 1 and not stream:
@@ -143,3 +149,11 @@ def run_command(model: Path, input_path: Path, output: Path | None, provider: st
         )
     if output is not None:
         click.echo(f"wrote {output}")
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """Return whether two paths name one file: by inode where both exist, else by resolved path."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return first.resolve() == second.resolve()

@@ -28,7 +28,12 @@ from rnnedge.runtime.providers import (
     check_session_providers,
     plan_providers,
 )
-from rnnedge.runtime.state import StateInput, StatePair, resolve_state_pairs
+from rnnedge.runtime.state import (
+    StateInput,
+    StatePair,
+    check_distinct_pairs,
+    resolve_state_pairs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +159,7 @@ class Session:
         self.outputs = self._session.get_outputs()
         self._output_names = [o.name for o in self.outputs]
         pairs = dict(self.metadata.state_pairs)
+        check_distinct_pairs([(str(a), str(b)) for a, b in state_pairs or ()])
         pairs.update(state_pairs or ())
         self.state_pairs: tuple[StatePair, ...] = resolve_state_pairs(
             tuple(pairs.items()), self.inputs, self.outputs

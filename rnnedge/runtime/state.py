@@ -61,13 +61,42 @@ class StatePair(StateInput):
 
 
 def parse_state_pairs(specs: Iterable[str]) -> tuple[tuple[str, str], ...]:
-    """Parse `--state IN=OUT` values into (state input, state output) pairs."""
-    pairs = [split_assignment(spec, "--state", "IN=OUT") for spec in specs]
-    inputs = [p[0] for p in pairs]
-    duplicate = next((name for name in inputs if inputs.count(name) > 1), None)
-    if duplicate is not None:
-        raise InputError(f"state input {duplicate!r} is named twice in --state; name it once")
-    return tuple(pairs)
+    """Parse `--state IN=OUT` values into (state input, state output) pairs.
+
+    Raises `InputError` when two pairs name the same state input or the same output.
+    """
+    pairs = tuple(split_assignment(spec, "--state", "IN=OUT") for spec in specs)
+    check_distinct_pairs(pairs, "--state")
+    return pairs
+
+
+def check_distinct_pairs(pairs: Sequence[tuple[str, str]], option: str | None = None) -> None:
+    """Raise `InputError` when two pairs name one state input or one state output.
+
+    Args:
+        option: the command-line option that gave the pairs (`--state`), for the message.
+    """
+    for side in (0, 1):
+        seen: dict[str, tuple[str, str]] = {}
+        for pair in pairs:
+            if pair[side] not in seen:
+                seen[pair[side]] = pair
+                continue
+            first = seen[pair[side]]
+            if option:
+                both = f"{option} {'='.join(first)} and {option} {'='.join(pair)}"
+            else:
+                both = f"state pairs {'='.join(first)} and {'='.join(pair)}"
+            if side == 0:
+                raise InputError(
+                    f"{both} both name the state input {pair[0]!r}; name each state input in "
+                    "one pair only"
+                )
+            raise InputError(
+                f"{both} both name the output {pair[1]!r}, but an output carries the state of "
+                "one input only; pair each state input with its own output (for example "
+                "h0=hn and c0=cn)"
+            )
 
 
 def resolve_state_pairs(
@@ -83,6 +112,7 @@ def resolve_state_pairs(
     by_input = {info.name: info for info in inputs}
     by_output = {info.name: info for info in outputs}
     output_names = list(by_output)
+    check_distinct_pairs(pairs)
     resolved = []
     for state_in, state_out in pairs:
         if state_in not in by_input:
