@@ -101,3 +101,42 @@ def test_optimization_all_warning_summarized(capfd, exported, tmp_path):
     notes = [line for line in out.splitlines() if line.startswith("note: ")]
     assert len(notes) == 1
     assert "--optimization all" in notes[0]
+
+
+def test_convert_unnamed_state_rejected(capsys, tmp_path):
+    from tests.test_profile_states import foreign_rnn
+
+    model = foreign_rnn(tmp_path / "gru.onnx")
+    code = main(["convert", str(model), "--ort", "-o", str(tmp_path / "gru.ort")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == (
+        "error: input 'h_in' looks like a recurrent state (like output 'h_out'); name the pair "
+        "with --state h_in=h_out, or give a constant with --feed h_in=VALUE\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gru.onnx"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param(["--state", "h_in=h_out", "--state", "c_in=c_out"], id="state"),
+        pytest.param(["--feed", "h_in=0.1", "--feed", "c_in=-0.2"], id="feed"),
+    ],
+)
+def test_convert_with_state_options(capsys, tmp_path, rng, options):
+    from tests.test_profile_states import FEATURES as FOREIGN_FEATURES
+    from tests.test_profile_states import foreign_rnn
+
+    model = foreign_rnn(tmp_path / "lstm.onnx", cell="LSTM")
+    code = main(["convert", str(model), "--ort", "-o", str(tmp_path / "lstm.ort"), "--json",
+                 *options])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads(captured.out)["max_abs_error"] <= 1e-5
+    x = rng.standard_normal((2, 5, FOREIGN_FEATURES)).astype(np.float32)
+    state = np.zeros((1, 2, 8), np.float32)
+    feed = {"x": x, "h_in": state, "c_in": state}
+    converted = ort.InferenceSession(str(tmp_path / "lstm.ort"), providers=["CPUExecutionProvider"])
+    source = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(converted.run(None, feed)[1], source.run(None, feed)[1], atol=1e-6)

@@ -128,3 +128,45 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def state_and_feed_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add `--state IN=OUT` and `--feed NAME=VALUE` to a command that opens a Session.
+
+    The command receives the raw texts as `states` and `feeds`; `state_and_feed_arguments`
+    turns them into the Session's `state_pairs` and `feeds` arguments.
+    """
+    command = click.option(
+        "--feed",
+        "feeds",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="A constant input: a number, comma-separated numbers or a .npy file. Repeatable.",
+    )(command)
+    return click.option(
+        "--state",
+        "states",
+        multiple=True,
+        metavar="IN=OUT",
+        help="A state pair: the state input IN starts at zero and, when streaming, is fed "
+        "from the output OUT of the previous call. Repeat for each pair; needed where the "
+        "model's metadata names none.",
+    )(command)
+
+
+def state_and_feed_arguments(states: tuple[str, ...], feeds: tuple[str, ...]) -> dict[str, Any]:
+    """Parse `--state` and `--feed` texts into the Session's `state_pairs` and `feeds`."""
+    from rnnedge.runtime.feeds import parse_feed_specs
+    from rnnedge.runtime.state import parse_state_pairs
+
+    return {
+        "state_pairs": parse_state_pairs(states) if states else None,
+        "feeds": parse_feed_specs(feeds),
+    }
+
+
+def check_threads_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Check a `--threads` value as a Session does, naming the option in the error."""
+    from rnnedge.runtime.options import check_thread_count
+
+    return None if value is None else check_thread_count(value, f"--{param.name}")

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import click
 
-from rnnedge.commands._common import emit_json, verbosity_options
+from rnnedge.commands._common import (
+    emit_json,
+    state_and_feed_arguments,
+    state_and_feed_options,
+    verbosity_options,
+)
 from rnnedge.errors import InputError
 
 
@@ -26,18 +31,26 @@ from rnnedge.errors import InputError
     "--type-reduction", is_flag=True,
     help="Also record the element types of each operator, for a type-reduced build.",
 )  # fmt: skip
+@state_and_feed_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @verbosity_options
 def convert_command(
     model: Path, to_ort: bool, output: Path | None, optimization: str, type_reduction: bool,
-    as_json: bool,
+    states: tuple[str, ...], feeds: tuple[str, ...], as_json: bool,
 ) -> None:  # fmt: skip
-    """Write MODEL as .ort plus the operator configuration of a minimal ONNX Runtime build."""
+    """Write MODEL as .ort plus the operator configuration of a minimal ONNX Runtime build.
+
+    The .ort file is checked against MODEL on one synthetic batch; --state and --feed
+    describe the inputs of that check run for a model without rnnedge metadata.
+    """
     from rnnedge.runtime.ort_format import convert_to_ort
 
     if not to_ort:
         raise InputError("no target format given; pass --ort (the only format so far)")
-    result = convert_to_ort(model, output, optimization=optimization, type_reduction=type_reduction)
+    result = convert_to_ort(
+        model, output, optimization=optimization, type_reduction=type_reduction,
+        **state_and_feed_arguments(states, feeds),
+    )  # fmt: skip
     if as_json:
         emit_json(result.as_dict())
         return

@@ -10,8 +10,11 @@ import click
 
 from rnnedge.commands._common import (
     PROVIDER_CHOICES,
+    check_threads_option,
     devices_dir_option,
     emit_json,
+    state_and_feed_arguments,
+    state_and_feed_options,
     verbosity,
     verbosity_options,
 )
@@ -37,7 +40,13 @@ from rnnedge.commands._common import (
     is_flag=True,
     help="Fail instead of falling back when the provider is unavailable.",
 )
-@click.option("--threads", type=int, help="CPU threads per operator [default: physical cores].")
+@click.option(
+    "--threads",
+    type=int,
+    callback=check_threads_option,
+    help="CPU threads per operator [default: physical cores].",
+)
+@state_and_feed_options
 @click.option("--warmup", type=int, default=20, show_default=True, help="Untimed runs first.")
 @click.option("--runs", type=int, default=200, show_default=True, help="Timed runs.")
 @click.option("--budget-s", type=float, help="Stop timing after this many seconds of runs.")
@@ -100,6 +109,8 @@ def profile_command(
     provider: str,
     strict_provider: bool,
     threads: int | None,
+    states: tuple[str, ...],
+    feeds: tuple[str, ...],
     warmup: int,
     runs: int,
     budget_s: float | None,
@@ -124,6 +135,7 @@ def profile_command(
             f"--operators must be 0 or more, got {operators}; pass 0 to skip the ranking"
         )
     _reject_swept_options(sweep, {"batch": batch, "seq_len": seq_len, "threads": threads})
+    inputs = state_and_feed_arguments(states, feeds)
     progress_shown = verbosity() >= 0
     if remote is not None or device == "all":
         remote_options = {
@@ -136,6 +148,7 @@ def profile_command(
             "budget_s": budget_s,
             "operators": operators,
             "strict_provider": strict_provider,
+            **inputs,
             "user_dir": devices_dir,
             "on_progress": _remote_progress if progress_shown else None,
         }
@@ -164,6 +177,7 @@ def profile_command(
         "operators": operators,
         "strict_provider": strict_provider,
         "force_device": force_device,
+        **inputs,
     }
     progress = _progress if len(points) > 1 and progress_shown else None
     if check:

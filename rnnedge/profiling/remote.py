@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -172,11 +172,14 @@ def measure_remote(
     operators: int = 10,
     strict_provider: bool = False,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    state_pairs: Sequence[tuple[str, str]] | None = None,
+    feeds: Mapping[str, str] | None = None,
 ) -> tuple[DeviceProfile, list[dict[str, Any]]]:
     """Measure on the board and return the local device profile and the measurements.
 
     Each measurement names the local model file and carries `remote: <address>`. Nothing
-    is stored.
+    is stored. `state_pairs` and `feeds` are passed on as `--state` and `--feed`; a feed
+    must be given as numbers, because a .npy file on this host is not copied to the board.
     """
     paths = [open_model_file(model) for model in models]
     # Checked here, so a bad sweep or precision fails before any SSH connection.
@@ -201,6 +204,7 @@ def measure_remote(
         args.append("--strict-provider")
     for spec in sweep:
         args += ["--sweep", spec]
+    args += _input_args(state_pairs or (), feeds or {})
     if local_profile is not None and local_profile.name in catalog_names():
         args += ["--device", local_profile.name]
 
@@ -228,6 +232,21 @@ def measure_remote(
             str(documents[0].get("device")), measurements[0], target, user_dir
         )
     return local_profile, measurements
+
+
+def _input_args(state_pairs: Sequence[tuple[str, str]], feeds: Mapping[str, str]) -> list[str]:
+    """Spell the state pairs and constant inputs as the board's `rnnedge profile` takes them."""
+    args = []
+    for state_in, state_out in state_pairs:
+        args += ["--state", f"{state_in}={state_out}"]
+    for name, value in feeds.items():
+        if not isinstance(value, str) or value.lower().endswith(".npy"):
+            raise InputError(
+                f"--feed {name}={value} cannot be sent to the board, which does not have "
+                "that file; give the value as numbers, or run rnnedge profile on the board"
+            )
+        args += ["--feed", f"{name}={value}"]
+    return args
 
 
 def _profile_on_board(

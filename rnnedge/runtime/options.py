@@ -93,8 +93,8 @@ def cpu_settings(
             f"{', '.join(sorted(_CPU_KEYS))}"
         )
     intra = threads if threads is not None else cpu_options.get("intra_op_num_threads")
-    intra = _positive_int("threads", intra if intra is not None else max(physical_cores, 1))
-    inter = _positive_int("inter_op_num_threads", cpu_options.get("inter_op_num_threads", 1))
+    intra = check_thread_count(intra if intra is not None else max(physical_cores, 1))
+    inter = check_thread_count(cpu_options.get("inter_op_num_threads", 1), "inter_op_num_threads")
     spinning = cpu_options.get("allow_spinning")
     if spinning is not None and not isinstance(spinning, bool):
         raise InputError(f"cpu option allow_spinning must be true or false, got {spinning!r}")
@@ -146,7 +146,12 @@ def merge_options(
     return merged
 
 
-def _positive_int(name: str, value: Any) -> int:
+def check_thread_count(value: Any, name: str = "threads") -> int:
+    """Return `value` if it is a whole number of at least 1; raise naming `name` if not.
+
+    Args:
+        name: the setting as the caller spells it, such as `--threads` on the command line.
+    """
     return _whole_number(name, value, 1)
 
 

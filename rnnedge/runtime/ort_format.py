@@ -14,9 +14,10 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -74,6 +75,9 @@ def convert_to_ort(
     output: str | os.PathLike[str] | None = None,
     optimization: str = "basic",
     type_reduction: bool = False,
+    *,
+    state_pairs: Sequence[tuple[str, str]] | None = None,
+    feeds: Mapping[str, Any] | None = None,
 ) -> OrtConversion:
     """Write `output` (`.ort`) and its operator configuration beside it.
 
@@ -84,9 +88,13 @@ def convert_to_ort(
             before saving (see `OPTIMIZATION_LEVELS`).
         type_reduction: also record the element types each operator needs, for builds
             with `--enable_reduced_operator_type_support`.
+        state_pairs: (state input, state output) names for a model whose metadata names
+            none; in the check run those inputs start at zero (as `Session` takes them).
+        feeds: constant inputs of the check run by name (as `Session` takes them).
 
     Raises:
-        InputError: the model cannot be read or an option is invalid.
+        InputError: the model cannot be read, an option is invalid, or an input that
+            looks like a recurrent state is neither paired nor fed.
         CheckFailedError: the `.ort` model computes something else than the source.
     """
     source = open_model_file(model)
@@ -119,7 +127,7 @@ def convert_to_ort(
         except Exception as exc:  # onnxruntime raises its own untyped exceptions
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
             raise InputError(f"onnxruntime cannot load {str(source)!r}: {first}") from exc
-        error = _compare(source, staged_model)
+        error = _compare(source, staged_model, state_pairs, feeds)
         if error > PARITY_ATOL:
             raise CheckFailedError(
                 f"the .ort model differs from {source.name} by {error:.3g}, above "
@@ -148,12 +156,18 @@ def _staging_folder(parent: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _compare(source: Path, converted: Path) -> float:
+def _compare(
+    source: Path,
+    converted: Path,
+    state_pairs: Sequence[tuple[str, str]] | None,
+    feeds: Mapping[str, Any] | None,
+) -> float:
     """Largest absolute output difference of the two files on one synthetic batch."""
     from rnnedge.profiling.profile import synthetic_input
 
-    reference = Session(source, provider="cpu", threads=1, normalize=False)
-    candidate = Session(converted, provider="cpu", threads=1, normalize=False)
+    inputs = {"state_pairs": state_pairs, "feeds": feeds}
+    reference = Session(source, provider="cpu", threads=1, normalize=False, **inputs)
+    candidate = Session(converted, provider="cpu", threads=1, normalize=False, **inputs)
     feed = synthetic_input(reference, batch=2, seq_len=17)
     expected = reference.run_prepared(feed)
     actual = candidate.run_prepared(feed)
