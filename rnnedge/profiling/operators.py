@@ -2,13 +2,15 @@
 
 The profiler slows every node down, so the operator pass runs in its own session after the
 timed runs and its times serve only to rank operators; the latency figures never come
-from it. ONNX Runtime writes one Chrome-trace JSON file per session; each node execution
-is an event of category "Node" named `<node>_kernel_time`, with `op_name` and `provider`
-in its arguments.
+from it. The ranking uses each operator's median time per run, because a sum over the
+runs lets one slow run (a preempted thread, a page fault) decide it. ONNX Runtime writes
+one Chrome-trace JSON file per session; each node execution is an event of category "Node"
+named `<node>_kernel_time`, with `op_name` and `provider` in its arguments.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import tempfile
@@ -32,11 +34,21 @@ def top_operators(
 ) -> list[dict[str, Any]]:
     """Run `model` `runs` times under the profiler; return the `top` operator types by time.
 
-    Each entry: `op` (operator type), `provider`, `calls` per run, `total_us` per run
-    and `share` of the summed node time.
+    Each entry: `op` (operator type), `provider`, and the medians over the runs of its
+    `calls` and `total_us` per run, with its `share` of the summed medians (see
+    `summarize_trace`).
     """
     if top <= 0 or runs <= 0:
         return []
+    # One extra run first: its allocations and first-touch costs are left out below.
+    events = profile_trace(model, providers, threads, feed, runs + 1)
+    return summarize_trace(events, top, skip_runs=1)
+
+
+def profile_trace(
+    model: Path, providers: list[Any], threads: int, feed: Mapping[str, np.ndarray], runs: int
+) -> list[dict[str, Any]]:
+    """Run `model` `runs` times in a profiled session; return the trace's events."""
     with tempfile.TemporaryDirectory(prefix="rnnedge-ortprof-") as folder:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -45,48 +57,53 @@ def top_operators(
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(folder) / "ort")
         session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
-        # One extra run first: its allocations and first-touch costs are left out below.
-        for _ in range(runs + 1):
+        for _ in range(runs):
             session.run(None, dict(feed))
         trace = Path(session.end_profiling())
-        events = json.loads(trace.read_text(encoding="utf-8"))
-    return summarize_trace(events, runs, top, skip_runs=1)
+        return json.loads(trace.read_text(encoding="utf-8"))
 
 
 def summarize_trace(
-    events: list[dict[str, Any]], runs: int, top: int, skip_runs: int = 0
+    events: list[dict[str, Any]], top: int, skip_runs: int = 0
 ) -> list[dict[str, Any]]:
-    """Sum node durations by (operator type, provider) over `runs` runs and rank them.
+    """Rank (operator type, provider) keys by their median time per run.
 
-    The node events of the first `skip_runs` runs (by their `model_run` events) are left out.
+    Each node event belongs to the `model_run` event whose interval contains it; the first
+    `skip_runs` runs are left out. For each key the node times are summed per run, and
+    the median over the runs (0 in a run without the key) ranks it, so one slow or
+    interrupted run cannot decide the ranking. `share` is a key's median divided by the
+    sum of the medians of all keys.
     """
     model_runs = sorted(
         (e for e in events if e.get("name") == "model_run"), key=lambda e: e.get("ts", 0)
-    )
-    start = 0
-    if 0 < skip_runs < len(model_runs):
-        first_kept = model_runs[skip_runs]
-        start = first_kept.get("ts", 0)
-    totals: dict[tuple[str, str], list[float]] = {}
+    )[skip_runs:]
+    if not model_runs:
+        return []
+    starts = [float(run.get("ts", 0)) for run in model_runs]
+    ends = [start + float(run.get("dur", 0)) for start, run in zip(starts, model_runs, strict=True)]
+    durations: dict[tuple[str, str], np.ndarray] = {}
+    counts: dict[tuple[str, str], np.ndarray] = {}
     for event in events:
-        if event.get("ts", 0) < start:
-            continue
         if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
             continue
+        ts = float(event.get("ts", 0))
+        index = bisect.bisect_right(starts, ts) - 1
+        if index < 0 or ts > ends[index]:
+            continue  # a node of a skipped run, or outside every run
         args = event.get("args", {})
         key = (str(args.get("op_name", "?")), str(args.get("provider", "?")))
-        entry = totals.setdefault(key, [0.0, 0])
-        entry[0] += float(event.get("dur", 0))
-        entry[1] += 1
-    grand_total = sum(v[0] for v in totals.values()) or 1.0
-    ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:top]
+        durations.setdefault(key, np.zeros(len(model_runs)))[index] += float(event.get("dur", 0))
+        counts.setdefault(key, np.zeros(len(model_runs)))[index] += 1
+    medians = {key: float(np.median(per_run)) for key, per_run in durations.items()}
+    grand_total = sum(medians.values()) or 1.0
+    ranked = sorted(medians.items(), key=lambda item: -item[1])[:top]
     return [
         {
             "op": op,
             "provider": provider,
-            "calls": round(count / runs, 2),
-            "total_us": round(duration / runs, 1),
-            "share": round(duration / grand_total, 4),
+            "calls": round(float(np.median(counts[(op, provider)])), 2),
+            "total_us": round(median, 1),
+            "share": round(median / grand_total, 4),
         }
-        for (op, provider), (duration, count) in ranked
+        for (op, provider), median in ranked
     ]
