@@ -424,3 +424,66 @@ def test_conditions_of_this_host():
     assert [f.check for f in findings] == [
         "governor", "clock", "thermal", "pi_throttled", "power_mode", "swap", "load",
     ]  # fmt: skip
+
+
+def _graph_model(path: Path, nodes: list, inputs: list, outputs: list) -> Path:
+    graph = helper.make_graph(nodes, "g", inputs, outputs)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_constant_needs_no_kernel(tmp_path, capsys):
+    value = helper.make_tensor("v", TensorProto.FLOAT, [1], [2.0])
+    model = _graph_model(
+        tmp_path / "constant.onnx",
+        [helper.make_node("Constant", [], ["k"], value=value),
+         helper.make_node("Mul", ["x", "k"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )  # fmt: skip
+    _, report = _doctor_json([str(model)], capsys)
+    operators = _findings(report, "model")["operators"]
+    assert operators["status"] == "ok"
+    assert operators["message"] == "1 operator types known"
+    assert operators["details"]["no_kernel"] == []
+
+
+def test_function_operator_without_kernel_explained(tmp_path, capsys):
+    model = _graph_model(
+        tmp_path / "loss.onnx",
+        [helper.make_node("SoftmaxCrossEntropyLoss", ["s", "labels"], ["loss"])],
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("labels", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("loss", TensorProto.FLOAT, [])],
+    )  # fmt: skip
+    _, report = _doctor_json([str(model)], capsys)
+    found = _findings(report, "model")
+    if "SoftmaxCrossEntropyLoss" not in found["operators"]["details"]["no_kernel"]:
+        pytest.skip("this onnxruntime has a SoftmaxCrossEntropyLoss kernel at opset 17")
+    message = found["operators"]["message"]
+    assert "no kernel in this build for SoftmaxCrossEntropyLoss" in message
+    assert "expands it as an ONNX function" in message
+    assert found["load"]["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem", "fix"),
+    [
+        pytest.param(b"\xff\xfe not a protobuf" * 4, "is not a valid ONNX model",
+                     "export it with rnnedge export", id="garbage"),
+        pytest.param(b"", "is empty", "export the model again", id="empty"),
+    ],
+)  # fmt: skip
+def test_broken_file_gives_one_fix(tmp_path, capsys, content, problem, fix):
+    model = tmp_path / "broken.onnx"
+    model.write_bytes(content)
+    code = main(["doctor", str(model), "--json"])
+    captured = capsys.readouterr()
+    finding = _findings(json.loads(captured.out), "model")["file"]
+    assert code == ERROR_EXIT_CODE
+    assert problem in finding["message"]
+    assert finding["fix"] == fix
+    assert "; " not in finding["message"]
+    assert captured.err.count("fix: ") == 1
+    assert fix in captured.err
+    assert "export" not in captured.err.replace(fix, "")
