@@ -294,7 +294,12 @@ def test_export_without_torch_names_extra(tmp_path):
     result = subprocess.run([sys.executable, "-c", script, "export", str(tmp_path / "m.pt")],
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
     assert "pip install 'rnnedge[export]'" in result.stderr
+    # The CPU build first, so that the extra does not pull a CUDA build of torch.
+    cpu_build = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+    assert cpu_build in result.stderr
+    assert result.stderr.index(cpu_build) < result.stderr.index("rnnedge[export]")
 
 
 @pytest.fixture

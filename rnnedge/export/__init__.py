@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from rnnedge.errors import require
+from rnnedge.errors import MissingDependencyError
 
-require("torch", "export")
+try:
+    import torch  # noqa: F401 - imported only to check that it is installed
+except ImportError as exc:
+    # The extra alone would pull the default torch wheel, on Linux a CUDA build of several
+    # GB, so the message names the CPU build first.
+    raise MissingDependencyError(
+        "torch is not installed; install torch first (the CPU build where no GPU is needed: "
+        "pip install torch --index-url https://download.pytorch.org/whl/cpu), then "
+        "pip install 'rnnedge[export]'"
+    ) from exc
 
-from rnnedge.export.exporters import Exporter  # noqa: E402
-from rnnedge.export.model import (  # noqa: E402 - after the dependency check
+# The submodules import torch, so they stay below the check above.
+from rnnedge.export.exporters import Exporter
+from rnnedge.export.model import (
     Cell,
     Checkpoint,
     ModelConfig,
@@ -16,8 +26,8 @@ from rnnedge.export.model import (  # noqa: E402 - after the dependency check
     load_checkpoint,
     save_checkpoint,
 )
-from rnnedge.export.onnx_export import export_checkpoint, export_model  # noqa: E402
-from rnnedge.export.report import ExportReport  # noqa: E402
+from rnnedge.export.onnx_export import export_checkpoint, export_model
+from rnnedge.export.report import ExportReport
 
 __all__ = [
     "Cell",
