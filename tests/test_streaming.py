@@ -139,11 +139,14 @@ def test_chunked_matches_whole_sequence(streaming_models, rng, cell, chunk):
     whole = Session(path, provider="cpu").run(x)
     streaming = StreamingSession(path, provider="cpu")
     chunked = streaming.run(x, chunk=chunk)
-    assert list(chunked) == ["y"]
+    assert list(chunked) == list(whole)
     np.testing.assert_allclose(chunked["y"], whole["y"], atol=CHUNK_ATOL, rtol=0)
     np.testing.assert_allclose(streaming.state["h0"], whole["hn"], atol=CHUNK_ATOL, rtol=0)
+    # The state outputs of a chunked run hold the final carried state.
+    np.testing.assert_allclose(chunked["hn"], whole["hn"], atol=CHUNK_ATOL, rtol=0)
     if cell == "lstm":
         np.testing.assert_allclose(streaming.state["c0"], whole["cn"], atol=CHUNK_ATOL, rtol=0)
+        np.testing.assert_allclose(chunked["cn"], whole["cn"], atol=CHUNK_ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -656,7 +659,144 @@ def test_cli_stream_matches_batch(capsys, streaming_models, rng, tmp_path, suffi
     streamed = np.load(tmp_path / "stream.npz")
     # Both runs read the same file, so even the CSV's rounded text gives equal inputs.
     np.testing.assert_allclose(streamed["y"], whole["y"], atol=CHUNK_ATOL, rtol=0)
-    assert sorted(streamed.files) == ["y"]
+    assert sorted(streamed.files) == ["cn", "hn", "y"]
+    np.testing.assert_allclose(streamed["hn"], whole["hn"], atol=CHUNK_ATOL, rtol=0)
+    np.testing.assert_allclose(streamed["cn"], whole["cn"], atol=CHUNK_ATOL, rtol=0)
+
+
+def _gru_reference(model: StatefulRNN, x: np.ndarray, h0: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(x), torch.from_numpy(h0))[0].numpy()
+
+
+def test_start_state_from_npz(capsys, streaming_models, rng, tmp_path):
+    path, model = streaming_models["gru"]
+    x = sequence(rng, batch=2, length=9)
+    h0 = rng.standard_normal((2, 2, HIDDEN)).astype(np.float32)
+    expected = _gru_reference(model, x, h0)
+    np.savez(tmp_path / "start.npz", x=x, h0=h0)
+    for extra in ([], ["--stream", "--chunk", "4"]):
+        out_path = tmp_path / f"y{len(extra)}.npz"
+        code, _, err = run_cli(capsys, "run", path, "-i", tmp_path / "start.npz", "-o",
+                               out_path, "--provider", "cpu", *extra)  # fmt: skip
+        assert code == 0, err
+        np.testing.assert_allclose(np.load(out_path)["y"], expected, atol=TORCH_ATOL, rtol=0)
+
+
+def test_stream_resumes_from_written_state(capsys, streaming_models, rng, tmp_path):
+    """`run --stream -o` writes the final state under the state output names, and an input
+    file that gives those arrays starts the next run from them."""
+    path, _ = streaming_models["lstm"]
+    x = sequence(rng, batch=2, length=12)
+    whole = Session(path, provider="cpu").run(x)
+    np.save(tmp_path / "first.npy", x[:, :5])
+    code, _, err = run_cli(capsys, "run", path, "-i", tmp_path / "first.npy", "-o",
+                           tmp_path / "first_out.npz", "--stream", "--provider", "cpu")  # fmt: skip
+    assert code == 0, err
+    first = np.load(tmp_path / "first_out.npz")
+    np.savez(tmp_path / "next.npz", x=x[:, 5:], hn=first["hn"], cn=first["cn"])
+    for extra in ([], ["--stream", "--chunk", "3"]):
+        out_path = tmp_path / f"next_out{len(extra)}.npz"
+        code, _, err = run_cli(capsys, "run", path, "-i", tmp_path / "next.npz", "-o", out_path,
+                               "--provider", "cpu", *extra)  # fmt: skip
+        assert code == 0, err
+        resumed = np.load(out_path)
+        np.testing.assert_allclose(resumed["y"], whole["y"][:, 5:], atol=CHUNK_ATOL, rtol=0)
+        np.testing.assert_allclose(resumed["hn"], whole["hn"], atol=CHUNK_ATOL, rtol=0)
+        np.testing.assert_allclose(resumed["cn"], whole["cn"], atol=CHUNK_ATOL, rtol=0)
+
+
+def test_reset_with_start_states(streaming_models, rng):
+    path, model = streaming_models["gru"]
+    x = sequence(rng, batch=3, length=8)
+    h0 = rng.standard_normal((2, 3, HIDDEN)).astype(np.float32)
+    expected = _gru_reference(model, x, h0)
+    streaming = StreamingSession(path, provider="cpu")
+    for states in ({"h0": h0}, {"hn": h0.astype(np.float64)}):
+        streaming.reset(states=states)
+        steps = [streaming.step(x[:, t : t + 2])["y"] for t in range(0, 8, 2)]
+        np.testing.assert_allclose(np.concatenate(steps, 1), expected, atol=TORCH_ATOL, rtol=0)
+    # A chunk that gives the state restarts the stream from it.
+    streaming.step({"x": x[:, :3], "h0": h0})
+    np.testing.assert_allclose(streaming.step(x[:, 3:])["y"], expected[:, 3:], atol=TORCH_ATOL,
+                               rtol=0)  # fmt: skip
+    streaming.reset()
+    zero = streaming.run(x, chunk=4)["y"]
+    assert not np.allclose(zero, expected, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("states", "message"),
+    [
+        pytest.param({"h1": np.zeros((2, 3, HIDDEN), np.float32)},
+                     "start state 'h1' is not a state of gru.onnx; name each start state by "
+                     "its state input: h0 (or hn)", id="unknown-name"),
+        pytest.param({"h0": np.zeros((2, 3, HIDDEN), np.int64)},
+                     "start state 'h0' has dtype int64, but state input 'h0' expects float32",
+                     id="integer"),
+        pytest.param({"h0": np.zeros((3, HIDDEN), np.float32)},
+                     r"start state 'h0' has shape (3, 16), but state input 'h0' expects "
+                     "(2, ?, 16); give the state in that shape", id="rank"),
+        pytest.param({"h0": np.full((2, 3, HIDDEN), np.nan, np.float32)},
+                     "start state 'h0' contains 96 NaN or infinite values", id="nan"),
+        pytest.param({"h0": np.full((2, 3, HIDDEN), 1e300)},
+                     "start state 'h0' has values up to 1e+300, beyond the float32 range",
+                     id="beyond-float32"),
+        pytest.param({"h0": np.zeros((2, 3, HIDDEN), np.float32),
+                      "hn": np.zeros((2, 3, HIDDEN), np.float32)},
+                     "the input gives both 'h0' and 'hn', which start the same state input "
+                     "'h0'; give only one of them", id="both-names"),
+    ],
+)  # fmt: skip
+def test_bad_start_states(streaming_models, states, message):
+    path, _ = streaming_models["gru"]
+    with pytest.raises(InputError) as raised:
+        StreamingSession(path, provider="cpu").reset(states=states)
+    assert message in str(raised.value)
+
+
+def test_start_state_batch_checked_at_first_step(streaming_models, rng):
+    path, _ = streaming_models["gru"]
+    streaming = StreamingSession(path, provider="cpu")
+    streaming.reset(states={"h0": np.zeros((2, 2, HIDDEN), np.float32)})
+    with pytest.raises(InputError) as raised:
+        streaming.step(sequence(rng, batch=3, length=2))
+    assert str(raised.value) == (
+        "start state 'h0' has shape (2, 2, 16), but state input 'h0' expects (2, 3, 16) for "
+        "the batch of 3 sequences; give the state in that shape, or leave it out to start "
+        "from zero"
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["batch", "stream"])
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        pytest.param(np.zeros((2, 2, HIDDEN), np.float32),
+                     "start.npz[h0] has shape (2, 2, 16), but state input 'h0' expects "
+                     "(2, 3, 16) for the batch of 3 sequences", id="batch"),
+        pytest.param(np.array(["a"]), "start.npz[h0] has dtype <U1, but state input 'h0' "
+                     "expects float32", id="text"),
+        pytest.param(np.zeros((2, 3, HIDDEN), np.int64), "start.npz[h0] has dtype int64",
+                     id="integer"),
+        pytest.param(np.full((2, 3, HIDDEN), np.nan, np.float32),
+                     "start.npz[h0] contains 96 NaN or infinite values", id="nan"),
+        pytest.param(np.full((2, 3, HIDDEN), 1e300), "start.npz[h0] has values up to 1e+300",
+                     id="beyond-float32"),
+    ],
+)  # fmt: skip
+def test_cli_bad_start_state(capsys, streaming_models, rng, tmp_path, state, message, stream):
+    path, _ = streaming_models["gru"]
+    np.savez(tmp_path / "start.npz", x=sequence(rng, batch=3, length=4), h0=state)
+    code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "start.npz", "-o",
+                             tmp_path / "y.npz", "--provider", "cpu",
+                             *(["--stream"] if stream else []))  # fmt: skip
+    assert code == 2, err
+    assert err.count("\n") == 1, err
+    assert message in err
+    assert "Warning" not in err
+    assert out == ""
+    assert not (tmp_path / "y.npz").exists()
 
 
 def test_cli_state_and_feed_options(capsys, streaming_models, rng, tmp_path):
@@ -668,7 +808,7 @@ def test_cli_state_and_feed_options(capsys, streaming_models, rng, tmp_path):
                              "--provider", "cpu", "--json")  # fmt: skip
     assert code == 0, err
     report = json.loads(out)
-    assert report["outputs"] == {"y": [1, 8, OUTPUTS]}
+    assert report["outputs"] == {"y": [1, 8, OUTPUTS], "hn": [2, 1, HIDDEN], "cn": [2, 1, HIDDEN]}
     assert report["stream"] == {"chunk": 2}
     path, _ = streaming_models["gru-gain"]
     code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy", "--stream",

@@ -83,6 +83,14 @@ class StateBuffers:
                 self.values[spare][pair.input].update_inplace(array)
         self.current = spare
 
+    def load(self, states: Mapping[str, np.ndarray]) -> None:
+        """Copy start values, by state input name, into the buffers of the current state."""
+        for name, array in states.items():
+            if self.arrays is not None:
+                np.copyto(self.arrays[self.current][name], array)
+            else:
+                self.values[self.current][name].update_inplace(np.ascontiguousarray(array))
+
     def reset(self) -> None:
         for side in range(2):
             for pair in self.pairs:

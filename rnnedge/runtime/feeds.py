@@ -17,7 +17,7 @@ import numpy as np
 
 from rnnedge.errors import InputError
 from rnnedge.runtime.inputs import _ORT_TO_NUMPY as ORT_TO_NUMPY
-from rnnedge.runtime.inputs import describe
+from rnnedge.runtime.inputs import NONFINITE_EFFECT, describe
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +103,10 @@ def _to_float(array: np.ndarray, name: str, dtype: np.dtype, nonfinite: str) -> 
                 "values, or pass --nonfinite warn to run anyway"
             )
         logger.warning(
-            "the value of input %r contains %d NaN or infinite values; the outputs may be NaN",
+            "the value of input %r contains %d NaN or infinite values; %s",
             name,
             bad,
+            NONFINITE_EFFECT,
         )
     return values.astype(dtype)
 

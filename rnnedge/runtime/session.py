@@ -16,7 +16,13 @@ from rnnedge.errors import InputError
 from rnnedge.host import cpu_info
 from rnnedge.runtime.external_data import check_external_data, is_ort_format
 from rnnedge.runtime.feeds import constant_feed
-from rnnedge.runtime.inputs import LENGTHS_INPUT, check_lengths, check_sequence_input, describe
+from rnnedge.runtime.inputs import (
+    LENGTHS_INPUT,
+    check_lengths,
+    check_sequence_input,
+    check_state_input,
+    describe,
+)
 from rnnedge.runtime.layout import axis_kind, is_time_major
 from rnnedge.runtime.metadata import PREFIX, Layout, ModelMetadata, Task
 from rnnedge.runtime.options import cpu_settings, merge_options, provider_options
@@ -173,6 +179,9 @@ class Session:
                 "for the data; remove the sequence input from --feed and pass it with --input"
             )
         self._batch_major = self._infer_batch_major(props)
+        # The array names an input file may have: inputs, and the outputs of state pairs,
+        # which give a start state (see `given_states`).
+        self._accepted_names = set(self.input_names) | {p.output for p in self.state_pairs}
 
     @property
     def input_names(self) -> list[str]:
@@ -224,18 +233,52 @@ class Session:
     ) -> dict[str, np.ndarray]:
         """Validate and normalize inputs; return the feed for `InferenceSession.run`.
 
-        Constant inputs come from `feeds`, and state inputs that `data` leaves out start at
-        zero, with the batch size of the first data input.
+        Constant inputs come from `feeds`. A state input starts from the array that `data`
+        gives for it (see `given_states`), checked against the state's shape for the batch
+        of the first data input, and else at zero.
         """
         feed = self.prepare_inputs(data, source)
         batch = self.batch_size(feed)
-        given = data if isinstance(data, Mapping) else {}
+        given = self.given_states(data) if isinstance(data, Mapping) else {}
         for state in (*self.state_pairs, *self.unpaired_states):
             if state.input in given:
-                feed[state.input] = np.ascontiguousarray(given[state.input], dtype=state.dtype)
+                key, array = given[state.input]
+                feed[state.input] = self.check_state(array, state, batch, f"{source}[{key}]")
             else:
                 feed[state.input] = state.zeros(batch)
         return feed
+
+    def given_states(self, data: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+        """Find the start states in `data`: (name in `data`, array) by state input name.
+
+        A paired state may be given under its state input name or under its output name,
+        as a run's outputs hold it, so that a later run resumes from an earlier run's
+        outputs.
+        """
+        found: dict[str, tuple[str, Any]] = {}
+        for state in (*self.state_pairs, *self.unpaired_states):
+            names = [state.input]
+            if isinstance(state, StatePair):
+                names.append(state.output)
+            keys = [name for name in names if name in data]
+            if len(keys) > 1:
+                raise InputError(
+                    f"the input gives both {keys[0]!r} and {keys[1]!r}, which start the same "
+                    f"state input {state.input!r}; give only one of them"
+                )
+            if keys:
+                found[state.input] = (keys[0], data[keys[0]])
+        return found
+
+    def check_state(
+        self, array: Any, state: StateInput, batch: int | None, source: str
+    ) -> np.ndarray:
+        """Check a start state for `batch` sequences (None: not known yet); return the array
+        to feed."""
+        shape = state.shape_for(batch) if batch is not None else state.shape_for_unknown_batch()
+        return check_state_input(
+            array, state.input, shape, state.ort_type, source, self.nonfinite, batch
+        )
 
     def prepare_inputs(
         self, data: np.ndarray | Mapping[str, np.ndarray], source: str = "input"
@@ -252,13 +295,13 @@ class Session:
                     + _missing_hint(others, "pass an .npz file with one array per input name")
                 )
             data = {data_inputs[0].name: data}
-        unknown = sorted(set(data) - set(self.input_names))
+        unknown = sorted(set(data) - self._accepted_names)
         missing = [info.name for info in data_inputs if info.name not in data]
         if unknown or missing:
             raise InputError(
                 f"{source} arrays {sorted(data)} do not match the model inputs "
                 f"{self.input_names}: missing {missing}, unexpected {unknown}"
-                + _missing_hint(missing, f"add {', '.join(missing)} to the .npz file")
+                + _mismatch_hint(missing, unknown)
             )
         feed: dict[str, np.ndarray] = {}
         for index, info in enumerate(data_inputs):
@@ -419,6 +462,19 @@ def provider_options_for(name: str, values: Mapping[str, Any]) -> dict[str, Any]
     if name in ("cuda", "tensorrt"):
         return provider_options(name, values)
     return dict(values)
+
+
+def _mismatch_hint(missing: Sequence[str], unknown: Sequence[str]) -> str:
+    """Name the fixes for an input file whose arrays miss model inputs or have others."""
+    fixes = []
+    if unknown:
+        names = ", ".join(map(repr, unknown))
+        fixes.append(f"remove {names} from the .npz file or rename each to a model input")
+    if missing:
+        fixes.append(f"add {', '.join(missing)} to the .npz file")
+    if not missing:
+        return "; " + fixes[0]
+    return _missing_hint(missing, " and ".join(fixes))
 
 
 def _missing_hint(missing: Sequence[str], fix: str) -> str:

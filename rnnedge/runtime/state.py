@@ -35,6 +35,10 @@ class StateInput:
         """A zero state for `batch` sequences: the one dynamic axis of the shape is the batch."""
         return np.zeros(self.shape_for(batch), dtype=self.dtype)
 
+    def shape_for_unknown_batch(self) -> tuple[int | None, ...]:
+        """Return the state's shape with None on the batch axis, its one dynamic axis."""
+        return tuple(dim if isinstance(dim, int) and dim > 0 else None for dim in self.shape)
+
     def shape_for(self, batch: int) -> tuple[int, ...]:
         dynamic = [i for i, dim in enumerate(self.shape) if not (isinstance(dim, int) and dim > 0)]
         if len(dynamic) > 1:
@@ -112,7 +116,6 @@ def resolve_state_pairs(
     by_input = {info.name: info for info in inputs}
     by_output = {info.name: info for info in outputs}
     output_names = list(by_output)
-    check_distinct_pairs(pairs)
     resolved = []
     for state_in, state_out in pairs:
         if state_in not in by_input:
@@ -130,6 +133,7 @@ def resolve_state_pairs(
         resolved.append(
             StatePair(input=state_in, shape=tuple(info.shape), ort_type=info.type, output=state_out)
         )
+    check_distinct_pairs(pairs)
     return tuple(resolved)
 
 

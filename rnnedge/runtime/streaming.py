@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -99,6 +99,8 @@ class StreamingSession:
         state_outputs = {pair.output for pair in self.session.state_pairs}
         self.output_names = [n for n in self.session.output_names if n not in state_outputs]
         self._states: StateBuffers | None = None
+        # Checked start values by state input name, loaded when the next stream starts.
+        self._start: dict[str, np.ndarray] = {}
         # Looked up once: a step of a few microseconds feels every Python attribute access.
         self._data_names = [info.name for info in self.session.data_inputs]
         self._batch_axis = 0 if self.session.batch_major else 1
@@ -128,17 +130,63 @@ class StreamingSession:
             return {}
         return {name: array.copy() for name, array in self._states.state().items()}
 
-    def reset(self) -> None:
-        """Start the next step from a zero state, with any batch size."""
+    def reset(self, states: Mapping[str, np.ndarray] | None = None) -> None:
+        """Start the next step from a zero state with any batch size, or from `states`.
+
+        Args:
+            states: start values by state input name, or by the name of the output that
+                carries the state (as `run` returns the final state). A state left out
+                starts at zero. The values are checked here, and their batch axis against
+                the next chunk's batch when it runs.
+        """
         self._states = None
         self._bound.clear()
+        self._start = {}
+        if not states:
+            return
+        given = self.session.given_states(states)
+        used = {key for key, _ in given.values()}
+        extra = sorted(set(states) - used)
+        if extra:
+            names = [f"{pair.input} (or {pair.output})" for pair in self.session.state_pairs]
+            raise InputError(
+                f"start state {extra[0]!r} is not a state of {self.session.path.name}; name "
+                f"each start state by its state input: {', '.join(names)}"
+            )
+        self._set_start(given, lambda key: f"start state {key!r}")
+
+    def _set_start(
+        self,
+        given: Mapping[str, tuple[str, Any]],
+        label: Callable[[str], str],
+        batch: int | None = None,
+    ) -> None:
+        """Check start states (as from `Session.given_states`) and keep them for the next
+        stream; `label` names a given array in messages."""
+        self._states = None
+        self._bound.clear()
+        pairs = {pair.input: pair for pair in self.session.state_pairs}
+        self._start = {
+            name: self.session.check_state(array, pairs[name], batch, label(key))
+            for name, (key, array) in given.items()
+        }
 
     def step(
         self, chunk: np.ndarray | Mapping[str, np.ndarray], source: str = "chunk"
     ) -> dict[str, np.ndarray]:
         """Check and normalize one chunk, run it from the carried state, return copies of
-        the non-state outputs by name."""
+        the non-state outputs by name.
+
+        State arrays in a mapping `chunk` (by state input or output name) restart the
+        stream from them, as `reset(states=...)` does.
+        """
         feed = self.session.prepare_inputs(chunk, source)
+        if isinstance(chunk, Mapping):
+            given = self.session.given_states(chunk)
+            if given:
+                self._set_start(
+                    given, lambda key: f"{source}[{key}]", self.session.batch_size(feed)
+                )
         return {name: array.copy() for name, array in self.step_prepared(feed).items()}
 
     def step_prepared(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -167,22 +215,44 @@ class StreamingSession:
                 f"chunk has batch {batch}, but the carried state has batch "
                 f"{self._states.batch}; call reset() before changing the batch size"
             )
-        self._states = StateBuffers(self.session.state_pairs, batch, self.state_device)
-        return self._states
+        states = StateBuffers(self.session.state_pairs, batch, self.state_device)
+        if self._start:
+            pairs = {pair.input: pair for pair in self.session.state_pairs}
+            states.load(
+                {
+                    name: self.session.check_state(
+                        array, pairs[name], batch, f"start state {name!r}"
+                    )
+                    for name, array in self._start.items()
+                }
+            )
+        self._states = states
+        return states
 
     def run(
         self, data: np.ndarray | Mapping[str, np.ndarray], chunk: int, source: str = "input"
     ) -> dict[str, np.ndarray]:
         """Run a whole input in chunks of `chunk` time steps, continuing the carried state.
 
-        Returns each non-state output: concatenated along the time axis when it has one
-        (a per-step output), otherwise the last chunk's (such as a classifier's logits).
+        Where `data` is a mapping that gives state arrays (by state input or state output
+        name), the run starts from them, as after `reset(states=...)`.
+
+        Returns every output by name, in the model's order. A per-step output is
+        concatenated along the time axis, and any other output, such as a classifier's
+        logits, is the last chunk's. A state output contains the final state, so that a later
+        run given these outputs as its start states continues the stream.
         """
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
             raise InputError(
                 f"chunk must be a whole number of time steps, at least 1; got {chunk!r}"
             )
         feed = self.session.prepare_inputs(data, source)
+        if isinstance(data, Mapping):
+            given = self.session.given_states(data)
+            if given:
+                self._set_start(
+                    given, lambda key: f"{source}[{key}]", self.session.batch_size(feed)
+                )
         names = self._data_names
         length = feed[names[0]].shape[self.time_axis]
         batch = self.session.batch_size(feed)
@@ -201,9 +271,13 @@ class StreamingSession:
             pieces.append({name: array.copy() for name, array in outputs.items()})
             lengths.append(min(chunk, length - start))
         logger.info("streamed %d steps in %d chunks of up to %d", length, len(pieces), chunk)
+        final = self.state
+        state_outputs = {pair.output: final[pair.input] for pair in self.session.state_pairs}
         return {
-            name: self._combine(name, [p[name] for p in pieces], lengths, batch)
-            for name in self.output_names
+            name: state_outputs[name]
+            if name in state_outputs
+            else self._combine(name, [p[name] for p in pieces], lengths, batch)
+            for name in self.session.output_names
         }
 
     def _run_unbound(
@@ -237,7 +311,7 @@ class StreamingSession:
     def _has_time_axis(
         self, name: str, arrays: list[np.ndarray], lengths: list[int], batch: int
     ) -> bool:
-        """Whether output `name` is per-step: rank 3 with the time axis where the sequence
+        """Return whether output `name` is per-step: rank 3 with the time axis where the sequence
         input has it.
 
         The declared axis at that place decides by its name. The name of the sequence
