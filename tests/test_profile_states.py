@@ -203,3 +203,18 @@ def test_threads_zero_names_option(capsys, tmp_path):
     code, _, err = run_cli(capsys, "profile", model, "--threads", "0", "--no-store")
     assert code == 2
     assert err == "error: --threads must be a whole number of at least 1, got 0\n"
+
+
+def test_feed_npy_batch_mismatch(capsys, tmp_path):
+    model = foreign_rnn(tmp_path / "gru.onnx")
+    np.save(tmp_path / "h.npy", np.zeros((1, 1, HIDDEN), np.float32))
+    code, _, err = run_cli(capsys, "profile", model, "--feed", f"h_in={tmp_path / 'h.npy'}",
+                           "--sweep", "batch=1,3", "--runs", "2", "--warmup", "0",
+                           "--operators", "0", "--no-store")  # fmt: skip
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2
+    assert len(errors) == 1, err
+    assert (
+        "--feed h_in has shape [1, 1, 8], for a batch of 1, but the run has a batch of 3"
+        in (errors[0])
+    )

@@ -99,7 +99,19 @@ def synthetic_input(
     by_name = {info.name: info for info in session.inputs}
     for name, value in session.feeds.items():
         feed[name] = _fill_constant(value, by_name[name].shape, batch)
+        _check_state_batch(name, feed[name], by_name[name], batch)
     return feed
+
+
+def _check_state_batch(name: str, value: np.ndarray, info: Any, batch: int) -> None:
+    """Raise when a constant for a state-shaped input has another batch than the run."""
+    if not _shaped_like_state(info) or value.ndim != 3 or value.shape[1] == batch:
+        return
+    raise InputError(
+        f"--feed {name} has shape {list(value.shape)}, for a batch of {value.shape[1]}, but "
+        f"the run has a batch of {batch}; give one value (such as --feed {name}=0), which "
+        f"fills any batch, or profile with --batch {value.shape[1]}"
+    )
 
 
 def _fill_constant(value: np.ndarray, shape: Sequence[Any], batch: int) -> np.ndarray:
