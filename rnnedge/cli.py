@@ -7,6 +7,7 @@ and turns errors into one line on stderr and an exit code (see `rnnedge.errors`)
 from __future__ import annotations
 
 import io
+import logging
 import os
 import sys
 import traceback
@@ -22,6 +23,8 @@ from rnnedge.commands.doctor import doctor_command
 from rnnedge.commands.report import report_command
 from rnnedge.errors import RnnedgeError
 
+FALLBACK_LOGGER = "rnnedge.runtime.providers.fallback"
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rnnedge")
@@ -29,6 +32,10 @@ from rnnedge.errors import RnnedgeError
 def cli() -> None:
     """Export, quantize, run and profile PyTorch LSTM and GRU models on edge devices."""
     configure_logging()
+    # A provider fallback is never silent: its warning is the one that -q keeps. The name
+    # is that of `rnnedge.runtime.providers.fallback_logger`, spelled out so that the CLI
+    # does not import onnxruntime before a command needs it.
+    logging.getLogger(FALLBACK_LOGGER).setLevel(logging.WARNING)
 
 
 cli.add_command(export.export_command)

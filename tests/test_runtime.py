@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
+from rnnedge.cli import main
 from rnnedge.errors import InputError, ProviderError
 from rnnedge.export import load_checkpoint
 from rnnedge.runtime import Session
@@ -136,6 +139,46 @@ def test_plan_cuda_unavailable_warns(caplog):
         plan = plan_providers("cuda", available=[CPU_EP])
     assert plan.providers == (CPU_EP,)
     assert "falling back to CPUExecutionProvider" in caplog.text
+
+
+def test_plan_records_fallback():
+    assert plan_providers("cuda", available=[CPU_EP]).fallback
+    assert not plan_providers("cuda", available=[CUDA_EP, CPU_EP]).fallback
+    assert not plan_providers("cpu", available=[CPU_EP]).fallback
+    assert not plan_providers("auto", available=[CPU_EP]).fallback
+
+
+CUDA_MISSING = pytest.mark.skipif(
+    CUDA_EP in ort.get_available_providers(), reason="this onnxruntime build offers CUDA"
+)
+
+
+@CUDA_MISSING
+def test_cli_fallback_warning_survives_quiet(exported, rng, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", rng.standard_normal((2, 10, FEATURES)).astype(np.float32))
+    code = main(["run", str(exported["gru"]), "-i", str(tmp_path / "x.npy"), "--provider",
+                 "cuda", "-q"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("WARNING: provider 'cuda' needs CUDAExecutionProvider")
+    assert "; falling back to CPUExecutionProvider. Install onnxruntime-gpu" in lines[0]
+
+
+@CUDA_MISSING
+@pytest.mark.parametrize(("provider", "fallback"), [("cuda", True), ("cpu", False)])
+def test_cli_json_reports_fallback(exported, rng, tmp_path, capsys, provider, fallback):
+    np.save(tmp_path / "x.npy", rng.standard_normal((2, 10, FEATURES)).astype(np.float32))
+    code = main(["run", str(exported["gru"]), "-i", str(tmp_path / "x.npy"), "--provider",
+                 provider, "--json"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["requested_provider"] == provider
+    assert report["fallback"] is fallback
+    assert report["providers"] == [CPU_EP]
 
 
 def test_plan_cuda_unavailable_strict():

@@ -133,7 +133,9 @@ def run_command(model: Path, input_path: Path, output: Path | None, provider: st
     placement = session.placement.as_dict() if session.placement else {}
     if as_json:
         extra = {"stream": {"chunk": chunk}} if stream else {}
-        emit_json({"providers": session.providers, "placement": placement,
+        emit_json({"providers": session.providers,
+                   "requested_provider": session.plan.requested.value,
+                   "fallback": session.fallback, "placement": placement,
                    "output_file": output, **extra, **summary})  # fmt: skip
         return
     click.echo(f"providers: {', '.join(session.providers)}")

@@ -19,6 +19,9 @@ import onnxruntime as ort
 from rnnedge.errors import InputError, ProviderError
 
 logger = logging.getLogger(__name__)
+# The logger of the fallback warnings. The CLI keeps it at WARNING under -q, because a
+# fallback must never be silent.
+fallback_logger = logging.getLogger(f"{__name__}.fallback")
 
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
@@ -80,6 +83,9 @@ class ProviderPlan:
     requested: Provider
     providers: tuple[str, ...]
     options: tuple[dict[str, Any], ...]
+    # Whether the requested provider is missing from this build or host, so that the plan
+    # falls back to the CPU provider.
+    fallback: bool = False
 
     def as_ort_list(self) -> list[tuple[str, dict[str, Any]]]:
         return [(name, dict(opts)) for name, opts in zip(self.providers, self.options, strict=True)]
@@ -107,6 +113,7 @@ def plan_providers(
     available = list(available if available is not None else available_providers())
     options = options or {}
 
+    fallback = False
     if request is Provider.AUTO:
         names = [parse_provider(p) for p in (preference or ("tensorrt", "cuda", "cpu"))]
         wanted: list[str] = []
@@ -130,28 +137,40 @@ def plan_providers(
             hint = _install_hint(request)
             if strict:
                 raise ProviderError(f"{problem}; {hint}")
-            logger.warning("%s; falling back to %s. %s", problem, CPU_EP, hint)
+            fallback_logger.warning(
+                "%s; falling back to %s. %s", problem, CPU_EP, hint[0].upper() + hint[1:]
+            )
+        fallback = problem is not None
         if CPU_EP not in chosen:
             chosen.append(CPU_EP)
 
     ep_options = tuple(dict(options.get(_rnnedge_name(ep), {})) for ep in chosen)
-    return ProviderPlan(requested=request, providers=tuple(chosen), options=ep_options)
+    return ProviderPlan(
+        requested=request,
+        providers=tuple(chosen),
+        options=ep_options,
+        fallback=fallback,
+    )
 
 
 def check_session_providers(
     plan: ProviderPlan, actual: Sequence[str], strict: bool = False
-) -> None:
-    """Compare the providers a session got with the plan; warn or raise on a fallback."""
+) -> list[str]:
+    """Compare the providers a session got with the plan; warn or raise on a fallback.
+
+    Returns the planned providers, other than the CPU provider, that the session lacks.
+    """
     dropped = [ep for ep in plan.providers if ep not in actual and ep != CPU_EP]
     if not dropped:
-        return
+        return dropped
     message = (
         f"requested providers {list(plan.providers)} but the session uses {list(actual)}: "
         f"{', '.join(dropped)} failed to load"
     )
     if strict:
         raise ProviderError(f"{message}; {_install_hint(plan.requested)}")
-    logger.warning("%s; %s", message, _install_hint(plan.requested))
+    fallback_logger.warning("%s; %s", message, _install_hint(plan.requested))
+    return dropped
 
 
 def is_arm_host() -> bool:

@@ -155,7 +155,9 @@ class Session:
         self.threads = settings.intra_op_threads
         self._session = _create_session(self.path, session_options, self.plan)
         self.providers: list[str] = self._session.get_providers()
-        check_session_providers(self.plan, self.providers, strict=strict_provider)
+        dropped = check_session_providers(self.plan, self.providers, strict=strict_provider)
+        # Whether the session lacks a provider that was requested, or planned for `auto`.
+        self.fallback = self.plan.fallback or bool(dropped)
         logger.info("session for %s uses %s", self.path.name, ", ".join(self.providers))
         self.placement: Placement | None = None
         props = self._session.get_modelmeta().custom_metadata_map
