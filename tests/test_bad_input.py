@@ -293,10 +293,10 @@ CASES = [
          "--hidden-size must be at least 1, got 0"),
     case("devices-predict-zero-length",
          "devices predict x86-64 --cell gru --hidden-size 8 --features 6 --seq-len 0", 2,
-         "must be at least 1, got 1, 0"),
+         "error: --seq-len must be at least 1, got 0"),
     case("devices-predict-negative-batch",
          "devices predict x86-64 --cell gru --hidden-size 8 --features 6 --batch -1", 2,
-         "must be at least 1, got -1, 100"),
+         "error: --batch must be at least 1, got -1"),
     # doctor: findings go to stdout and an error finding exits 3; a missing model file or
     # an unknown device is a usage error
     case("doctor-empty-model", "doctor {empty_onnx}", 3, "doctor found 1 error",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from rnnedge.cli import main
 from rnnedge.export import export_checkpoint
 from rnnedge.profiling.catalog import DeviceProfile, catalog_names, read_profile
 from rnnedge.profiling.compare import check_regression
+from rnnedge.profiling.plot import latency_series
 from rnnedge.profiling.predict import (
     TERMS,
     Architecture,
@@ -26,6 +28,7 @@ from rnnedge.profiling.predict import (
     predict_from,
     work_terms,
 )
+from rnnedge.profiling.profile import file_sha256
 from tests.conftest import make_checkpoint
 
 FAST = ["--runs", "30", "--warmup", "2", "--provider", "cpu", "--threads", "1", "--operators", "0"]
@@ -35,6 +38,18 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
     code = main([str(a) for a in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def drop_cli_log_handler() -> None:
+    """Remove the log handler that the CLI bound to the current stderr.
+
+    A fixture's stderr is closed when the test starts, so a handler left from a CLI run in
+    a fixture would fail to print the test's warnings.
+    """
+    package = logging.getLogger("rnnedge")
+    for handler in list(package.handlers):
+        if getattr(handler, "_rnnedge_cli", False):
+            package.removeHandler(handler)
 
 
 @pytest.fixture
@@ -542,3 +557,161 @@ def test_interrupted_sweep_prints_measured_points(exported, tmp_path):
     assert process.returncode == 130, err
     assert 1 <= printed <= stored < 40
     assert out.count("latency ms: p50 ") == printed
+
+
+@pytest.fixture
+def same_name_models(capsys, exported, swept, tmp_path):
+    """The swept devices folder plus a different model also named lstm.onnx, measured."""
+    other = tmp_path / "other" / "lstm.onnx"
+    other.parent.mkdir()
+    export_checkpoint(make_checkpoint(tmp_path / "other.pt", hidden_size=8), other)
+    code, _, err = run_cli(
+        capsys, "profile", other, "--device", "x86-64", "--seq-len", "10", "--devices-dir",
+        swept, *FAST,
+    )  # fmt: skip
+    assert code == 0, err
+    drop_cli_log_handler()
+    return exported["lstm"], other
+
+
+def test_compare_model_path_matches_sha256(capsys, monkeypatch, swept, same_name_models):
+    first, other = same_name_models
+    monkeypatch.chdir(swept)  # no file named lstm.onnx here, so the bare name is a name
+    code, out, err = run_cli(
+        capsys, "devices", "compare", "--model", first, "--devices-dir", swept, "--json"
+    )
+    rows = json.loads(out)
+    assert code == 0, err
+    assert [r["seq_len"] for r in rows] == [1, 10, 40]
+    assert {r["model_sha256"] for r in rows} == {file_sha256(first)}
+    code, out, _ = run_cli(
+        capsys, "devices", "compare", "--model", other, "--devices-dir", swept, "--json"
+    )
+    assert [(r["seq_len"], r["model_sha256"]) for r in json.loads(out)] == [
+        (10, file_sha256(other))
+    ]
+    code, out, _ = run_cli(
+        capsys, "devices", "compare", "--model", "lstm.onnx", "--devices-dir", swept, "--json"
+    )
+    assert len(json.loads(out)) == 4
+
+
+def test_compare_model_missing_path(capsys, swept, tmp_path):
+    absent = tmp_path / "absent" / "lstm.onnx"
+    code, out, err = run_cli(
+        capsys, "devices", "compare", "--model", absent, "--devices-dir", swept
+    )
+    assert code == 2
+    assert f"--model file {str(absent)!r} not found" in err
+    assert out == ""
+
+
+def test_compare_model_path_without_measurements(capsys, exported, tmp_path):
+    lone = tmp_path / "lone.onnx"
+    lone.write_bytes(exported["gru"].read_bytes())
+    code, out, _ = run_cli(capsys, "devices", "compare", "--model", lone, "--devices-dir", tmp_path)
+    assert code == 0
+    assert out.startswith(f"no measurements of {lone} (sha256 {file_sha256(lone)[:8]})")
+
+
+def test_tables_tell_same_name_models_apart(capsys, swept, same_name_models):
+    first, other = same_name_models
+    labels = {f"lstm.onnx@{file_sha256(path)[:8]}" for path in (first, other)}
+    for command in (["compare"], ["show", "x86-64"]):
+        code, out, _ = run_cli(capsys, "devices", *command, "--devices-dir", swept)
+        column = 1 if command == ["compare"] else 0  # compare starts with the device
+        rows = [line.split() for line in out.splitlines() if " CPU " in line]
+        models = {row[column] for row in rows}
+        assert code == 0
+        assert models == labels
+        assert "the text after '@' starts the file's sha256" in out
+
+
+def test_plot_series_per_model_file(swept, same_name_models):
+    first, other = same_name_models
+    series = latency_series([read_profile(swept / "x86-64.yaml")])
+    assert sorted(series) == sorted(
+        f"x86-64 lstm.onnx@{file_sha256(path)[:8]} fp32 CPU 1t" for path in (first, other)
+    )
+    assert len(series[f"x86-64 lstm.onnx@{file_sha256(other)[:8]} fp32 CPU 1t"]) == 1
+    assert len(latency_series([read_profile(swept / "x86-64.yaml")], str(other))) == 1
+
+
+def test_tables_note_throughput_from_mean(capsys, swept):
+    code, out, _ = run_cli(capsys, "devices", "show", "x86-64", "--devices-dir", swept)
+    assert code == 0
+    assert "throughput_seq_per_s: batch / mean latency" in out
+    assert "@" not in out  # one file per name: no sha256 suffix
+
+
+@pytest.fixture
+def two_architectures(capsys, tmp_path):
+    """A devices folder with LSTMs of hidden size 8 and 16 (one layer, 6 features) measured
+    at sequence lengths 1, 10 and 40, batch 1."""
+    devices = tmp_path / "devices"
+    models = []
+    for hidden in (8, 16):
+        path = tmp_path / f"lstm-h{hidden}.onnx"
+        export_checkpoint(make_checkpoint(tmp_path / f"h{hidden}.pt", hidden_size=hidden), path)
+        models.append(path)
+    code, _, err = run_cli(
+        capsys, "profile", *models, "--device", "x86-64", "--sweep", "seq-len=1,10,40",
+        "--devices-dir", devices, *FAST,
+    )  # fmt: skip
+    assert code == 0, err
+    drop_cli_log_handler()
+    return devices
+
+
+def _predict(capsys, devices, *options):
+    return run_cli(
+        capsys, "devices", "predict", "x86-64", "--cell", "lstm", "--features", "6",
+        "--devices-dir", devices, *options,
+    )  # fmt: skip
+
+
+def test_predict_warns_outside_measured_range(capsys, two_architectures):
+    code, out, err = _predict(
+        capsys, two_architectures, "--hidden-size", "96", "--layers", "2", "--seq-len", "150"
+    )
+    warnings = [line for line in err.splitlines() if "outside the measured range" in line]
+    assert code == 0, err
+    assert out.startswith("predicted p50 ")
+    assert len(warnings) == 1
+    assert warnings[0].startswith("WARNING: the query lies outside the measured range: ")
+    assert "hidden size 96 (measured 8 to 16), layers 2 (measured 1)" in warnings[0]
+    assert "sequence length 150 (measured 1 to 40)" in warnings[0]
+    assert "--device x86-64 --sweep seq-len=1,10,40,150'" in warnings[0]
+    code, _, err = _predict(capsys, two_architectures, "--hidden-size", "12", "--seq-len", "20")
+    assert code == 0, err
+    assert "outside the measured range" not in err
+    code, _, err = _predict(capsys, two_architectures, "--hidden-size", "12", "--batch", "4")
+    assert code == 0, err
+    assert "batch 4 (measured 1)" in err
+    assert "measure the stored models there with 'rnnedge profile MODEL.onnx --device " in err
+    assert "--sweep batch=1,4'" in err
+
+
+def test_predict_warns_above_error_goal(capsys, two_architectures):
+    path = two_architectures / "x86-64.yaml"
+    data = yaml.safe_load(path.read_text())
+    for entry in data["measurements"]:
+        if entry["architecture"]["hidden_size"] == 16:  # ten times slower than it measured
+            for key in ("p50_ms", "p50_ci_low_ms", "p50_ci_high_ms"):
+                entry["latency_ms"][key] *= 10
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, out, err = _predict(capsys, two_architectures, "--hidden-size", "12", "--seq-len", "10")
+    warnings = [line for line in err.splitlines() if "misses the goal" in line]
+    assert code == 0, err
+    assert len(warnings) == 1
+    assert "misses the goal of at most 15% and 35%" in warnings[0]
+    assert "measure more LSTM architectures" in warnings[0]
+    code, out, err = _predict(
+        capsys, two_architectures, "--hidden-size", "12", "--seq-len", "10", "--json"
+    )
+    prediction = json.loads(out)
+    assert code == 0, err
+    assert prediction["held_out_max_abs_error"] > 0.35
+    assert [w for w in prediction["warnings"] if "misses the goal" in w] == [
+        warnings[0].removeprefix("WARNING: ")
+    ]

@@ -326,3 +326,45 @@ def test_chromium_screenshot(report_file, tmp_path_factory, record_property):
     assert non_white > 0.05, f"only {non_white:.1%} of the screenshot is not white"
     colours = np.unique((pixels[::4, ::4] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
     assert len(colours) > 50, "the screenshot has too few colours to contain the plots"
+
+
+def test_folder_given_twice_named_once(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    folder = str(tmp_path / "empty")
+    code = main(["report", folder, "--devices-dir", folder, "-o", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"(*.report.json, results.json) under {folder}; run 'rnnedge profile" in err
+
+
+def test_page_names_absolute_folder(exported, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["profile", str(exported["lstm"]), "--device", "x86-64",
+                 "--devices-dir", "devices", *QUICK_PROFILE]) == 0  # fmt: skip
+    code = main(["report", ".", "-o", "r.html"])
+    assert code == 0, capsys.readouterr().err
+    html = (tmp_path / "r.html").read_text()
+    assert f" from {tmp_path}.</p>" in html
+    assert " from ..</p>" not in html
+
+
+def test_same_name_models_apart(exported, tmp_path, capsys):
+    from rnnedge.profiling.catalog import read_profile
+    from rnnedge.profiling.profile import file_sha256
+    from rnnedge.report.figures import latency_series
+
+    other = tmp_path / "other" / "lstm.onnx"
+    other.parent.mkdir()
+    other.write_bytes(exported["gru"].read_bytes())  # another model under the same name
+    devices = tmp_path / "devices"
+    for model in (exported["lstm"], other):
+        assert main(["profile", str(model), "--device", "x86-64", "--devices-dir",
+                     str(devices), *QUICK_PROFILE]) == 0  # fmt: skip
+    labels = [f"lstm.onnx@{file_sha256(path)[:8]}" for path in (exported["lstm"], other)]
+    _, series = latency_series([read_profile(devices / "x86-64.yaml")])
+    assert sorted(series) == sorted(f"x86-64 · {label} · fp32 · CPU" for label in labels)
+    output = tmp_path / "r.html"
+    assert main(["report", str(devices), "-o", str(output)]) == 0
+    html = output.read_text()
+    for label in labels:
+        assert f"<td>x86-64</td><td>{label}</td>" in html

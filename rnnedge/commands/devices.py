@@ -16,6 +16,11 @@ _DEVICES_DIR = devices_dir_option(
     "Folder of the user's device profiles (they take precedence over the catalog)."
 )
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+_MODEL = click.option(
+    "--model",
+    help="Only this model: a model file (matched by its sha256), a file name as stored, or "
+    "a sha256 prefix.",
+)
 
 
 @click.group("devices")
@@ -103,15 +108,36 @@ def _plural(count: int, noun: str) -> str:
 
 
 def _measurement_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """Format measurement rows; rows recorded with --force-device get a host_mismatch mark."""
-    if not any(row["host_mismatch"] for row in rows):
-        return table(rows, columns)
-    marked = [{**row, "host_mismatch": "yes" if row["host_mismatch"] else None} for row in rows]
-    return (
-        table(marked, [*columns, "host_mismatch"])
-        + "\nhost_mismatch yes: recorded with --force-device on a host that does not match "
-        "the device's recognize rules, so it may not be the device's latency"
-    )
+    """Format measurement rows, with a note under the table for each mark it uses.
+
+    Files of one name with different contents get the start of their sha256 after the
+    name, and rows recorded with --force-device get a host_mismatch mark.
+    """
+    from rnnedge.profiling.compare import model_labels
+
+    labels = model_labels(rows)
+    display_rows = [{**row, "model": labels[(row["model"], row["model_sha256"])]} for row in rows]
+    notes = [
+        "throughput_seq_per_s: batch / mean latency, so a few slow calls lower it; "
+        "1000 * batch / p50_ms is the rate of a typical call"
+    ]
+    renamed = sorted({label for label in labels.values() if "@" in label})
+    if renamed:
+        notes.append(
+            f"{renamed[0]}: several files named {renamed[0].split('@')[0]} were measured; "
+            "the text after '@' starts the file's sha256, which --model accepts"
+        )
+    if any(row["host_mismatch"] for row in rows):
+        display_rows = [
+            {**row, "host_mismatch": "yes" if row["host_mismatch"] else None}
+            for row in display_rows
+        ]
+        columns = [*columns, "host_mismatch"]
+        notes.append(
+            "host_mismatch yes: recorded with --force-device on a host that does not match "
+            "the device's recognize rules, so it may not be the device's latency"
+        )
+    return "\n".join([table(display_rows, columns), *notes])
 
 
 _MEASUREMENT_COLUMNS = [
@@ -131,7 +157,7 @@ _MEASUREMENT_COLUMNS = [
 
 @devices_command.command("compare")
 @click.argument("names", nargs=-1)
-@click.option("--model", help="Only this model (file name or sha256 prefix).")
+@_MODEL
 @_DEVICES_DIR
 @_JSON
 @verbosity_options
@@ -139,11 +165,16 @@ def compare_command(
     names: tuple[str, ...], model: str | None, devices_dir: Path, as_json: bool
 ) -> None:
     """Compare the latest measurements of devices (all known devices by default)."""
-    from rnnedge.profiling.compare import compare_rows, load_profiles
+    from rnnedge.profiling.compare import ModelFilter, compare_rows, load_profiles
 
-    rows = compare_rows(load_profiles(names, devices_dir), model)
+    selected = ModelFilter.parse(model) if model is not None else None
+    profiles = load_profiles(names, devices_dir)
+    rows = compare_rows(profiles, selected)
     if as_json:
         emit_json(rows)
+        return
+    if not rows and selected is not None:
+        click.echo(selected.describe_miss(profiles))
         return
     if not rows:
         click.echo("no measurements; record some with rnnedge profile MODEL")
@@ -161,7 +192,7 @@ def compare_command(
     show_default=True,
     help="PNG file to write.",
 )
-@click.option("--model", help="Only this model (file name or sha256 prefix).")
+@_MODEL
 @click.option("--batch", type=int, default=1, show_default=True, help="Batch size to plot.")
 @_DEVICES_DIR
 @verbosity_options
@@ -231,6 +262,8 @@ def predict_command(
         ("--hidden-size", hidden_size),
         ("--features", features),
         ("--layers", layers),
+        ("--seq-len", seq_len),
+        ("--batch", batch),
     ):
         if value < 1:
             raise InputError(f"{label} must be at least 1, got {value}")
@@ -238,6 +271,8 @@ def predict_command(
     prediction = predict_latency(
         load_device(name, devices_dir), arch, batch, seq_len, precision, provider, threads
     )
+    for warning in prediction.warnings:
+        logger.warning("%s", warning)
     if as_json:
         emit_json(
             {

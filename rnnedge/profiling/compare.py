@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import statistics
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rnnedge.errors import DeviceProfileError, InputError
@@ -24,6 +26,8 @@ from rnnedge.profiling.catalog import (
 
 CONFIG_FIELDS = ("model_sha256", "precision", "provider", "batch", "seq_len", "threads")
 DEFAULT_TOLERANCE = 0.10
+# Hex digits of the sha256 that tell apart different files of one name in tables and plots.
+SHA256_LABEL_DIGITS = 8
 
 
 def config_key(measurement: dict[str, Any]) -> tuple[Any, ...]:
@@ -115,22 +119,118 @@ def measurement_row(device: str, entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class ModelFilter:
+    """The stored measurements that a `--model` value selects.
+
+    A value naming an existing file selects the measurements of that file's contents (its
+    sha256). Any other value selects by the stored file name or a sha256 prefix.
+    """
+
+    text: str
+    sha256: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelFilter:
+        """Hash `text` where it names an existing file.
+
+        Raises:
+            InputError: `text` is a path (it contains a folder separator) to nothing, or
+                to something other than a file.
+        """
+        path = Path(text)
+        if path.is_file():
+            from rnnedge.profiling.profile import file_sha256
+
+            return cls(text, file_sha256(path))
+        if path.exists():
+            raise InputError(
+                f"--model {text!r} is not a file; pass a model file, a file name or a sha256 prefix"
+            )
+        if os.sep in text or (os.altsep is not None and os.altsep in text):
+            raise InputError(
+                f"--model file {text!r} not found; pass an existing model file, the file "
+                "name as stored, or a sha256 prefix"
+            )
+        return cls(text)
+
+    def matches(self, entry: dict[str, Any]) -> bool:
+        if self.sha256 is not None:
+            return entry.get("model_sha256") == self.sha256
+        sha256 = str(entry.get("model_sha256") or "")
+        return entry.get("model") == self.text or (bool(self.text) and sha256.startswith(self.text))
+
+    def describe_miss(self, profiles: Sequence[DeviceProfile]) -> str:
+        """Explain why no measurement of `profiles` matches, with the fix."""
+        if self.sha256 is None:
+            return (
+                f"no measurements of model {self.text!r} (a file name or sha256 prefix); "
+                "record some with rnnedge profile MODEL"
+            )
+        name = Path(self.text).name
+        others = sorted({
+            str(entry.get("model_sha256"))[:SHA256_LABEL_DIGITS]
+            for profile in profiles
+            for entry in profile.measurements
+            if entry.get("model") == name
+        })  # fmt: skip
+        text = (
+            f"no measurements of {self.text} (sha256 {self.sha256[:SHA256_LABEL_DIGITS]}); "
+            f"record some with rnnedge profile {self.text}"
+        )
+        if others:
+            text += (
+                f", or pass a sha256 prefix ({', '.join(others)}) to see the measurements of "
+                f"other files named {name}"
+            )
+        return text
+
+
+def as_model_filter(model: str | ModelFilter | None) -> ModelFilter | None:
+    """Return `model` as a `ModelFilter`, parsing a string with `ModelFilter.parse`."""
+    if model is None or isinstance(model, ModelFilter):
+        return model
+    return ModelFilter.parse(model)
+
+
+def model_labels(entries: Iterable[dict[str, Any]]) -> dict[tuple[Any, Any], str]:
+    """Name each (file name, sha256) of `entries` for a table or a plot legend.
+
+    The label is the file name, followed by `@` and the first 8 hex digits of the sha256
+    where `entries` contain files of that name with different contents.
+    """
+    hashes: dict[Any, set[Any]] = defaultdict(set)
+    for entry in entries:
+        hashes[entry.get("model")].add(entry.get("model_sha256"))
+    labels = {}
+    for name, sha256s in hashes.items():
+        for sha256 in sha256s:
+            suffix = f"@{str(sha256)[:SHA256_LABEL_DIGITS]}" if len(sha256s) > 1 else ""
+            labels[(name, sha256)] = f"{name}{suffix}"
+    return labels
+
+
 def compare_rows(
-    profiles: Sequence[DeviceProfile], model: str | None = None
+    profiles: Sequence[DeviceProfile], model: str | ModelFilter | None = None
 ) -> list[dict[str, Any]]:
     """Rows of the latest measurement per device and configuration, sorted for reading.
 
-    `model` keeps only measurements whose file name or hash (a prefix suffices) matches.
+    `model` keeps the measurements that `ModelFilter.parse(model)` selects.
+
+    Raises:
+        InputError: `model` is a path to no file.
     """
+    selected = as_model_filter(model)
     rows = []
     for profile in profiles:
         for entry in latest_by_config(profile.measurements).values():
-            if model and not _matches_model(entry, model):
+            if selected is not None and not selected.matches(entry):
                 continue
             rows.append(measurement_row(profile.name, entry))
     rows.sort(
         key=lambda r: (
             str(r["model"]),
+            str(r["model_sha256"]),
             str(r["precision"]),
             r["batch"] or 0,
             r["seq_len"] or 0,
@@ -138,10 +238,6 @@ def compare_rows(
         )
     )
     return rows
-
-
-def _matches_model(entry: dict[str, Any], model: str) -> bool:
-    return entry.get("model") == model or str(entry.get("model_sha256", "")).startswith(model)
 
 
 @dataclass(frozen=True)

@@ -13,30 +13,39 @@ from pathlib import Path
 from rnnedge._fileio import write_bytes_atomic
 from rnnedge.errors import InputError, require
 from rnnedge.profiling.catalog import DeviceProfile
-from rnnedge.profiling.compare import latest_by_config, p50
+from rnnedge.profiling.compare import (
+    ModelFilter,
+    as_model_filter,
+    latest_by_config,
+    model_labels,
+    p50,
+)
 
 
 def plot_latency(
     profiles: Sequence[DeviceProfile],
     output: str | Path,
-    model: str | None = None,
+    model: str | ModelFilter | None = None,
     batch: int = 1,
 ) -> Path:
     """Write a PNG of p50 latency (ms, log scale) against sequence length.
 
-    One line per (device, model, precision, provider, threads), for measurements at
-    `batch`; `model` keeps one model by file name or hash prefix.
+    One line per (device, model file, precision, provider, threads), for measurements at
+    `batch`; `model` keeps one model by file path, file name or sha256 prefix (see
+    `ModelFilter`).
 
     Raises:
-        InputError: no stored measurement matches.
+        InputError: no stored measurement matches, or `model` is a path to no file.
         MissingDependencyError: matplotlib is not installed (the `plot` extra).
     """
-    series = latency_series(profiles, model, batch)
+    selected = as_model_filter(model)
+    series = latency_series(profiles, selected, batch)
     if not series:
         names = ", ".join(p.name for p in profiles) or "none"
+        of_model = f" of model {selected.text}" if selected is not None else ""
         raise InputError(
-            f"no measurements at batch {batch} to plot for devices {names}; run rnnedge "
-            "profile MODEL --sweep seq-len=1,10,100 first"
+            f"no measurements{of_model} at batch {batch} to plot for devices {names}; run "
+            "rnnedge profile MODEL --sweep seq-len=1,10,100 first"
         )
     matplotlib = require("matplotlib", "plot")
     matplotlib.use("Agg")
@@ -63,21 +72,30 @@ def plot_latency(
 
 
 def latency_series(
-    profiles: Sequence[DeviceProfile], model: str | None = None, batch: int = 1
+    profiles: Sequence[DeviceProfile], model: str | ModelFilter | None = None, batch: int = 1
 ) -> dict[str, list[tuple[int, float]]]:
-    """Label -> [(sequence length, p50 ms)] from the latest measurement of each configuration."""
-    series: dict[str, list[tuple[int, float]]] = {}
+    """Label -> [(sequence length, p50 ms)] from the latest measurement of each configuration.
+
+    Files of one name with different contents get separate lines, labelled as
+    `model_labels` names them.
+    """
+    selected = as_model_filter(model)
+    entries = []
     for profile in profiles:
         for entry in latest_by_config(profile.measurements).values():
             if entry.get("batch") != batch or not isinstance(entry.get("seq_len"), int):
                 continue
-            name = str(entry.get("model"))
-            if model and name != model and not str(entry.get("model_sha256")).startswith(model):
+            if selected is not None and not selected.matches(entry):
                 continue
-            label = (
-                f"{profile.name} {name} {entry.get('precision')} "
-                f"{str(entry.get('provider')).replace('ExecutionProvider', '')} "
-                f"{entry.get('threads')}t"
-            )
-            series.setdefault(label, []).append((entry["seq_len"], p50(entry)))
+            entries.append((profile.name, entry))
+    labels = model_labels(entry for _, entry in entries)
+    series: dict[str, list[tuple[int, float]]] = {}
+    for device, entry in entries:
+        name = labels[(entry.get("model"), entry.get("model_sha256"))]
+        label = (
+            f"{device} {name} {entry.get('precision')} "
+            f"{str(entry.get('provider')).replace('ExecutionProvider', '')} "
+            f"{entry.get('threads')}t"
+        )
+        series.setdefault(label, []).append((entry["seq_len"], p50(entry)))
     return series

@@ -50,6 +50,12 @@ from rnnedge.errors import InputError
 from rnnedge.profiling.catalog import DeviceProfile
 
 GATES = {"lstm": 4, "gru": 3}
+_CELL_NAMES = {"lstm": "an LSTM", "gru": "a GRU"}
+# The documented accuracy goal of a prediction: the held-out relative error has a median of
+# at most 15% and a max of at most 35% (met by benchmarks/predict_accuracy.py, see
+# docs/profiling.md). A fit that misses it gets a warning with its prediction.
+GOAL_MEDIAN_ERROR = 0.15
+GOAL_MAX_ERROR = 0.35
 TERMS = (
     "per_call",
     "per_recurrence",
@@ -132,6 +138,8 @@ class Prediction:
     architectures: int
     held_out_median_error: float | None
     held_out_max_error: float | None
+    # One-line reasons to distrust the prediction, each with what to measure.
+    warnings: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -142,6 +150,7 @@ class Prediction:
             "architectures": self.architectures,
             "held_out_median_abs_error": self.held_out_median_error,
             "held_out_max_abs_error": self.held_out_max_error,
+            "warnings": list(self.warnings),
         }
 
 
@@ -304,18 +313,97 @@ def predict_latency(
     provider: str | None = None,
     threads: int | None = None,
 ) -> Prediction:
-    """Predict the p50 latency of `arch` on the device without running it."""
-    if batch < 1 or seq_len < 1:
-        raise InputError(f"batch and sequence length must be at least 1, got {batch}, {seq_len}")
+    """Predict the p50 latency of `arch` on the device without running it.
+
+    The prediction carries a warning where the held-out error misses the goal
+    (`GOAL_MEDIAN_ERROR`, `GOAL_MAX_ERROR`) and where the query lies outside the measured
+    range, since the fit is then an extrapolation.
+    """
+    for name, value in (("batch", batch), ("seq_len", seq_len)):
+        if value < 1:
+            raise InputError(f"{name} must be at least 1, got {value}")
     samples, group = group_samples(profile, arch.cell, precision, provider, threads)
     coefficients = fit(samples)
     errors = [abs(e) for e in held_out_errors(samples)]
+    median = round(statistics.median(errors), 4) if errors else None
+    worst = round(max(errors), 4) if errors else None
+    command = f"rnnedge profile MODEL.onnx --device {profile.name}"
+    warnings = [
+        text
+        for text in (
+            _range_warning(samples, arch, batch, seq_len, command),
+            _error_warning(median, worst, arch.cell, command),
+        )
+        if text
+    ]
     return Prediction(
         p50_ms=predict_from(coefficients, arch, batch, seq_len),
         group=group,
         coefficients=dict(zip(TERMS, coefficients.tolist(), strict=True)),
         samples=len(samples),
         architectures=len({s.arch for s in samples}),
-        held_out_median_error=round(statistics.median(errors), 4) if errors else None,
-        held_out_max_error=round(max(errors), 4) if errors else None,
+        held_out_median_error=median,
+        held_out_max_error=worst,
+        warnings=tuple(warnings),
+    )
+
+
+def _span(values: set[int]) -> str:
+    low, high = min(values), max(values)
+    return str(low) if low == high else f"{low} to {high}"
+
+
+def _range_warning(
+    samples: Sequence[Sample], arch: Architecture, batch: int, seq_len: int, command: str
+) -> str | None:
+    """Name each quantity of the query outside the measured range, and how to measure it."""
+    outside = []
+    shape = (
+        ("hidden size", arch.hidden_size, {s.arch.hidden_size for s in samples}),
+        ("layers", arch.num_layers, {s.arch.num_layers for s in samples}),
+        ("features", arch.features, {s.arch.features for s in samples}),
+    )
+    for label, value, measured in shape:
+        if not min(measured) <= value <= max(measured):
+            outside.append(f"{label} {value} (measured {_span(measured)})")
+    if arch.bidirectional and not any(s.arch.bidirectional for s in samples):
+        outside.append("bidirectional (measured one direction only)")
+    architecture_outside = bool(outside)
+    sweeps = []
+    for label, axis, value, measured in (
+        ("sequence length", "seq-len", seq_len, {s.seq_len for s in samples}),
+        ("batch", "batch", batch, {s.batch for s in samples}),
+    ):
+        if not min(measured) <= value <= max(measured):
+            outside.append(f"{label} {value} (measured {_span(measured)})")
+            sweeps.append(f"--sweep {axis}={','.join(map(str, sorted(measured | {value})))}")
+    if not outside:
+        return None
+    if architecture_outside:
+        fix = (
+            f"export {_CELL_NAMES[arch.cell]} model in that range with 'rnnedge export' and "
+            "measure it with "
+            f"'{command} {' '.join(sweeps) or '--sweep seq-len=1,10,100'}'"
+        )
+    else:
+        fix = f"measure the stored models there with '{command} {' '.join(sweeps)}'"
+    return (
+        f"the query lies outside the measured range: {', '.join(outside)}, so the prediction "
+        f"extrapolates; {fix}"
+    )
+
+
+def _error_warning(
+    median: float | None, worst: float | None, cell: str, command: str
+) -> str | None:
+    """Warn where the held-out error misses the goal of the predictions."""
+    if median is None or worst is None:
+        return None
+    if median <= GOAL_MEDIAN_ERROR and worst <= GOAL_MAX_ERROR:
+        return None
+    return (
+        f"held-out |error| median {median:.1%}, max {worst:.1%} misses the goal of at most "
+        f"{GOAL_MEDIAN_ERROR:.0%} and {GOAL_MAX_ERROR:.0%}, so this prediction may be far off; "
+        f"measure more {cell.upper()} architectures (other hidden sizes and layer counts) with "
+        f"'{command} --sweep seq-len=1,10,100'"
     )

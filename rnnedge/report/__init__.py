@@ -16,6 +16,7 @@ from typing import Any
 
 from rnnedge._fileio import write_bytes_atomic
 from rnnedge.errors import InputError, MissingDependencyError
+from rnnedge.profiling.compare import model_labels
 from rnnedge.report import figures, page
 from rnnedge.report.collect import ReportInputs, accuracy_by_artifact, collect, demo_file_name
 
@@ -52,7 +53,13 @@ def build_report(
         MissingDependencyError: matplotlib is not installed (the `plot` extra).
     """
     inputs = collect(folders)
-    sources = [str(f) for f in folders]
+    # A folder given twice, such as FOLDER and --devices-dir FOLDER, is named once.
+    sources: list[str] = []
+    seen: set[Path] = set()
+    for folder in folders:
+        if Path(folder).resolve() not in seen:
+            seen.add(Path(folder).resolve())
+            sources.append(os.path.normpath(folder))
     if inputs.is_empty() and inputs.skipped:
         raise InputError(_all_invalid_message(inputs.skipped, sources))
     if inputs.is_empty():
@@ -72,7 +79,8 @@ def build_report(
         ("Quantization reports", _quantization(inputs)),
         ("Export reports", _exports(inputs)),
     ]
-    text = page.document(title, sources, sections)
+    # The page may be read far from where it was built, so it names absolute folders.
+    text = page.document(title, [os.path.abspath(f) for f in sources], sections)
     write_bytes_atomic(output, text.encode("utf-8"))
     return ReportSummary(
         path=Path(output),
@@ -261,6 +269,7 @@ def _conditions(inputs: ReportInputs) -> str:
         "CPU", "onnxruntime", "governor", "clock MHz", "max °C", "swap MB", "spoiled by",
     ]  # fmt: skip
     rows, classes = [], []
+    models = model_labels(m for p in inputs.profiles for m in p.measurements)
     for profile in inputs.profiles:
         for entry in profile.measurements:
             latency = entry.get("latency_ms") or {}
@@ -284,7 +293,8 @@ def _conditions(inputs: ReportInputs) -> str:
                 spoiled = [HOST_MISMATCH_TEXT, *spoiled]
                 verdict = "; ".join(spoiled)
             rows.append([
-                profile.name, entry.get("model"), entry.get("precision"),
+                profile.name, models[(entry.get("model"), entry.get("model_sha256"))],
+                entry.get("precision"),
                 str(entry.get("provider", "")).removesuffix("ExecutionProvider"),
                 entry.get("batch"), entry.get("seq_len"), latency.get("p50_ms"),
                 latency.get("p99_ms"), (host.get("cpu") or {}).get("model"),

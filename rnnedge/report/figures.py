@@ -12,6 +12,7 @@ from typing import Any
 
 from rnnedge.errors import require
 from rnnedge.profiling.catalog import DeviceProfile
+from rnnedge.profiling.compare import model_labels
 
 # Enough operator types to explain a recurrent model's time; the rest are summed as "other".
 TOP_OPERATORS = 6
@@ -40,15 +41,18 @@ def p50(entry: dict[str, Any]) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def _label(device: str, entry: dict[str, Any]) -> str:
+def _label(device: str, entry: dict[str, Any], models: dict[tuple[Any, Any], str]) -> str:
     provider = str(entry.get("provider", "")).removesuffix("ExecutionProvider")
-    return f"{device} · {entry.get('model')} · {entry.get('precision')} · {provider}"
+    model = models[(entry.get("model"), entry.get("model_sha256"))]
+    return f"{device} · {model} · {entry.get('precision')} · {provider}"
 
 
 def latency_series(
     profiles: Sequence[DeviceProfile],
 ) -> tuple[int | None, dict[str, dict[int, tuple[float, float]]]]:
-    """Group measurements at one batch size by device, model, precision and provider.
+    """Group measurements at one batch size by device, model file, precision and provider.
+
+    Files of one name with different contents are told apart as `model_labels` names them.
 
     Returns:
         the batch size plotted (1 where measured, else the smallest) and, per label, the
@@ -60,6 +64,7 @@ def latency_series(
     if not batches:
         return None, {}
     batch = 1 if 1 in batches else batches[0]
+    models = model_labels(m for p in profiles for m in p.measurements)
     series: dict[str, dict[int, tuple[float, float]]] = defaultdict(dict)
     for profile in profiles:
         for entry in profile.measurements:  # later entries replace earlier ones
@@ -68,7 +73,7 @@ def latency_series(
             if entry.get("batch") != batch or median is None or not isinstance(seq_len, int):
                 continue
             tail = (entry.get("latency_ms") or {}).get("p99_ms", median)
-            series[_label(profile.name, entry)][seq_len] = (median, float(tail))
+            series[_label(profile.name, entry, models)][seq_len] = (median, float(tail))
     return batch, dict(series)
 
 
