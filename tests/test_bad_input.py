@@ -165,7 +165,18 @@ CASES = [
     case("run-sequence-lens-batch", "run {packed} -i {lengths_batch}", 2,
          "[lengths] has shape (3,)", "give one length per sequence"),
     case("run-stream-non-recurrent", "run {linear} -i {x} --stream", 2,
-         "linear.onnx records no state pairs", "--state IN=OUT"),
+         "linear.onnx has no state inputs to carry between chunks, so it cannot stream",
+         "run it without --stream"),
+    case("run-stream-classifier", "run {m} -i {x} --stream", 2,
+         "lstm.onnx has no state inputs to carry between chunks", "run it without --stream",
+         "exported again with --streaming"),
+    case("run-unexpected-array", "run {m} -i {extra_npz}", 2,
+         "unexpected ['junk']", "remove 'junk' from the .npz file, or rename it to a model "
+         "input name"),
+    case("run-misnamed-array", "run {m} -i {misnamed_npz}", 2,
+         "missing ['input'], unexpected ['feats']", "rename 'feats' to 'input' in the .npz file"),
+    case("run-semicolon-csv-mixed-comma", "run {m} -i {decimal_comma_csv}", 2,
+         "line 1 contains both ';' and ','", "decimal point (0.5, not 0,5)"),
     case("run-stream-zero-chunk", "run {m} -i {x} --stream --chunk 0", 2,
          "--chunk must be at least 1 time step, got 0"),
     case("run-chunk-without-stream", "run {m} -i {x} --chunk 3", 2,
@@ -584,6 +595,12 @@ def places(models, mounts, exported, tmp_path, rng) -> dict[str, Path | str]:
         np.savez(files[name], input=data, lengths=lengths)
 
     (tmp_path / "nothing").mkdir()
+    files["extra_npz"] = tmp_path / "extra.npz"
+    np.savez(files["extra_npz"], input=x, junk=x)
+    files["misnamed_npz"] = tmp_path / "misnamed.npz"
+    np.savez(files["misnamed_npz"], feats=x)
+    files["decimal_comma_csv"] = tmp_path / "decimal.csv"
+    files["decimal_comma_csv"].write_text("0,5;1,5;2;3;4;5\n")
     (tmp_path / "x_link.npy").symlink_to(npy)
     return {**models, **mounts, **files}
 

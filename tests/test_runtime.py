@@ -260,6 +260,10 @@ def test_metadata_newer_format_rejected():
         pytest.param("1,2,3\n4,5,6\n", [[1, 2, 3], [4, 5, 6]], id="no-header"),
         pytest.param("nan,inf,-1e3\n4,5,6\n", [[np.nan, np.inf, -1e3], [4, 5, 6]], id="nan-inf"),
         pytest.param("# comment\n\n1,2,3\n\n4,5,6\n", [[1, 2, 3], [4, 5, 6]], id="blank-lines"),
+        pytest.param("ax;ay;az\n1;2;3\n4;5;6\n", [[1, 2, 3], [4, 5, 6]], id="semicolons"),
+        pytest.param("1;2;3\n4;5;6\n", [[1, 2, 3], [4, 5, 6]], id="semicolons-no-header"),
+        pytest.param("ax\tay\taz\n1\t2\t3\n4\t5\t6\n", [[1, 2, 3], [4, 5, 6]], id="tabs"),
+        pytest.param("# a;b\n1\n2\n", [[1], [2]], id="one-column"),
     ],
 )
 def test_csv_keeps_every_time_step(tmp_path, text, expected):
@@ -288,6 +292,10 @@ def test_csv_keeps_every_time_step(tmp_path, text, expected):
         pytest.param("1_000,2\n", "line 1: field '1_000' is not a number", id="underscore"),
         pytest.param("", "contains no numbers", id="empty"),
         pytest.param("ax,ay\n", "contains no numbers", id="header-only"),
+        pytest.param(
+            "0,5;1,5\n", "line 1 contains both ';' and ','; separate the fields", id="decimal-comma"
+        ),
+        pytest.param("1;2;3\n4;x;6\n", "line 2: field 'x' is not a number", id="semicolon-bad"),
     ],
 )
 def test_csv_errors_name_the_line(tmp_path, text, message):

@@ -427,15 +427,16 @@ def test_data_inputs_follow_feeds(streaming_models):
     assert [info.name for info in session.data_inputs] == ["x", "gain"]
 
 
-def _scaled_model(path: Path, scale_type: int) -> Path:
-    """A model whose output is its sequence input times a constant input `scale` of shape [1]."""
+def _scaled_model(path: Path, scale_type: int, scale_shape: tuple[int, ...] = (1,)) -> Path:
+    """A model whose output is its sequence input times a constant input `scale` of shape
+    `scale_shape` (broadcast over the features)."""
     helper, tensor = onnx.helper, onnx.TensorProto
     graph = helper.make_graph(
         [helper.make_node("Cast", ["scale"], ["factor"], to=tensor.FLOAT),
          helper.make_node("Mul", ["x", "factor"], ["y"])],
         "scaled",
         [helper.make_tensor_value_info("x", tensor.FLOAT, ["batch", "sequence", FEATURES]),
-         helper.make_tensor_value_info("scale", scale_type, [1])],
+         helper.make_tensor_value_info("scale", scale_type, list(scale_shape))],
         [helper.make_tensor_value_info("y", tensor.FLOAT, ["batch", "sequence", FEATURES])],
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -477,6 +478,23 @@ def test_feed_parsed_by_input_type(tmp_path, scale_type, text, message):
         warnings.simplefilter("error")  # numpy's cast and mod warnings become failures
         with pytest.raises(InputError, match=re.escape(message)):
             Session(path, provider="cpu", feeds={"scale": text})
+
+
+@pytest.mark.parametrize(
+    ("shape", "text", "message"),
+    [
+        pytest.param(
+            (), "1,2", "does not fit its shape [] (a scalar); give one value", id="scalar"
+        ),
+        pytest.param((1,), "1,2", "does not fit its shape [1]; give one value", id="one"),
+        pytest.param((FEATURES,), "1,2", "does not fit its shape [5]; give 5 values", id="five"),
+    ],
+)
+def test_feed_count_names_the_values(tmp_path, shape, text, message):
+    path = _scaled_model(tmp_path / "scaled.onnx", 1, shape)
+    with pytest.raises(InputError) as raised:
+        Session(path, provider="cpu", feeds={"scale": text})
+    assert message in str(raised.value)
 
 
 @pytest.mark.parametrize(
@@ -621,6 +639,8 @@ def test_nonfinite_warn_or_error(streaming_models, rng, caplog):
     with caplog.at_level(logging.WARNING, logger="rnnedge"):
         out = StreamingSession(path, provider="cpu", nonfinite="warn").run(x, chunk=2)
     assert "1 NaN or infinite values" in caplog.text
+    assert "LSTM and GRU return finite but wrong values" in caplog.text
+    assert "the outputs are unreliable" in caplog.text
     clean = x.copy()
     clean[0, 2, 1] = 0.0
     reference = StreamingSession(path, provider="cpu").run(clean, chunk=2)["y"]
@@ -629,6 +649,19 @@ def test_nonfinite_warn_or_error(streaming_models, rng, caplog):
     # finite and wrong, which is why NaN input is an error unless asked otherwise.
     assert np.isfinite(out["y"]).all()
     assert not np.allclose(out["y"][0, 2:], reference[0, 2:], atol=1e-3)
+
+
+def test_lstm_turns_nan_into_finite_values(streaming_models, rng, caplog):
+    """The LSTM, too, returns finite values after a NaN input, as the warning says."""
+    path, _ = streaming_models["lstm"]
+    x = sequence(rng, batch=1, length=6)
+    clean = Session(path, provider="cpu").run(x)["y"]
+    x[0, 2, 0] = np.nan
+    with caplog.at_level(logging.WARNING, logger="rnnedge"):
+        out = Session(path, provider="cpu", nonfinite="warn").run(x)["y"]
+    assert "the outputs are unreliable" in caplog.text
+    assert np.isfinite(out).all()
+    assert not np.allclose(out[0, 2:], clean[0, 2:], atol=1e-3)
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:

@@ -71,10 +71,13 @@ def constant_feed(
         converted = _to_bool(array, name)
     fixed = [d for d in shape if isinstance(d, int) and d > 0]
     if len(fixed) == len(shape) and converted.shape != tuple(shape):
-        if converted.size != int(np.prod(fixed, dtype=np.int64)):
+        count = int(np.prod(fixed, dtype=np.int64))
+        if converted.size != count:
+            kind = " (a scalar)" if not shape else ""
+            wanted = "one value" if count == 1 else f"{count} values"
             raise InputError(
                 f"value {describe(converted)} for input {name!r} does not fit its shape "
-                f"{list(shape)}; give {int(np.prod(fixed, dtype=np.int64))} values"
+                f"{list(shape)}{kind}; give {wanted}"
             )
         converted = converted.reshape(shape)
     return np.ascontiguousarray(converted)

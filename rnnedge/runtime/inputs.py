@@ -104,10 +104,11 @@ def _check_magic(path: Path, suffix: str) -> None:
 def _load_csv(path: Path) -> np.ndarray:
     """Read a CSV of numbers: one row per time step, one column per feature.
 
-    A first row whose fields are all non-numbers is taken as a header of column names and
-    skipped. Blank lines and lines starting with `#` are skipped. Any other field that is
-    not a number, and a row with another field count than the first, raise `InputError`
-    naming the line.
+    Fields are separated by commas, or by semicolons or tabs where the first row that is
+    not blank or a comment has those and no comma. A first row whose fields are all
+    non-numbers is taken as a header of column names and skipped. Blank lines and lines
+    starting with `#` are skipped. Any other field that is not a number, and a row with
+    another field count than the first, raise `InputError` naming the line.
     """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -118,16 +119,17 @@ def _load_csv(path: Path) -> np.ndarray:
         ) from exc
     except OSError as exc:
         raise InputError(f"cannot read CSV file {str(path)!r}: {exc.strerror}") from exc
-    start = _first_data_line(lines)
+    delimiter = _csv_delimiter(path, lines)
+    start = _first_data_line(lines, delimiter)
     with warnings.catch_warnings():
         # numpy warns about input without rows; the error below reports it in one line.
         warnings.filterwarnings("ignore", message=".*input contained no data")
         try:
-            array = np.loadtxt(lines[start:], delimiter=",", dtype=np.float32, ndmin=2)
+            array = np.loadtxt(lines[start:], delimiter=delimiter, dtype=np.float32, ndmin=2)
         except ValueError as exc:
             # numpy's parser is fast, but its row numbers start at 0 after the skipped lines.
             # Scan the lines again to name the line and the field at fault.
-            _check_csv_lines(path, lines, start)
+            _check_csv_lines(path, lines, start, delimiter)
             raise InputError(
                 f"cannot read CSV file {str(path)!r}: {_first_line(exc)}; write one row of "
                 "comma-separated numbers per time step"
@@ -140,26 +142,47 @@ def _load_csv(path: Path) -> np.ndarray:
     return array
 
 
-def _first_data_line(lines: Sequence[str]) -> int:
+def _csv_delimiter(path: Path, lines: Sequence[str]) -> str:
+    """Return the field separator of a CSV file: ",", or ";" or a tab where the first row
+    that is not blank or a comment has that and no comma."""
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if ";" in text and "," in text:
+            raise InputError(
+                f"CSV file {str(path)!r} line {number} contains both ';' and ','; separate "
+                "the fields with one of ',', ';' or a tab, and write numbers with a decimal "
+                "point (0.5, not 0,5)"
+            )
+        for delimiter, name in ((";", "semicolons"), ("\t", "tabs")):
+            if delimiter in text and "," not in text:
+                logger.info("reading CSV file %s with %s between fields", path.name, name)
+                return delimiter
+        return ","
+    return ","
+
+
+def _first_data_line(lines: Sequence[str], delimiter: str = ",") -> int:
     """Return the index of the first line to parse: after a header row, if there is one."""
     for index, line in enumerate(lines):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
-        if all(_csv_number(field.strip()) is None for field in text.split(",")):
+        if all(_csv_number(field.strip()) is None for field in text.split(delimiter)):
             return index + 1
         return index
     return len(lines)
 
 
-def _check_csv_lines(path: Path, lines: Sequence[str], start: int) -> None:
+def _check_csv_lines(path: Path, lines: Sequence[str], start: int, delimiter: str = ",") -> None:
     """Raise `InputError` for the first field that is not a number or the first ragged row."""
     width = None
     for number, line in enumerate(lines[start:], start=start + 1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
-        fields = [field.strip() for field in text.split(",")]
+        fields = [field.strip() for field in text.split(delimiter)]
         bad = next((field for field in fields if _csv_number(field) is None), None)
         if bad is not None:
             raise InputError(

@@ -468,15 +468,17 @@ def provider_options_for(name: str, values: Mapping[str, Any]) -> dict[str, Any]
 
 def _mismatch_hint(missing: Sequence[str], unknown: Sequence[str]) -> str:
     """Name the fixes for an input file whose arrays miss model inputs or have others."""
-    fixes = []
-    if unknown:
-        names = ", ".join(map(repr, unknown))
-        fixes.append(f"remove {names} from the .npz file or rename each to a model input")
-    if missing:
-        fixes.append(f"add {', '.join(missing)} to the .npz file")
+    extra = ", ".join(map(repr, unknown))
     if not missing:
-        return "; " + fixes[0]
-    return _missing_hint(missing, " and ".join(fixes))
+        them = "it" if len(unknown) == 1 else "them"
+        return f"; remove {extra} from the .npz file, or rename {them} to a model input name"
+    if not unknown:
+        return _missing_hint(missing, f"add {', '.join(missing)} to the .npz file")
+    if len(unknown) == 1 and len(missing) == 1:
+        fix = f"rename {extra} to {missing[0]!r} in the .npz file"
+    else:
+        fix = f"rename or remove {extra} and add {', '.join(missing)} in the .npz file"
+    return _missing_hint(missing, fix)
 
 
 def _missing_hint(missing: Sequence[str], fix: str) -> str:

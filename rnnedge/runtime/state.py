@@ -137,14 +137,19 @@ def resolve_state_pairs(
     return tuple(resolved)
 
 
-def _check_pair_shapes(state_in: Any, state_out: Any) -> None:
+def can_pair(state_in: Any, state_out: Any) -> bool:
+    """Return whether an input and an output (`NodeArg`s) have the type and shape of a pair."""
     # A symbolic or unknown dimension matches anything; two fixed sizes must agree.
     same_rank = len(state_in.shape) == len(state_out.shape)
     agree = same_rank and all(
         not (isinstance(a, int) and isinstance(b, int)) or a == b
         for a, b in zip(state_in.shape, state_out.shape, strict=True)
     )
-    if not agree or state_in.type != state_out.type:
+    return agree and state_in.type == state_out.type
+
+
+def _check_pair_shapes(state_in: Any, state_out: Any) -> None:
+    if not can_pair(state_in, state_out):
         raise InputError(
             f"state pair {state_in.name}={state_out.name} does not match: the input is "
             f"{state_in.type} {list(state_in.shape)}, the output is {state_out.type} "

@@ -25,6 +25,7 @@ from rnnedge.runtime.binding import BoundStep, StateBuffers
 from rnnedge.runtime.layout import axis_kind
 from rnnedge.runtime.providers import CUDA_EP, TENSORRT_EP, Provider
 from rnnedge.runtime.session import Session
+from rnnedge.runtime.state import can_pair
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,12 @@ class StreamingSession:
             threads=threads, normalize=normalize, state_pairs=state_pairs, feeds=feeds,
             **session_kwargs,
         )  # fmt: skip
+        if not self.session.state_pairs and not self._has_possible_state():
+            raise InputError(
+                f"{self.session.path.name} has no state inputs to carry between chunks, so it "
+                "cannot stream; run it without --stream (a model from rnnedge export streams "
+                "once exported again with --streaming)"
+            )
         if not self.session.state_pairs:
             raise InputError(
                 f"{self.session.path.name} records no state pairs in its metadata, so it "
@@ -105,6 +112,16 @@ class StreamingSession:
         self._data_names = [info.name for info in self.session.data_inputs]
         self._batch_axis = 0 if self.session.batch_major else 1
         self._bound: dict[tuple[tuple[int, ...], ...], BoundStep] = {}
+
+    def _has_possible_state(self) -> bool:
+        """Return whether an input could be a recurrent state: one with a state role, or an
+        input after the sequence input with an output of its type and shape."""
+        if self.session.unpaired_states:
+            return True
+        outputs = self.session.outputs
+        return any(
+            can_pair(info, output) for info in self.session.data_inputs[1:] for output in outputs
+        )
 
     @property
     def metadata(self):
