@@ -83,6 +83,11 @@ def test_demo_names_demo_extra(tmp_path, missing):
     assert len(lines) == 1, result.stderr
     assert "pip install 'rnnedge[demo]'" in lines[0]
     assert missing.replace(",", ", ") in lines[0]
+    # The CPU build of torch is named first only where torch itself is missing.
+    cpu_build = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+    assert (cpu_build in lines[0]) is ("torch" in missing)
+    if "torch" in missing:
+        assert lines[0].index(cpu_build) < lines[0].index("rnnedge[demo]")
     assert list(tmp_path.iterdir()) == []
 
 

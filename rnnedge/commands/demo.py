@@ -44,10 +44,7 @@ def demo_command(output_dir: Path | None, device: str | None, epochs: int, runs:
     needed = ("torch", "onnx", "sktime")
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
-        raise MissingDependencyError(
-            f"the demo needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
-            "not installed; install them with: pip install 'rnnedge[demo]'"
-        )
+        raise MissingDependencyError(_missing_message(missing))
     from rnnedge.demo import run_demo
 
     def progress(message: str) -> None:
@@ -81,3 +78,20 @@ def demo_command(output_dir: Path | None, device: str | None, epochs: int, runs:
         click.echo(f"device profile: {result.profile_path}")
     if report is not None:
         click.echo(f"HTML report: {report}")
+
+
+def _missing_message(missing: list[str]) -> str:
+    """Name the missing packages and the install commands, torch's CPU build first."""
+    verb = "is" if len(missing) == 1 else "are"
+    if "torch" not in missing:
+        return (
+            f"the demo needs {', '.join(missing)}, which {verb} not installed; install "
+            "them with: pip install 'rnnedge[demo]'"
+        )
+    # The extra alone would pull the default torch wheel, on Linux a CUDA build of several
+    # GB, so the message names the CPU build first.
+    return (
+        f"the demo needs {', '.join(missing)}, which {verb} not installed; install torch "
+        "first (the CPU build where no GPU is needed: pip install torch --index-url "
+        "https://download.pytorch.org/whl/cpu), then pip install 'rnnedge[demo]'"
+    )
