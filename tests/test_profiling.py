@@ -392,8 +392,12 @@ def test_budget_limits_runs(exported):
     [
         pytest.param("colour=1,2", "invalid sweep", id="axis"),
         pytest.param("seq-len", "invalid sweep", id="no-values"),
-        pytest.param("batch=1,x", "must be integers", id="not-int"),
-        pytest.param("threads=0,1", "at least 1", id="zero"),
+        pytest.param(
+            "batch=1,x", "--sweep 'batch=1,x': values must be integers, got 'x'", id="not-int"
+        ),
+        pytest.param(
+            "threads=0,1", "--sweep 'threads=0,1': values must be at least 1, got 0", id="zero"
+        ),
         pytest.param("seq-len=1,1", "'seq-len=1,1' lists 1 more than once", id="repeat"),
         pytest.param("batch=1,2,01,2", "lists 1, 2 more than once", id="repeat-spelled"),
         pytest.param("precision=int8,fp32,int8", "lists int8 more than once", id="repeat-text"),
@@ -513,7 +517,6 @@ def test_devices_dir_defaults_beside_catalog(capsys, exported, tmp_path, monkeyp
     assert _catalog_state() == before
 
 
-
 def test_devices_dir_in_other_checkout(capsys, exported, tmp_path, monkeypatch):
     """A clone's own devices/ is a catalog too, though rnnedge is imported from elsewhere."""
     from rnnedge.cli import main
@@ -554,6 +557,7 @@ def test_checkout_detection_needs_rnnedge_project(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "rnnedge"\n')
     assert is_catalog_folder(tmp_path / "devices")
     assert not is_catalog_folder(tmp_path / "rnnedge")
+
 
 def test_profile_refuses_other_device(exported, tmp_path):
     other = _other_device()
@@ -722,3 +726,53 @@ def test_interval_label_needs_six_runs(capsys, exported, runs, interval):
     assert interval in out
     if runs >= 6:
         assert "n/a" not in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--runs", "0"], "--runs must be at least 1, got 0", id="runs"),
+        pytest.param(["--batch", "0"], "--batch must be at least 1, got 0", id="batch"),
+        pytest.param(["--seq-len", "0"], "--seq-len must be at least 1, got 0", id="seq-len"),
+        pytest.param(["--warmup", "-1"], "--warmup must be 0 or more, got -1", id="warmup"),
+        pytest.param(
+            ["--budget-s", "0"],
+            "--budget-s must be a positive number of seconds, got 0.0",
+            id="budget-zero",
+        ),
+        pytest.param(
+            ["--budget-s", "nan"],
+            "--budget-s must be a positive number of seconds, got nan",
+            id="budget-nan",
+        ),
+        pytest.param(
+            ["--operators", "-1"],
+            "--operators must be 0 or more, got -1; pass 0 to skip",
+            id="operators",
+        ),
+        pytest.param(
+            ["--check", "--tolerance", "-0.5"],
+            "--tolerance must be 0 or more, got -0.5",
+            id="tolerance",
+        ),
+        pytest.param(
+            ["--sweep", "seq-len=5,0"],
+            "--sweep 'seq-len=5,0': values must be at least 1, got 0",
+            id="sweep",
+        ),
+    ],
+)
+def test_profile_range_errors_name_option(capsys, exported, tmp_path, args, message):
+    from rnnedge.cli import main
+
+    code = main(["profile", str(exported["lstm"]), "--devices-dir", str(tmp_path), *args])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: {message}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nan_budget_rejected_by_library(exported):
+    with pytest.raises(InputError, match="positive number of seconds, got nan"):
+        profile_model(exported["lstm"], budget_s=float("nan"), store=False)

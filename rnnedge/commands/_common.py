@@ -170,3 +170,35 @@ def check_threads_option(ctx: click.Context, param: click.Parameter, value: Any)
     from rnnedge.runtime.options import check_thread_count
 
     return None if value is None else check_thread_count(value, f"--{param.name}")
+
+
+def minimum_option(
+    minimum: int, fix: str = ""
+) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """Build a click callback that rejects a value below `minimum`, naming the option.
+
+    Args:
+        fix: a clause appended after the value, such as "pass 0 to skip the ranking".
+    """
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        from rnnedge.errors import InputError
+
+        if value is None or value >= minimum:
+            return value
+        bound = "0 or more" if minimum == 0 else f"at least {minimum}"
+        suffix = f"; {fix}" if fix else ""
+        raise InputError(f"{param.opts[0]} must be {bound}, got {value}{suffix}")
+
+    return check
+
+
+def positive_seconds_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Reject a duration option that is not a positive, finite number of seconds."""
+    import math
+
+    from rnnedge.errors import InputError
+
+    if value is None or (value > 0 and math.isfinite(value)):
+        return value
+    raise InputError(f"{param.opts[0]} must be a positive number of seconds, got {value}")

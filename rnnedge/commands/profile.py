@@ -13,6 +13,8 @@ from rnnedge.commands._common import (
     check_threads_option,
     devices_dir_option,
     emit_json,
+    minimum_option,
+    positive_seconds_option,
     state_and_feed_arguments,
     state_and_feed_options,
     verbosity,
@@ -27,8 +29,14 @@ from rnnedge.commands._common import (
     help="Device name, or 'all' for every device with an SSH address "
     "[default: the profile that matches this host].",
 )
-@click.option("--batch", type=int, default=1, show_default=True, help="Batch size.")
-@click.option("--seq-len", type=int, default=100, show_default=True, help="Sequence length.")
+@click.option(
+    "--batch", type=int, default=1, show_default=True, callback=minimum_option(1),
+    help="Batch size.",
+)  # fmt: skip
+@click.option(
+    "--seq-len", type=int, default=100, show_default=True, callback=minimum_option(1),
+    help="Sequence length.",
+)  # fmt: skip
 @click.option(
     "--provider",
     default="auto",
@@ -47,9 +55,18 @@ from rnnedge.commands._common import (
     help="CPU threads per operator [default: physical cores].",
 )
 @state_and_feed_options
-@click.option("--warmup", type=int, default=20, show_default=True, help="Untimed runs first.")
-@click.option("--runs", type=int, default=200, show_default=True, help="Timed runs.")
-@click.option("--budget-s", type=float, help="Stop timing after this many seconds of runs.")
+@click.option(
+    "--warmup", type=int, default=20, show_default=True, callback=minimum_option(0),
+    help="Untimed runs first.",
+)  # fmt: skip
+@click.option(
+    "--runs", type=int, default=200, show_default=True, callback=minimum_option(1),
+    help="Timed runs.",
+)  # fmt: skip
+@click.option(
+    "--budget-s", type=float, callback=positive_seconds_option,
+    help="Stop timing after this many seconds of runs.",
+)  # fmt: skip
 @click.option(
     "--sweep",
     multiple=True,
@@ -62,6 +79,7 @@ from rnnedge.commands._common import (
     type=int,
     default=10,
     show_default=True,
+    callback=minimum_option(0, fix="pass 0 to skip the ranking"),
     help="Operator types to rank with ONNX Runtime's profiler (0: skip that pass).",
 )
 @click.option(
@@ -75,6 +93,7 @@ from rnnedge.commands._common import (
     type=float,
     default=0.10,
     show_default=True,
+    callback=minimum_option(0),
     help="With --check: the smallest relative slowdown that fails, raised to the "
     "measurement noise where that is larger.",
 )
@@ -128,12 +147,6 @@ def profile_command(
     as_json: bool,
 ) -> None:
     """Measure latency and record it in devices/<device>.yaml."""
-    from rnnedge.errors import InputError
-
-    if operators < 0:
-        raise InputError(
-            f"--operators must be 0 or more, got {operators}; pass 0 to skip the ranking"
-        )
     _reject_swept_options(sweep, {"batch": batch, "seq_len": seq_len, "threads": threads})
     inputs = state_and_feed_arguments(states, feeds)
     progress_shown = verbosity() >= 0

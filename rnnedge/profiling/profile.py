@@ -6,6 +6,7 @@ import datetime as dt
 import difflib
 import hashlib
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -287,8 +288,9 @@ def measure_configuration(
 
     The device profile supplies the provider preference and options; nothing is stored.
     """
-    if budget_s is not None and budget_s <= 0:
-        raise InputError(f"time budget must be positive, got {budget_s} s")
+    # NaN would pass a plain `<= 0` test and then time every run.
+    if budget_s is not None and not (budget_s > 0 and math.isfinite(budget_s)):
+        raise InputError(f"time budget must be a positive number of seconds, got {budget_s}")
     if operators < 0:
         raise InputError(
             f"operator count must be 0 or more, got {operators}; pass 0 to skip the ranking"

@@ -71,12 +71,16 @@ def parse_sweep(specs: Sequence[str]) -> dict[str, list[Any]]:
         if axis == "precision":
             axes[axis] = _distinct(items, spec)
             continue
-        try:
-            numbers = [int(v) for v in items]
-        except ValueError as exc:
-            raise InputError(f"sweep {spec!r}: values must be integers") from exc
+        numbers = []
+        for item in items:
+            try:
+                numbers.append(int(item))
+            except ValueError as exc:
+                raise InputError(
+                    f"--sweep {spec!r}: values must be integers, got {item!r}"
+                ) from exc
         if min(numbers) < 1:
-            raise InputError(f"sweep {spec!r}: values must be at least 1")
+            raise InputError(f"--sweep {spec!r}: values must be at least 1, got {min(numbers)}")
         axes[axis] = _distinct(numbers, spec)
     return axes
 
