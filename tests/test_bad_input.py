@@ -95,7 +95,18 @@ CASES = [
          "export {resampled_factory} --example-shape 1x10x6 --opset 14 -o {tmp}/o.onnx", 2,
          "opset 14 is below 16", "aten::grid_sampler", "pass --opset 16 or higher"),
     case("export-nan-tolerance", "export {ckpt} --atol nan -o {tmp}/o.onnx", 2,
-         "tolerance must be positive, got nan"),
+         "error: --atol must be positive, got nan", "such as 1e-5 (the default)"),
+    case("export-negative-tolerance", "export {ckpt} --atol -1 -o {tmp}/o.onnx", 2,
+         "error: --atol must be positive, got -1.0"),
+    case("export-weights-other-sizes",
+         "export {gru_factory} --weights {gru8_weights} --example-shape 1x5x6 -o {tmp}/o.onnx", 2,
+         "gru8.pt' do not match the model that factory", "factories.py:gru' builds: 4 tensors "
+         "differ in shape, the first weight_ih_l0, which is [24, 6] in the file and [12, 6] in "
+         "the model; make the factory build the model these weights were saved from"),
+    case("export-weights-other-keys",
+         "export {linear_factory} --weights {gru8_weights} --example-shape 1x5x6 -o {tmp}/o.onnx",
+         2, "4 keys in the file but not in the model, the first weight_ih_l0; 2 keys of the "
+         "model missing from the file, the first weight;"),
     case("export-output-is-folder", "export {ckpt} -o {tmp}", 2,
          "is a directory", "pass a file name"),
     case("export-streaming-gru-cell",
@@ -124,6 +135,8 @@ CASES = [
     case("quantize-calibration-rank",
          "quantize {m} -o {tmp}/q.onnx --mode static-int8 --calibration {rank1}", 2,
          "--calibration has shape (6,)", "expects rank 3"),
+    case("quantize-output-suffix", "quantize {m} -o {tmp}/q.txt", 2,
+         "q.txt' does not end in .onnx; pass -o NAME.onnx"),
     case("quantize-unknown-target", "quantize {m} -o {tmp}/q.onnx --target pi9", 2,
          "unknown device 'pi9'", "known devices: "),
     case("quantize-read-only-folder", "quantize {m} -o {ro}/q.onnx", 2,
@@ -273,11 +286,14 @@ CASES = [
          "'--devices-dir'", "x.npy' is a file"),
     case("devices-show-unknown", "devices show pi9", 2, "unknown device 'pi9'", "known devices"),
     case("devices-show-path-name", "devices show ../etc", 2,
-         "invalid device name '../etc'", "use lowercase letters"),
+         "invalid device name '../etc'", "starts with a lowercase letter or a digit"),
+    case("devices-show-hidden-name", "devices show .hidden", 2,
+         "invalid device name '.hidden': a device name starts with a lowercase letter or a "
+         "digit, followed by at most 63 lowercase letters, digits, '.', '-' or '_'"),
     case("devices-show-unknown-field", "devices show x86-64 --devices-dir {extra_devices}", 2,
          "unknown field 'colour'", "allowed fields: schema_version"),
     case("devices-show-empty-profile", "devices show x86-64 --devices-dir {empty_devices}", 2,
-         "x86-64.yaml: a device profile must be a YAML mapping"),
+         "x86-64.yaml: the device profile is empty", "delete the file to start a new profile"),
     case("devices-compare-unknown", "devices compare pi9 x86-64", 2, "unknown device 'pi9'"),
     case("devices-compare-invalid-measurement",
          "devices compare --devices-dir {bad_batch}", 2,
@@ -409,6 +425,10 @@ class CellLoop(torch.nn.Module):
 
 def gru_cell():
     return CellLoop()
+
+
+def gru():
+    return torch.nn.GRU(6, 4, batch_first=True)
 """
 
 
@@ -453,6 +473,7 @@ def models(exported, tmp_path_factory) -> dict[str, Path | str]:
     factory = root / "factories.py"
     factory.write_text(FACTORIES)
     torch.save(Packed(), root / "whole.pt")
+    torch.save(nn.GRU(FEATURES, 8, batch_first=True).state_dict(), root / "gru8.pt")
     baseline = root / "baseline"
     assert main(["profile", str(exported["lstm"]), "--device", "x86-64", "--seq-len", "5",
                  "--devices-dir", str(baseline), *QUICK.split()]) == 0  # fmt: skip
@@ -465,6 +486,8 @@ def models(exported, tmp_path_factory) -> dict[str, Path | str]:
         "dict_factory": f"{factory}:returns_dict",
         "resampled_factory": f"{factory}:resampled",
         "gru_cell_factory": f"{factory}:gru_cell",
+        "gru_factory": f"{factory}:gru",
+        "gru8_weights": root / "gru8.pt",
         "ort": convert_to_ort(exported["lstm"], root / "lstm.ort").model,
         "whole_pt": root / "whole.pt",
         "baseline": baseline,

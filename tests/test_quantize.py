@@ -439,6 +439,18 @@ def test_cli_samples_wrong_features_exit_2(exported, tmp_path, rng, capsys):
     assert f"axis 2 must be {FEATURES}" in lines[0]
 
 
+def test_cli_one_sample_singular(exported, tmp_path, rng, capsys):
+    from rnnedge.cli import main
+
+    samples = tmp_path / "s.npy"
+    np.save(samples, rng.standard_normal((1, 20, FEATURES)).astype(np.float32))
+    code = main(["quantize", str(exported["gru"]), "-o", str(tmp_path / "q.onnx"),
+                 "--samples", str(samples), "--latency-runs", "0"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "drift vs float on 1 sample: max abs " in captured.out
+
+
 def test_output_over_input_rejected(exported, tmp_path):
     model = tmp_path / "m.onnx"
     model.write_bytes(exported["lstm"].read_bytes())

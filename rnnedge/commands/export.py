@@ -90,8 +90,14 @@ def export_command(
     or path/to/file.py:factory / package.module:factory (with --weights).
     """
     from rnnedge._fileio import check_output_path
+    from rnnedge.errors import InputError
     from rnnedge.export import export_model
 
+    if not atol > 0:  # also rejects NaN, which no error would ever exceed
+        raise InputError(
+            f"--atol must be positive, got {atol}; pass the max abs error to allow, such as "
+            "1e-5 (the default)"
+        )
     if batch_first and time_major:
         # Two flags, not a click flag pair, because a pair keeps the last one given.
         raise click.UsageError("--batch-first and --time-major conflict, so pass only one of them")

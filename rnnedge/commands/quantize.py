@@ -190,8 +190,9 @@ def _print_report(report) -> None:
     for node, reason in report.recurrent_left_float:
         click.echo(f"FLOAT RECURRENT: {node}: {reason}")
     drift = report.drift
+    samples = f"{drift.samples} sample" if drift.samples == 1 else f"{drift.samples} samples"
     line = (
-        f"drift vs float on {drift.samples} samples: max abs {drift.max_abs_error:.3g}, "
+        f"drift vs float on {samples}: max abs {drift.max_abs_error:.3g}, "
         f"mean abs {drift.mean_abs_error:.3g}"
     )
     if drift.top1_agreement is not None:

@@ -210,7 +210,7 @@ def _check_options(onnx, opset: int | None, atol: float, output) -> None:
             f"{_max_opset(onnx)}; pass --opset {DEFAULT_OPSET}"
         )
     if not atol > 0:
-        raise InputError(f"tolerance must be positive, got {atol}")
+        raise InputError(f"atol must be positive, got {atol}")
 
 
 def _default_opset(exporter: Exporter) -> int:

@@ -28,6 +28,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -317,7 +318,7 @@ def _load_factory(
             f"factory {spec!r} returned a {type(model).__name__}, not a torch.nn.Module"
         )
     if weights is not None:
-        _load_weights(model, Path(weights), trust_pickle)
+        _load_weights(model, Path(weights), trust_pickle, spec)
     else:
         logger.warning("no --weights given: exporting %s with the weights its factory set", spec)
     model.eval()
@@ -377,7 +378,7 @@ def _describe(exc: BaseException) -> str:
     return name if text == name else f"{name}: {text}"
 
 
-def _load_weights(model: nn.Module, path: Path, trust_pickle: bool) -> None:
+def _load_weights(model: nn.Module, path: Path, trust_pickle: bool, spec: str) -> None:
     if not path.is_file():
         raise InputError(f"weights file {str(path)!r} not found; pass a state_dict .pt file")
     save_hint = "save the weights with torch.save(model.state_dict(), path)"
@@ -404,13 +405,60 @@ def _load_weights(model: nn.Module, path: Path, trust_pickle: bool) -> None:
         raise InputError(
             f"weights file {str(path)!r} contains a {type(state).__name__}, not a state_dict"
         )
+    mismatch = describe_state_mismatch(model, state)
+    if mismatch:
+        raise InputError(
+            f"weights {str(path)!r} do not match the model that factory {spec!r} builds: "
+            f"{mismatch}; make the factory build the model these weights were saved from "
+            "(the same layers and sizes)"
+        )
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:
-        lines = str(exc).strip().splitlines()
+    except RuntimeError as exc:  # a check of the module's own, such as a custom loader
+        text = " ".join(str(exc).split())
         raise InputError(
-            f"weights {str(path)!r} do not match the factory's model: {' '.join(lines[:2])[:240]}"
+            f"weights {str(path)!r} do not match the model that factory {spec!r} builds: "
+            f"{text[:240]}"
         ) from exc
+
+
+def describe_state_mismatch(model: nn.Module, state: dict[str, Any]) -> str:
+    """Describe how `state` differs from `model.state_dict()`, or return "" where it fits.
+
+    The text names the first tensor of each kind of difference: a shape that differs, a
+    key that the model lacks, and a key that the file lacks.
+    """
+    expected = model.state_dict()
+    parts = []
+    shapes = [
+        (key, tuple(value.shape), tuple(expected[key].shape))
+        for key, value in state.items()
+        if key in expected and hasattr(value, "shape") and value.shape != expected[key].shape
+    ]
+    if shapes:
+        key, file_shape, model_shape = shapes[0]
+        if len(shapes) == 1:
+            subject = f"1 tensor differs in shape, {key}"
+        else:
+            subject = f"{len(shapes)} tensors differ in shape, the first {key}"
+        parts.append(
+            f"{subject}, which is {list(file_shape)} in the file and {list(model_shape)} in "
+            "the model"
+        )
+    unexpected = [key for key in state if key not in expected]
+    if unexpected:
+        parts.append(_first_key(unexpected, "in the file but not in the model"))
+    missing = [key for key in expected if key not in state]
+    if missing:
+        parts.append(_first_key(missing, "of the model missing from the file"))
+    return "; ".join(parts)
+
+
+def _first_key(keys: list[str], where: str) -> str:
+    """Return "1 key WHERE, KEY" or "N keys WHERE, the first KEY"."""
+    if len(keys) == 1:
+        return f"1 key {where}, {keys[0]}"
+    return f"{len(keys)} keys {where}, the first {keys[0]}"
 
 
 def forward_parameters(module: nn.Module) -> list[str]:

@@ -37,6 +37,10 @@ SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 USER_DEVICES_DIR = Path("devices")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+NAME_RULE = (
+    "a device name starts with a lowercase letter or a digit, followed by at most 63 "
+    "lowercase letters, digits, '.', '-' or '_'"
+)
 
 # field -> (type, required); a nested mapping is checked one level deep below.
 _TOP_LEVEL: dict[str, tuple[type | tuple[type, ...], bool]] = {
@@ -160,10 +164,7 @@ def validate(data: Any, source: str) -> DeviceProfile:
             f"{source}: field 'remote' needs schema_version 2; set schema_version: 2"
         )
     if not _NAME.match(data["name"]):
-        raise DeviceProfileError(
-            f"{source}: field 'name' {data['name']!r} must be lowercase letters, digits, "
-            "'.', '-' or '_'"
-        )
+        raise DeviceProfileError(f"{source}: field 'name' {data['name']!r} is invalid: {NAME_RULE}")
     for key, allowed in (
         ("recognize", _RECOGNIZE),
         ("providers", _PROVIDERS),
@@ -262,6 +263,11 @@ def read_profile(path: Path) -> DeviceProfile:
         raise DeviceProfileError(
             f"{path}: invalid YAML{where}; fix the file or delete it to start a new profile"
         ) from exc
+    if data is None:  # an empty file, or one of comments only
+        raise DeviceProfileError(
+            f"{path}: the device profile is empty; delete the file to start a new profile, or "
+            "restore its content"
+        )
     profile = validate(data, str(path))
     if profile.name != path.stem:
         raise DeviceProfileError(
@@ -301,9 +307,7 @@ def load_device(
     """
     user_dir = as_user_dir(user_dir)
     if not _NAME.match(name):
-        raise DeviceProfileError(
-            f"invalid device name {name!r}; use lowercase letters, digits, '.', '-' or '_'"
-        )
+        raise DeviceProfileError(f"invalid device name {name!r}: {NAME_RULE}")
     for directory in (user_dir, catalog_dir()):
         path = directory / f"{name}.yaml"
         if path.is_file():

@@ -107,12 +107,14 @@ def quantize_model(
         latency_runs: timed batch-1 calls per model for the latency change; 0 skips it.
 
     Raises:
-        InputError: an input is invalid, or a setting is given for a mode it does not
-            apply to (for example `gru_int8` with fp16).
+        InputError: an input is invalid, `output` does not end in .onnx, or a setting is
+            given for a mode it does not apply to (for example `gru_int8` with fp16).
         CheckFailedError: the quantized model fails the ONNX checker or the metric budget.
     """
     onnx = require("onnx", "export")
     source = open_model_file(model)
+    if Path(output).suffix.lower() != ".onnx":
+        raise InputError(f"output {os.fspath(output)!r} does not end in .onnx; pass -o NAME.onnx")
     if Path(output).resolve() == source.resolve():
         raise InputError(
             f"output {os.fspath(output)!r} is the input model; choose another output path, "
