@@ -343,6 +343,20 @@ def _print_check(result: Any, outcome: Any) -> None:
         f"{result.device}: p50 {outcome.new_p50_ms:.4f} ms vs {outcome.baseline_p50_ms:.4f}"
         f" ms stored ({outcome.change:+.1%}, threshold +{outcome.threshold:.1%})"
     )
+    if not outcome.remeasured:
+        return
+    first, second = outcome.measured_p50s_ms
+    if outcome.regressed:
+        click.echo(
+            f"  confirmed by a second measurement: p50 {first:.4f} ms, then {second:.4f} ms; "
+            "the better of the two is shown"
+        )
+    else:
+        click.echo(
+            f"  a first measurement, p50 {first:.4f} ms, exceeded the threshold, but a second, "
+            f"p50 {second:.4f} ms, did not, so it is not a regression; the better of the two "
+            "is shown"
+        )
 
 
 def _profile_remote(

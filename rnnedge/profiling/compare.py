@@ -250,6 +250,13 @@ class CheckResult:
     change: float  # relative: +0.25 is 25% slower
     threshold: float  # relative change above which the check fails
     baseline_count: int
+    # The p50 of every measurement the check made, in order: two where the first exceeded
+    # the threshold and was measured again (see `rnnedge.profiling.check.confirm_regression`).
+    measured_p50s_ms: tuple[float, ...] = ()
+
+    @property
+    def remeasured(self) -> bool:
+        return len(self.measured_p50s_ms) > 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -259,6 +266,7 @@ class CheckResult:
             "change": round(self.change, 4),
             "threshold": round(self.threshold, 4),
             "baseline_measurements": self.baseline_count,
+            "measured_p50s_ms": [round(value, 6) for value in self.measured_p50s_ms],
         }
 
 
@@ -313,7 +321,7 @@ def check_regression(
         noise += 2 * statistics.stdev(stored_p50) / base
     threshold = max(tolerance, noise)
     change = new / base - 1 if base > 0 else 0.0
-    return CheckResult(change > threshold, base, new, change, threshold, len(stored_p50))
+    return CheckResult(change > threshold, base, new, change, threshold, len(stored_p50), (new,))
 
 
 def _ci_halfwidth(measurement: dict[str, Any]) -> float:
