@@ -327,8 +327,8 @@ CASES = [
     # doctor: findings go to stdout and an error finding exits 3; a missing model file or
     # an unknown device is a usage error
     case("doctor-empty-model", "doctor {empty_onnx}", 3, "doctor found 1 error",
-         "empty.onnx' is empty", "fix: pass the path of an .onnx file",
-         stdout=("empty.onnx' is empty", "fix: pass the path of an .onnx file")),
+         "empty.onnx' is empty", "fix: export the model again",
+         stdout=("empty.onnx' is empty", "fix: export the model again")),
     case("doctor-truncated-model", "doctor {trunc_onnx}", 3, "doctor found 1 error",
          "trunc.onnx' is not a valid ONNX model",
          stdout=("trunc.onnx' is not a valid ONNX model",)),
