@@ -7,6 +7,7 @@ Exit codes:
     3  a check failed: export parity or quantization drift above its tolerance
     4  an execution provider was requested and is not available (strict mode)
     5  the model cannot be exported: an unsupported construct or every exporter failed
+    130  interrupted (Ctrl-C), as a shell reports a process that SIGINT ended
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ class ProviderError(RnnedgeError):
     """A requested execution provider is unavailable and fallback is not allowed."""
 
     exit_code = 4
+
+
+class RunInterruptedError(RnnedgeError):
+    """The user interrupted a run (Ctrl-C); the message says what was kept."""
+
+    exit_code = 130
 
 
 class DeviceProfileError(InputError):

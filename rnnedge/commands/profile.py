@@ -198,19 +198,47 @@ def profile_command(
         return
     from rnnedge.profiling.sweeps import run_sweep
 
+    measured: list[Any] = []
+
     def on_point(done: int, total: int, point: Any, result: Any) -> None:
         # Each point is printed as it completes, so an interrupted sweep shows its results.
+        measured.append(result)
         if not as_json:
             _print_result(result)
         if progress is not None:
             progress(done, total, point, result, keep_line=not as_json)
 
-    results = run_sweep(
-        points, device, store=not no_store, user_dir=devices_dir, on_point=on_point, **options
-    )
+    # One document for a single run, a list where a sweep or several models make points.
+    as_list = len(points) > 1 or bool(sweep)
+    try:
+        run_sweep(
+            points, device, store=not no_store, user_dir=devices_dir, on_point=on_point, **options
+        )
+    except KeyboardInterrupt:
+        if as_json and as_list:
+            emit_json([_document(r) for r in measured])
+        raise _interrupted(measured, len(points)) from None
     if as_json:
-        documents = [_document(r) for r in results]
-        emit_json(documents[0] if len(documents) == 1 and not sweep else documents)
+        documents = [_document(r) for r in measured]
+        emit_json(documents if as_list else documents[0])
+
+
+def _interrupted(measured: list[Any], total: int) -> Exception:
+    """Build the error for a Ctrl-C during measuring: how many points were kept, and where."""
+    from rnnedge.errors import RunInterruptedError
+
+    if total == 1:
+        return RunInterruptedError(
+            "interrupted before the measurement finished; nothing was stored"
+        )
+    done = f"interrupted after {len(measured)} of {total} points"
+    stored = measured[-1].profile_path if measured else None
+    if not measured:
+        return RunInterruptedError(f"{done}; nothing was stored")
+    if stored is None:
+        return RunInterruptedError(f"{done}; nothing was stored (--no-store)")
+    kept = "that point is" if len(measured) == 1 else f"those {len(measured)} are"
+    return RunInterruptedError(f"{done}; {kept} stored in {stored}")
 
 
 def _reject_swept_options(sweep: tuple[str, ...], values: dict[str, Any]) -> None:
@@ -308,9 +336,15 @@ def _check(
     as_json: bool,
     options: dict[str, Any],
 ) -> None:
+    from rnnedge.errors import RunInterruptedError
     from rnnedge.profiling.check import check_points
 
-    checked = check_points(points, device, tolerance, devices_dir, progress, **options)
+    try:
+        checked = check_points(points, device, tolerance, devices_dir, progress, **options)
+    except KeyboardInterrupt:
+        raise RunInterruptedError(
+            "interrupted; --check stores nothing, so the device profile is unchanged"
+        ) from None
     _report_checks(checked, as_json)
 
 
