@@ -219,6 +219,41 @@ class PackedProjectedHead(nn.Module):
         return self.head(padded)
 
 
+class PackedFinalState(nn.Module):
+    """A classifier on the final state h_n of a recurrent layer run over a packed batch,
+    which no exporter of torch 2.13 converts."""
+
+    def __init__(self, cell: str, bidirectional: bool = False) -> None:
+        super().__init__()
+        self.rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(
+            F, 12, batch_first=True, bidirectional=bidirectional
+        )
+        self.head = nn.Linear(24 if bidirectional else 12, 3)
+        self.bidirectional = bidirectional
+
+    def forward(self, x, lengths):
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        _, state = self.rnn(packed)
+        h = state[0] if isinstance(state, tuple) else state
+        last = torch.cat([h[-2], h[-1]], dim=1) if self.bidirectional else h[-1]
+        return self.head(last)
+
+
+class PackedLastStep(PackedFinalState):
+    """The same classifier reading h_n from the padded output, as docs/export.md shows: the
+    forward direction ends at each sequence's last valid step, the backward one at step 0."""
+
+    def forward(self, x, lengths):
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        steps = (lengths - 1).view(-1, 1, 1).expand(-1, 1, out.size(2))
+        last = out.gather(1, steps).squeeze(1)
+        if self.bidirectional:
+            last = torch.cat([last[:, :12], out[:, 0, 12:]], dim=1)
+        return self.head(last)
+
+
 VARIANTS = [
     pytest.param(lambda: Recurrent("lstm"), "LSTM", id="lstm-1layer"),
     pytest.param(lambda: Recurrent("gru"), "GRU", id="gru-1layer"),
@@ -492,3 +527,47 @@ def test_rounding_difference_exits_3(tmp_path):
     with pytest.raises(CheckFailedError, match="the difference is float rounding"):
         _export(tmp_path, Recurrent("gru"), atol=1e-12)
     assert not (tmp_path / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_packed_final_state_names_fix(tmp_path, cell):
+    from rnnedge.errors import ExportError
+
+    with pytest.raises(ExportError) as failure:
+        _export(tmp_path, PackedFinalState(cell).eval())
+    message = str(failure.value)
+    cause = (
+        f"layer 'rnn' ({cell.upper()}) runs over a PackedSequence and the output uses its "
+        "final state h_n, which the ONNX exporters of torch"
+    )
+    fix = "read each sequence's last valid step from the output of pad_packed_sequence"
+    assert cause in message
+    assert fix in message
+    assert not (tmp_path / "model.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("cell", "bidirectional"), [("lstm", False), ("gru", False), ("gru", True)],
+    ids=["lstm", "gru", "gru-bidirectional"],
+)  # fmt: skip
+def test_packed_last_step_exports(tmp_path, cell, bidirectional):
+    torch.manual_seed(0)
+    final_state = PackedFinalState(cell, bidirectional).eval()
+    last_step = PackedLastStep(cell, bidirectional).eval()
+    last_step.load_state_dict(final_state.state_dict())
+    x = torch.randn(3, 9, F)
+    lengths = torch.tensor([9, 2, 5])
+    with torch.no_grad():
+        torch.testing.assert_close(last_step(x, lengths), final_state(x, lengths))
+    report = _export(tmp_path, last_step)
+    assert [v.name for v in report.inputs] == ["input", "lengths"]
+    assert report.parity.max_abs_error <= 1e-5
+
+
+def test_packed_state_check_ignores_padded_output():
+    from rnnedge.export.diagnostics import packed_final_state_layers
+
+    x = torch.randn(2, 7, F)
+    lengths = torch.tensor([7, 3])
+    assert packed_final_state_layers(PackedLastStep("gru"), [x, lengths]) == []
+    assert packed_final_state_layers(PackedFinalState("gru"), [x, lengths]) == ["layer 'rnn' (GRU)"]

@@ -19,13 +19,14 @@ import math
 import os
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from rnnedge import __version__
 from rnnedge._fileio import write_bytes_atomic
 from rnnedge.errors import CheckFailedError, ExportError, InputError, require
 from rnnedge.export.capture import torch_notices_to_debug
-from rnnedge.export.diagnostics import describe_constructs
+from rnnedge.export.diagnostics import describe_constructs, packed_final_state_layers
 from rnnedge.export.exporters import (
     DYNAMO_EXTRA,
     DYNAMO_MIN_OPSET,
@@ -162,7 +163,7 @@ def export_model(
         if best is None or parity.max_abs_error < best[0].max_abs_error:
             best = (parity, strategy)
     else:
-        raise _no_exporter_passed(loaded, attempts, best, trace_warnings, output)
+        raise _no_exporter_passed(loaded, plan, attempts, best, trace_warnings, output)
     if attempts:
         logger.warning("exported with %s after: %s", strategy, "; ".join(
             f"{a.exporter} ({a.capture}): {a.error}" for a in attempts
@@ -372,6 +373,7 @@ def _numeric_only(parity: ParityReport) -> bool:
 
 def _no_exporter_passed(
     loaded: ModelSource,
+    plan: ExportPlan,
     attempts: list[Attempt],
     best: tuple[ParityReport, Strategy] | None,
     trace_warnings: list[TraceWarning],
@@ -381,9 +383,21 @@ def _no_exporter_passed(
     tried = "; ".join(f"{a.exporter} ({a.capture}): {a.error}" for a in attempts)
     hint = f"; {constructs}" if constructs else ""
     target = os.fspath(output)
+    fix = ""
+    packed = packed_final_state_layers(plan.module, plan.example_tensors(minimum=2))
+    if packed:
+        hint += (
+            f"; {', '.join(packed)} runs over a PackedSequence and the output uses its final "
+            f"state h_n, which the ONNX exporters of torch {torch.__version__} cannot convert"
+        )
+        fix = (
+            "; read each sequence's last valid step from the output of pad_packed_sequence "
+            "instead of h_n, with out.gather(1, (lengths - 1).view(-1, 1, 1).expand(-1, 1, "
+            "out.size(2))), as docs/export.md shows"
+        )
     if best is not None:
         parity, strategy = best
-        if _numeric_only(parity) and not constructs:
+        if _numeric_only(parity) and not constructs and not packed:
             return CheckFailedError(
                 f"parity check failed: {_describe_failure(parity)} with {strategy}, the "
                 f"closest of the exporters tried; the difference is float rounding, so pass "
@@ -393,11 +407,11 @@ def _no_exporter_passed(
         return ExportError(
             f"no exporter produced a graph that computes what PyTorch does: the closest, "
             f"{strategy}, has a parity {_describe_failure(parity)}{hint}; nothing was "
-            f"written to {target!r} (tried {tried})"
+            f"written to {target!r} (tried {tried}){fix}"
         )
     return ExportError(
         f"no exporter could convert {loaded.description}{hint} (tried {tried}); nothing was "
-        f"written to {target!r}"
+        f"written to {target!r}{fix}"
     )
 
 
