@@ -17,7 +17,8 @@ import numpy as np
 
 from rnnedge.errors import InputError
 from rnnedge.profiling.catalog import USER_DEVICES_DIR, DeviceProfile, default_device, load_device
-from rnnedge.profiling.profile import UNKNOWN_DEVICE_HINT, confirm_host, profile_model
+from rnnedge.profiling.isolated import profile_in_child
+from rnnedge.profiling.profile import UNKNOWN_DEVICE_HINT, confirm_host
 from rnnedge.profiling.store import check_user_dir
 from rnnedge.quantize import QuantMode, quantize_model
 from rnnedge.runtime.session import Session
@@ -160,7 +161,8 @@ def _run_pipeline(
 
         for precision, path in artifacts:
             accuracy = score(path, dataset.x_test, dataset.y_test)
-            result = profile_model(
+            # A child process without torch, so peak_rss_mb compares with rnnedge profile's.
+            result = profile_in_child(
                 path,
                 device=profile,
                 provider="cpu",

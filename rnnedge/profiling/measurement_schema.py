@@ -27,6 +27,7 @@ _NUMBERS = (
     "session_create_ms",
     "peak_rss_mb",
     "rss_before_mb",
+    "session_rss_mb",
 )
 _STRINGS = (
     "model",
