@@ -776,3 +776,13 @@ def test_profile_range_errors_name_option(capsys, exported, tmp_path, args, mess
 def test_nan_budget_rejected_by_library(exported):
     with pytest.raises(InputError, match="positive number of seconds, got nan"):
         profile_model(exported["lstm"], budget_s=float("nan"), store=False)
+
+
+def test_sweep_label_shows_used_threads():
+    from rnnedge.profiling.sweeps import SweepPoint
+
+    point = SweepPoint(Path("m.onnx"), batch=1, seq_len=5, threads=None)
+    assert point.label().endswith("threads default")
+    assert point.label(2).endswith("threads 2")
+    fixed = SweepPoint(Path("m.onnx"), batch=1, seq_len=5, threads=4)
+    assert fixed.label(2).endswith("threads 4")

@@ -273,7 +273,8 @@ _AXIS_WORDS = {"batch": "batch size", "seq_len": "sequence length", "threads": "
 
 def _progress(done: int, total: int, point: Any, result: Any, keep_line: bool = False) -> None:
     """Draw the sweep's progress bar on stderr; `keep_line` ends each bar with a newline."""
-    _draw_progress(done, total, f"{point.label()}: p50 {result.latency.p50_ms:.4f} ms", keep_line)
+    label = point.label(result.measurement.get("threads"))
+    _draw_progress(done, total, f"{label}: p50 {result.latency.p50_ms:.4f} ms", keep_line)
 
 
 def _remote_progress(done: int, total: int, label: str) -> None:

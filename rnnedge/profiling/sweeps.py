@@ -47,9 +47,12 @@ class SweepPoint:
     seq_len: int
     threads: int | None
 
-    def label(self) -> str:
-        threads = "default" if self.threads is None else self.threads
-        return f"{self.model.name} batch {self.batch} seq_len {self.seq_len} threads {threads}"
+    def label(self, threads: int | None = None) -> str:
+        """Describe the point; `threads` is the count a session used where the point left
+        it to the device profile's default."""
+        count = self.threads if self.threads is not None else threads
+        shown = "default" if count is None else count
+        return f"{self.model.name} batch {self.batch} seq_len {self.seq_len} threads {shown}"
 
 
 def parse_sweep(specs: Sequence[str]) -> dict[str, list[Any]]:
