@@ -363,8 +363,8 @@ CASES = [
     case("report-full-disk", "report {baseline} -o {full}/r.html", 2,
          "No space left on device", "free some space", root=True),
     # demo: every one of these fails before any training
-    case("demo-zero-epochs", "demo --epochs 0", 2, "epochs must be at least 1, got 0"),
-    case("demo-zero-runs", "demo --runs 0", 2, "run count must be at least 1, got 0"),
+    case("demo-zero-epochs", "demo --epochs 0", 2, "error: --epochs must be at least 1, got 0"),
+    case("demo-zero-runs", "demo --runs 0", 2, "error: --runs must be at least 1, got 0"),
     case("demo-output-is-file", "demo --output-dir {x}", 2, "x.npy' is a file", "pass a folder"),
     case("demo-read-only-folder", "demo --output-dir {ro}", 2,
          "is not writable", "pass a writable folder", root=True),

@@ -100,8 +100,8 @@ def _other_device() -> str:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        pytest.param(["--runs", "0"], "run count must be at least 1, got 0", id="runs"),
-        pytest.param(["--epochs", "0"], "epochs must be at least 1, got 0", id="epochs"),
+        pytest.param(["--runs", "0"], "--runs must be at least 1, got 0", id="runs"),
+        pytest.param(["--epochs", "0"], "--epochs must be at least 1, got 0", id="epochs"),
         pytest.param(["--device", "{other}"], "does not look like device", id="other-device"),
         pytest.param(["--devices-dir", "{catalog}"], "shipped device catalog", id="catalog"),
         pytest.param(["--output-dir", "out", "--runs", "-1"], "got -1", id="output-dir"),

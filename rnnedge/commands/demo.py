@@ -10,6 +10,7 @@ import click
 from rnnedge.commands._common import (
     devices_dir_option,
     emit_json,
+    minimum_option,
     verbosity,
     verbosity_options,
 )
@@ -23,8 +24,10 @@ from rnnedge.errors import MissingDependencyError
     help="Folder for the artifacts [default: a new rnnedge-demo-<time> folder].",
 )
 @click.option("--device", help="Device name for the profile [default: this host's].")
-@click.option("--epochs", type=int, default=60, show_default=True, help="Training epochs.")
-@click.option("--runs", type=int, default=200, show_default=True, help="Timed runs per artifact.")
+@click.option("--epochs", type=int, default=60, show_default=True, callback=minimum_option(1),
+              help="Training epochs.")  # fmt: skip
+@click.option("--runs", type=int, default=200, show_default=True, callback=minimum_option(1),
+              help="Timed runs per artifact.")  # fmt: skip
 @devices_dir_option("Folder of the device profiles to update.")
 @click.option(
     "--force-device",
