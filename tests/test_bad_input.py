@@ -36,6 +36,7 @@ from rnnedge.export import export_model
 from rnnedge.runtime.ort_format import convert_to_ort
 from tests.conftest import FEATURES
 from tests.test_cli import BAD_INPUT as CLI_BAD_INPUT
+from tests.test_runtime import FOREIGN_HIDDEN, export_foreign_gru
 
 CAN_MOUNT = os.geteuid() == 0 and shutil.which("mount") is not None
 ROOT_ONLY = pytest.mark.skipif(not CAN_MOUNT, reason="mounting a tmpfs needs root and mount")
@@ -195,7 +196,13 @@ CASES = [
     case("run-chunk-without-stream", "run {m} -i {x} --chunk 3", 2,
          "--chunk applies to streaming only", "add --stream"),
     case("run-zero-threads", "run {m} -i {x} --threads 0", 2,
-         "threads must be a whole number of at least 1, got 0"),
+         "--threads must be a whole number of at least 1, got 0"),
+    case("run-unnamed-state", "run {foreign_gru} -i {x} -o {tmp}/y.npz", 2,
+         "input 'h_in' looks like a recurrent state (like output 'h_out')",
+         "name the pair with --state h_in=h_out, or give a constant with --feed h_in=VALUE"),
+    case("run-state-batch", "run {foreign_gru} -i {state_batch_npz} -o {tmp}/y.npz", 2,
+         "state_batch.npz[h_in] has shape (1, 4, 16), a state for a batch of 4",
+         "has a batch of 10 on axis 1 (time-major); give h_in the shape (1, 10, 16)"),
     case("run-unknown-state", "run {m} -i {x} --state a=b", 2,
          "state input 'a' is not an input", "fix the name in --state"),
     case("run-unknown-nonfinite-policy", "run {m} -i {x} --nonfinite ignore", 2,
@@ -218,6 +225,9 @@ CASES = [
     case("run-full-disk", "run {packed} -i {lengths_big} -o {full}/y.npy", 2,
          "No space left on device", "free some space", root=True),
     # profile
+    case("profile-devices-dir-read-only", "profile {m} --runs 2 --devices-dir {ro}/devices", 2,
+         "cannot create", "Read-only file system", "pass --devices-dir with a writable folder",
+         root=True),
     case("profile-empty-model", "profile {empty_onnx} --no-store", 2,
          "empty.onnx' is empty", "export the model again"),
     case("profile-truncated-ort-model", "profile {trunc_ort} --no-store", 2,
@@ -474,6 +484,7 @@ def models(exported, tmp_path_factory) -> dict[str, Path | str]:
     factory.write_text(FACTORIES)
     torch.save(Packed(), root / "whole.pt")
     torch.save(nn.GRU(FEATURES, 8, batch_first=True).state_dict(), root / "gru8.pt")
+    export_foreign_gru(root / "foreign_gru.onnx")
     baseline = root / "baseline"
     assert main(["profile", str(exported["lstm"]), "--device", "x86-64", "--seq-len", "5",
                  "--devices-dir", str(baseline), *QUICK.split()]) == 0  # fmt: skip
@@ -488,6 +499,7 @@ def models(exported, tmp_path_factory) -> dict[str, Path | str]:
         "gru_cell_factory": f"{factory}:gru_cell",
         "gru_factory": f"{factory}:gru",
         "gru8_weights": root / "gru8.pt",
+        "foreign_gru": root / "foreign_gru.onnx",
         "ort": convert_to_ort(exported["lstm"], root / "lstm.ort").model,
         "whole_pt": root / "whole.pt",
         "baseline": baseline,
@@ -620,6 +632,9 @@ def places(models, mounts, exported, tmp_path, rng) -> dict[str, Path | str]:
     (tmp_path / "nothing").mkdir()
     files["extra_npz"] = tmp_path / "extra.npz"
     np.savez(files["extra_npz"], input=x, junk=x)
+    # For the time-major foreign GRU, x is 2 steps of a batch of 10.
+    files["state_batch_npz"] = tmp_path / "state_batch.npz"
+    np.savez(files["state_batch_npz"], x=x, h_in=np.zeros((1, 4, FOREIGN_HIDDEN), np.float32))
     files["misnamed_npz"] = tmp_path / "misnamed.npz"
     np.savez(files["misnamed_npz"], feats=x)
     files["decimal_comma_csv"] = tmp_path / "decimal.csv"

@@ -176,7 +176,7 @@ BAD_INPUT = [
     pytest.param(
         ["profile", "{m}", "--seq-len", "-3"],
         2,
-        "sequence length must be at least 1",
+        "--seq-len must be at least 1, got -3",
         id="profile-seq-len",
     ),
     pytest.param(["profile", "{junk}"], 2, "not a valid ONNX model", id="profile-not-onnx"),

@@ -105,7 +105,8 @@ def add_measurements(
         user_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DeviceProfileError(
-            f"cannot create {user_dir}: {exc.strerror}; run from a writable directory"
+            f"cannot create {user_dir}: {exc.strerror}; pass --devices-dir with a writable "
+            "folder, or run from a writable directory to use the default"
         ) from exc
     with locked(path):
         current = read_profile(path) if path.exists() else _fresh_copy(base)
