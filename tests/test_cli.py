@@ -371,3 +371,20 @@ def test_threads_above_logical_cores_warn(capsys, exported, tmp_path, rng):
     assert code == 0, err
     assert f"WARNING: {threads} threads exceed the {os.cpu_count()} logical cores" in err
     assert f"pass --threads {os.cpu_count()} or fewer" in err
+
+
+def test_log_handler_follows_stderr(monkeypatch):
+    """Each CLI run logs to the stderr of that moment, not to the first run's."""
+    import io
+    import logging
+
+    from rnnedge.commands._common import configure_logging
+
+    configure_logging()
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logging.getLogger("rnnedge.test").warning("to the first")
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("rnnedge.test").warning("to the second")
+    assert second.getvalue() == "WARNING: to the second\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import signal
 import subprocess
@@ -38,18 +37,6 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
     code = main([str(a) for a in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
-def drop_cli_log_handler() -> None:
-    """Remove the log handler that the CLI bound to the current stderr.
-
-    A fixture's stderr is closed when the test starts, so a handler left from a CLI run in
-    a fixture would fail to print the test's warnings.
-    """
-    package = logging.getLogger("rnnedge")
-    for handler in list(package.handlers):
-        if getattr(handler, "_rnnedge_cli", False):
-            package.removeHandler(handler)
 
 
 @pytest.fixture
@@ -570,7 +557,6 @@ def same_name_models(capsys, exported, swept, tmp_path):
         swept, *FAST,
     )  # fmt: skip
     assert code == 0, err
-    drop_cli_log_handler()
     return exported["lstm"], other
 
 
@@ -659,7 +645,6 @@ def two_architectures(capsys, tmp_path):
         "--devices-dir", devices, *FAST,
     )  # fmt: skip
     assert code == 0, err
-    drop_cli_log_handler()
     return devices
 
 

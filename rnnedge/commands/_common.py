@@ -47,11 +47,32 @@ def configure_logging() -> None:
     )
     package = logging.getLogger("rnnedge")
     package.setLevel(level)
-    if not any(getattr(h, "_rnnedge_cli", False) for h in package.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in package.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        handler._rnnedge_cli = True  # type: ignore[attr-defined]
         package.addHandler(handler)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to `sys.stderr` as it is when a record is emitted.
+
+    `main()` can run several times in one process (tests, notebooks) with stderr replaced
+    in between, so a handler bound to the stream of the first run would write to a closed
+    file.
+    """
+
+    _rnnedge_cli = True  # the mark that tests look for to remove the CLI's handler
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 def verbosity_options(command: Callable[..., Any]) -> Callable[..., Any]:
