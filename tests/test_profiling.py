@@ -786,3 +786,14 @@ def test_sweep_label_shows_used_threads():
     assert point.label(2).endswith("threads 2")
     fixed = SweepPoint(Path("m.onnx"), batch=1, seq_len=5, threads=4)
     assert fixed.label(2).endswith("threads 4")
+
+
+def test_profile_output_singular_counts(capsys, exported, tmp_path):
+    from rnnedge.cli import main
+
+    code = main(["profile", str(exported["lstm"]), "--runs", "1", "--threads", "1",
+                 "--seq-len", "3", "--operators", "0", "--no-store"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "1 thread)" in out
+    assert "(1 run after" in out

@@ -296,6 +296,11 @@ def _document(result: Any) -> dict[str, Any]:
     return {"device": result.device, "profile": result.profile_path, **result.measurement}
 
 
+def _count(number: Any, noun: str) -> str:
+    """Return "1 run" or "3 runs"."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def _print_result(result: Any) -> None:
     from rnnedge.profiling.timing import MIN_CI_COUNT
 
@@ -304,7 +309,7 @@ def _print_result(result: Any) -> None:
     mismatch = " (host_mismatch: measured on another machine)" if m.get("host_mismatch") else ""
     click.echo(
         f"{m['model']} on {result.device} ({m['provider']}, {m['precision']}, batch "
-        f"{m['batch']}, length {m['seq_len']}, {m['threads']} threads){mismatch}"
+        f"{m['batch']}, length {m['seq_len']}, {_count(m['threads'], 'thread')}){mismatch}"
     )
     if stats.count >= MIN_CI_COUNT:
         interval = f"95% CI {stats.p50_ci_low_ms:.4f} to {stats.p50_ci_high_ms:.4f}"
@@ -314,7 +319,7 @@ def _print_result(result: Any) -> None:
         f"latency ms: p50 {stats.p50_ms:.4f} ({interval})  p90 {stats.p90_ms:.4f}  "
         f"p99 {stats.p99_ms:.4f}  "
         f"max {stats.max_ms:.4f}  mean {stats.mean_ms:.4f}  std {stats.std_ms:.4f}  "
-        f"({stats.count} runs after {m['warmup']} warm-up)"
+        f"({_count(stats.count, 'run')} after {m['warmup']} warm-up)"
     )
     click.echo(
         f"throughput {m['throughput_seq_per_s']:,.1f} sequences/s; cold start "
