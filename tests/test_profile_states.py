@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from rnnedge.cli import main
 from rnnedge.errors import InputError
 from rnnedge.profiling import profile_model
-from rnnedge.profiling.profile import synthetic_input, unnamed_state_inputs
+from rnnedge.profiling.profile import synthetic_input
 from rnnedge.profiling.remote import _input_args
 from rnnedge.runtime import Session
 
@@ -99,7 +99,7 @@ def test_profile_sweep_unnamed_state_rejected(capsys, tmp_path):
 def test_lstm_names_both_pairs(tmp_path):
     model = foreign_rnn(tmp_path / "lstm.onnx", cell="LSTM")
     session = Session(model, provider="cpu", normalize=False)
-    assert unnamed_state_inputs(session) == [("h_in", "h_out"), ("c_in", "c_out")]
+    assert session.unnamed_state_inputs() == [("h_in", "h_out"), ("c_in", "c_out")]
     with pytest.raises(InputError) as raised:
         synthetic_input(session, batch=2, seq_len=5)
     message = str(raised.value)
@@ -158,7 +158,7 @@ def test_profile_model_state_pairs(tmp_path):
 def test_state_with_fixed_batch_is_flagged(tmp_path):
     model = foreign_rnn(tmp_path / "gru.onnx", state_axis=2)
     session = Session(model, provider="cpu", normalize=False)
-    assert unnamed_state_inputs(session) == [("h_in", "h_out")]
+    assert session.unnamed_state_inputs() == [("h_in", "h_out")]
 
 
 def test_second_sequence_input_not_flagged(tmp_path):
@@ -174,7 +174,7 @@ def test_second_sequence_input_not_flagged(tmp_path):
     path = tmp_path / "add.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     session = Session(path, provider="cpu", normalize=False)
-    assert unnamed_state_inputs(session) == []
+    assert session.unnamed_state_inputs() == []
     assert synthetic_input(session, batch=2, seq_len=3)["b"].shape == (2, 3, FEATURES)
 
 
@@ -188,7 +188,7 @@ def test_only_input_never_flagged(tmp_path):
     )  # fmt: skip
     path = tmp_path / "relu.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    assert unnamed_state_inputs(Session(path, provider="cpu", normalize=False)) == []
+    assert Session(path, provider="cpu", normalize=False).unnamed_state_inputs() == []
 
 
 def test_remote_arguments_forward_states():

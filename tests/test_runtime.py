@@ -347,3 +347,168 @@ def test_session_warns_above_logical_cores(exported, caplog):
     session = Session(exported["lstm"], provider="cpu", threads=threads)
     assert session.threads == threads
     assert f"{threads} threads exceed the {os.cpu_count()} logical cores" in caplog.text
+
+
+# A GRU from torch.onnx.export with no rnnedge metadata: time-major, whose start state is
+# the input h_in and whose final state is the output h_out, with no pair recorded.
+FOREIGN_HIDDEN = 16
+
+
+def export_foreign_gru(path) -> torch.nn.GRU:
+    """Export nn.GRU(6, 16) to `path` as a model from elsewhere would be; return the GRU."""
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(FEATURES, FOREIGN_HIDDEN).eval()
+    example = (torch.randn(5, 2, FEATURES), torch.zeros(1, 2, FOREIGN_HIDDEN))
+    axes = {"x": {0: "seq", 1: "batch"}, "h_in": {1: "batch"},
+            "y": {0: "seq", 1: "batch"}, "h_out": {1: "batch"}}  # fmt: skip
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter warns that a GRU exported without its state
+        # input may not run at other batch sizes; this GRU has its state as an input.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(gru, example, str(path), input_names=["x", "h_in"],
+                          output_names=["y", "h_out"], dynamic_axes=axes, opset_version=17,
+                          dynamo=False)  # fmt: skip
+    return gru
+
+
+@pytest.fixture(scope="module")
+def foreign_gru(tmp_path_factory):
+    path = tmp_path_factory.mktemp("foreign") / "foreign_gru.onnx"
+    return path, export_foreign_gru(path)
+
+
+def _torch_gru(gru: torch.nn.GRU, x: np.ndarray, h0: np.ndarray) -> tuple[np.ndarray, ...]:
+    with torch.no_grad():
+        y, hn = gru(torch.from_numpy(x), torch.from_numpy(h0))
+    return y.numpy(), hn.numpy()
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+STATE_MESSAGE = (
+    "error: input 'h_in' looks like a recurrent state (like output 'h_out'); name the pair "
+    "with --state h_in=h_out, or give a constant with --feed h_in=VALUE\n"
+)
+
+
+@pytest.mark.parametrize("value", ["0", "0.5"])
+def test_run_feed_value_fills_state(capsys, foreign_gru, rng, tmp_path, value):
+    path, gru = foreign_gru
+    x = rng.standard_normal((3, 20, FEATURES)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code, _, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy", "--feed",
+                           f"h_in={value}", "-o", tmp_path / "out.npz")  # fmt: skip
+    assert code == 0, err
+    outputs = np.load(tmp_path / "out.npz")
+    h0 = np.full((1, 20, FOREIGN_HIDDEN), float(value), np.float32)
+    y, hn = _torch_gru(gru, x, h0)
+    np.testing.assert_allclose(outputs["y"], y, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(outputs["h_out"], hn, atol=1e-5, rtol=0)
+
+
+def test_session_feed_fills_each_batch(foreign_gru, rng):
+    path, gru = foreign_gru
+    session = Session(path, provider="cpu", feeds={"h_in": 0.25})
+    for batch in (1, 4):
+        x = rng.standard_normal((7, batch, FEATURES)).astype(np.float32)
+        h0 = np.full((1, batch, FOREIGN_HIDDEN), 0.25, np.float32)
+        outputs = session.run(x)
+        np.testing.assert_allclose(outputs["y"], _torch_gru(gru, x, h0)[0], atol=1e-5, rtol=0)
+
+
+def test_run_unnamed_state_rejected(capsys, foreign_gru, rng, tmp_path):
+    path, _ = foreign_gru
+    np.save(tmp_path / "x.npy", rng.standard_normal((3, 20, FEATURES)).astype(np.float32))
+    code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy",
+                             "-o", tmp_path / "out.npz")  # fmt: skip
+    assert code == 2
+    assert err == STATE_MESSAGE
+    assert out == ""
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_session_unnamed_state_in_npz(foreign_gru, rng):
+    path, _ = foreign_gru
+    session = Session(path, provider="cpu")
+    assert session.unnamed_state_inputs() == [("h_in", "h_out")]
+    x = rng.standard_normal((3, 20, FEATURES)).astype(np.float32)
+    with pytest.raises(InputError, match=r"^input 'h_in' looks like a recurrent state"):
+        session.run({"x": x})
+
+
+def test_run_npz_state_of_the_data_batch(capsys, foreign_gru, rng, tmp_path):
+    path, gru = foreign_gru
+    x = rng.standard_normal((3, 20, FEATURES)).astype(np.float32)
+    h0 = rng.standard_normal((1, 20, FOREIGN_HIDDEN)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x, h_in=h0)
+    code, _, err = run_cli(capsys, "run", path, "-i", tmp_path / "in.npz",
+                           "-o", tmp_path / "out.npz")  # fmt: skip
+    assert code == 0, err
+    np.testing.assert_allclose(
+        np.load(tmp_path / "out.npz")["y"], _torch_gru(gru, x, h0)[0], atol=1e-5, rtol=0
+    )
+
+
+def test_run_npz_state_batch_mismatch(capsys, foreign_gru, rng, tmp_path):
+    path, _ = foreign_gru
+    x = rng.standard_normal((3, 20, FEATURES)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x, h_in=np.zeros((1, 4, FOREIGN_HIDDEN), np.float32))
+    code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "in.npz")
+    assert code == 2
+    assert out == ""
+    assert err == (
+        "error: input in.npz[h_in] has shape (1, 4, 16), a state for a batch of 4, but "
+        "input in.npz[x] of shape (3, 20, 6) has a batch of 20 on axis 1 (time-major); "
+        "give h_in the shape (1, 20, 16)\n"
+    )
+
+
+def test_run_feed_npy_batch_mismatch(capsys, foreign_gru, rng, tmp_path):
+    path, _ = foreign_gru
+    np.save(tmp_path / "x.npy", rng.standard_normal((3, 20, FEATURES)).astype(np.float32))
+    np.save(tmp_path / "h.npy", np.zeros((1, 4, FOREIGN_HIDDEN), np.float32))
+    code, _, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy",
+                           "--feed", f"h_in={tmp_path / 'h.npy'}")  # fmt: skip
+    assert code == 2
+    assert err == (
+        "error: --feed h_in has shape [1, 4, 16], for a batch of 4, but the run has a batch "
+        "of 20; give one value (such as --feed h_in=0), which fills any batch, or give an "
+        "input of 4 sequences\n"
+    )
+
+
+def test_run_states_time_major_layout(capsys, foreign_gru, rng, tmp_path):
+    path, _ = foreign_gru
+    np.save(tmp_path / "x.npy", rng.standard_normal((3, 20, FEATURES)).astype(np.float32))
+    args = ["run", path, "-i", tmp_path / "x.npy", "--state", "h_in=h_out"]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert "input x: (3, 20, 6) read as (time, batch, features), the model's layout\n" in out
+    code, out, err = run_cli(capsys, *args, "--json")
+    assert code == 0, err
+    assert json.loads(out)["layout"] == "time-major"
+    code, out, err = run_cli(capsys, *args, "-q")
+    assert code == 0, err
+    assert out == ""
+
+
+def test_run_states_batch_major_layout(capsys, exported, rng, tmp_path):
+    np.save(tmp_path / "x.npy", rng.standard_normal((2, 9, FEATURES)).astype(np.float32))
+    args = ["run", exported["gru"], "-i", tmp_path / "x.npy"]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert "input input: (2, 9, 6) read as (batch, time, features), the model's layout\n" in out
+    code, out, err = run_cli(capsys, *args, "--json")
+    assert code == 0, err
+    assert json.loads(out)["layout"] == "batch-major"
+
+
+def test_run_rank2_input_has_no_layout_line(capsys, exported, rng, tmp_path):
+    np.save(tmp_path / "x.npy", rng.standard_normal((9, FEATURES)).astype(np.float32))
+    code, out, err = run_cli(capsys, "run", exported["gru"], "-i", tmp_path / "x.npy")
+    assert code == 0, err
+    assert "read as" not in out

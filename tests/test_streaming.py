@@ -396,11 +396,37 @@ def test_missing_state_input_in_batch_mode(streaming_models, rng):
     path, _ = streaming_models["lstm-no-pairs"]
     with pytest.raises(InputError) as raised:
         Session(path, provider="cpu").run(sequence(rng))
+    assert str(raised.value) == (
+        "inputs 'h0' and 'c0' look like recurrent states (like outputs 'hn' and 'cn'); name "
+        "the pairs with --state h0=hn --state c0=cn, or give constants with --feed h0=VALUE "
+        "--feed c0=VALUE"
+    )
+
+
+def test_missing_constant_input_in_batch_mode(streaming_models, rng):
+    path, _ = streaming_models["gru-gain"]
+    with pytest.raises(InputError) as raised:
+        Session(path, provider="cpu").run(sequence(rng))
     message = str(raised.value)
-    assert message.startswith("the model has 3 inputs to feed (x, h0, c0)")
+    assert message.startswith("the model has 2 inputs to feed (x, gain)")
     assert message.count(".npz") == 1, message
-    assert "for h0, c0 use --feed NAME=VALUE" in message
+    assert "for gain use --feed NAME=VALUE" in message
     assert "--state IN=OUT (a recurrent state, which then starts at zero)" in message
+
+
+def test_stream_fills_state_constant(streaming_models, rng):
+    """A one-value --feed for a state input fills each chunk's batch, bound or not."""
+    path, _ = streaming_models["lstm-no-pairs"]
+    options = {"provider": "cpu", "state_pairs": [("h0", "hn")], "feeds": {"c0": "0.5"}}
+    x = sequence(rng, batch=3, length=8)
+    stream = StreamingSession(path, **options)
+    first = stream.step(x[:, :4])["y"]
+    second = stream.step(x[:, 4:])["y"]
+    session = Session(path, **options)
+    whole_first = session.run(x[:, :4])
+    whole_second = session.run({"x": x[:, 4:], "hn": whole_first["hn"]})
+    np.testing.assert_allclose(first, whole_first["y"], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(second, whole_second["y"], atol=1e-6, rtol=0)
 
 
 def test_constant_feed(streaming_models, rng):

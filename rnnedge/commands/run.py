@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from rnnedge.commands._common import PROVIDER_CHOICES, emit_json, verbosity_options
+from rnnedge.commands._common import (
+    PROVIDER_CHOICES,
+    check_threads_option,
+    emit_json,
+    state_and_feed_arguments,
+    state_and_feed_options,
+    verbosity_options,
+)
 from rnnedge.errors import InputError
 
 
@@ -39,7 +46,12 @@ from rnnedge.errors import InputError
     is_flag=True,
     help="Fail instead of falling back when the provider is unavailable.",
 )
-@click.option("--threads", type=int, help="CPU threads per operator [default: physical cores].")
+@click.option(
+    "--threads",
+    type=int,
+    callback=check_threads_option,
+    help="CPU threads per operator [default: physical cores].",
+)
 @click.option(
     "--no-normalize",
     is_flag=True,
@@ -57,21 +69,7 @@ from rnnedge.errors import InputError
     show_default=True,
     help="Time steps per call with --stream.",
 )
-@click.option(
-    "--state",
-    "states",
-    multiple=True,
-    metavar="IN=OUT",
-    help="A state pair: the state input IN is fed from the output OUT of the previous "
-    "call. Repeat for each pair; needed where the model's metadata names none.",
-)
-@click.option(
-    "--feed",
-    "feeds",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="A constant input: a number, comma-separated numbers or a .npy file. Repeatable.",
-)
+@state_and_feed_options
 @click.option(
     "--nonfinite",
     type=click.Choice(["error", "warn"]),
@@ -88,10 +86,8 @@ def run_command(model: Path, input_path: Path, output: Path | None, provider: st
     """Run inference on an input file, as one batch or streamed chunk by chunk."""
     from rnnedge._fileio import check_output_path
     from rnnedge.runtime import Session, StreamingSession, load_array_file
-    from rnnedge.runtime.feeds import parse_feed_specs
     from rnnedge.runtime.outputs import save_outputs, summarize_predictions
     from rnnedge.runtime.providers import parse_provider
-    from rnnedge.runtime.state import parse_state_pairs
 
     requested = parse_provider(provider)
     if output is not None:
@@ -114,8 +110,7 @@ def run_command(model: Path, input_path: Path, output: Path | None, provider: st
         "strict_provider": strict_provider,
         "threads": threads,
         "normalize": not no_normalize,
-        "state_pairs": parse_state_pairs(states) if states else None,
-        "feeds": parse_feed_specs(feeds),
+        **state_and_feed_arguments(states, feeds),
         "nonfinite": nonfinite,
         "report_placement": True,
     }
@@ -131,14 +126,18 @@ def run_command(model: Path, input_path: Path, output: Path | None, provider: st
         save_outputs(output, outputs)
     summary = summarize_predictions(session, outputs)
     placement = session.placement.as_dict() if session.placement else {}
+    layout = session.describe_layout(data)
     if as_json:
         extra = {"stream": {"chunk": chunk}} if stream else {}
         emit_json({"providers": session.providers,
                    "requested_provider": session.plan.requested.value,
                    "fallback": session.fallback, "placement": placement,
+                   "layout": session.sequence_layout,
                    "output_file": output, **extra, **summary})  # fmt: skip
         return
     click.echo(f"providers: {', '.join(session.providers)}")
+    if layout:
+        click.echo(layout)
     for line in session.placement.describe() if session.placement else []:
         click.echo(f"placement: {line}")
     for name, shape in summary["outputs"].items():

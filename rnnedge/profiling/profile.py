@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import hashlib
 import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,13 +71,14 @@ def synthetic_input(
 
     Raises:
         InputError: an input that the model's metadata does not name looks like a
-            recurrent state (see `unnamed_state_inputs`), so it cannot be synthesized.
+            recurrent state (see `Session.unnamed_state_inputs`), so it cannot be
+            synthesized, or a constant for a state-shaped input has another batch.
     """
     if batch < 1:
         raise InputError(f"batch must be at least 1, got {batch}")
     if seq_len < 1:
         raise InputError(f"sequence length must be at least 1, got {seq_len}")
-    check_unnamed_states(session)
+    session.check_unnamed_states()
     check_run_memory(session, batch, seq_len)
     rng = np.random.default_rng(seed)
     feed: dict[str, np.ndarray] = {}
@@ -97,120 +97,8 @@ def synthetic_input(
                 shape.append(seq_len)
         feed[info.name] = rng.standard_normal(shape).astype(np.float32)
     feed.update(session.zero_states(batch))
-    by_name = {info.name: info for info in session.inputs}
-    for name, value in session.feeds.items():
-        feed[name] = _fill_constant(value, by_name[name].shape, batch)
-        _check_state_batch(name, feed[name], by_name[name], batch)
+    feed.update(session.constant_feeds(batch, batch_fix="profile with --batch {batch}"))
     return feed
-
-
-def _check_state_batch(name: str, value: np.ndarray, info: Any, batch: int) -> None:
-    """Raise when a constant for a state-shaped input has another batch than the run."""
-    if not _shaped_like_state(info) or value.ndim != 3 or value.shape[1] == batch:
-        return
-    raise InputError(
-        f"--feed {name} has shape {list(value.shape)}, for a batch of {value.shape[1]}, but "
-        f"the run has a batch of {batch}; give one value (such as --feed {name}=0), which "
-        f"fills any batch, or profile with --batch {value.shape[1]}"
-    )
-
-
-def _fill_constant(value: np.ndarray, shape: Sequence[Any], batch: int) -> np.ndarray:
-    """Repeat a one-value constant over `shape`, with `batch` on its one dynamic axis."""
-    dynamic = [dim for dim in shape if not (isinstance(dim, int) and dim > 0)]
-    if value.size != 1 or value.ndim >= len(shape) or len(dynamic) > 1:
-        return value
-    filled = [dim if isinstance(dim, int) and dim > 0 else batch for dim in shape]
-    return np.full(filled, value.reshape(()), dtype=value.dtype)
-
-
-def unnamed_state_inputs(session: Session) -> list[tuple[str, str]]:
-    """Find the inputs that look like recurrent states but are neither paired nor fed.
-
-    Such an input is a float input of rank 3 shaped like a state, [n, batch, hidden] with
-    n and hidden fixed, for which an output of the same shape and type exists. Returns
-    (input, likely output) pairs; the output is the one whose name is closest to the
-    input's. One data input, the first, is always left as the sequence.
-    """
-    data_inputs = session.data_inputs
-    if len(data_inputs) < 2:
-        return []
-    paired_outputs = {pair.output for pair in session.state_pairs}
-    found = []
-    for info in data_inputs:
-        if not _shaped_like_state(info):
-            continue
-        candidates = [
-            output
-            for output in session.outputs
-            if output.name not in paired_outputs
-            and output.type == info.type
-            and _same_shape(info.shape, output.shape)
-        ]
-        if not candidates:
-            continue
-        # max() keeps the first of equally close names, so ties go to the earlier output.
-        likely = max(
-            candidates, key=lambda o: difflib.SequenceMatcher(None, info.name, o.name).ratio()
-        )
-        paired_outputs.add(likely.name)
-        found.append((info.name, likely.name))
-    if len(found) == len(data_inputs):
-        found = found[1:]
-    return found
-
-
-def check_unnamed_states(session: Session) -> None:
-    """Raise InputError naming the inputs that `unnamed_state_inputs` finds, and the fix."""
-    found = unnamed_state_inputs(session)
-    if not found:
-        return
-    inputs = _join_names(name for name, _ in found)
-    outputs = _join_names(output for _, output in found)
-    pairs = " ".join(f"--state {name}={output}" for name, output in found)
-    constants = " ".join(f"--feed {name}=VALUE" for name, _ in found)
-    if len(found) == 1:
-        raise InputError(
-            f"input {inputs} looks like a recurrent state (like output {outputs}); name the "
-            f"pair with {pairs}, or give a constant with {constants}"
-        )
-    raise InputError(
-        f"inputs {inputs} look like recurrent states (like outputs {outputs}); name the "
-        f"pairs with {pairs}, or give constants with {constants}"
-    )
-
-
-def _join_names(names: Iterable[str]) -> str:
-    quoted = [repr(name) for name in names]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
-
-
-_FLOAT_TYPES = ("tensor(float)", "tensor(float16)", "tensor(double)", "tensor(bfloat16)")
-# Prefixes of a symbolic axis name that marks a time axis (seq_len, time_steps, length).
-_TIME_AXIS_PREFIXES = ("seq", "time", "len", "step")
-
-
-def _shaped_like_state(info: Any) -> bool:
-    shape = list(info.shape or ())
-    if info.type not in _FLOAT_TYPES or len(shape) != 3:
-        return False
-    fixed = [isinstance(dim, int) and dim > 0 for dim in shape]
-    middle = shape[1]
-    # A time axis in the middle marks a sequence input whose batch size is fixed.
-    timed = isinstance(middle, str) and middle.lower().startswith(_TIME_AXIS_PREFIXES)
-    return fixed[0] and fixed[2] and not timed
-
-
-def _same_shape(first: Sequence[Any], second: Sequence[Any]) -> bool:
-    """Two declared shapes agree: equal fixed sizes, and dynamic axes in the same places."""
-    if len(first) != len(second):
-        return False
-    for a, b in zip(first, second, strict=True):
-        a_fixed = isinstance(a, int) and a > 0
-        b_fixed = isinstance(b, int) and b > 0
-        if a_fixed != b_fixed or (a_fixed and a != b):
-            return False
-    return True
 
 
 def profile_model(

@@ -83,6 +83,20 @@ def constant_feed(
     return np.ascontiguousarray(converted)
 
 
+def fill_constant(value: np.ndarray, shape: Sequence[Any], batch: int) -> np.ndarray:
+    """Repeat a one-value constant over the declared `shape`, with `batch` on its dynamic axis.
+
+    A value of lower rank than the shape, such as the `0` of `--feed h0=0` for a state of
+    shape [1, "batch", 16], becomes an array of that shape for `batch` sequences. Any other
+    value, and any value for a shape with more than one dynamic axis, is returned as it is.
+    """
+    dynamic = [dim for dim in shape if not (isinstance(dim, int) and dim > 0)]
+    if value.size != 1 or value.ndim >= len(shape) or len(dynamic) > 1:
+        return value
+    filled = [dim if isinstance(dim, int) and dim > 0 else batch for dim in shape]
+    return np.full(filled, value.reshape(()), dtype=value.dtype)
+
+
 def _to_float(array: np.ndarray, name: str, dtype: np.dtype, nonfinite: str) -> np.ndarray:
     """Cast integer or float values to the float type `dtype` after a range check."""
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):

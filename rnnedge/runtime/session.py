@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import onnxruntime as ort
 from rnnedge.errors import InputError
 from rnnedge.host import cpu_info
 from rnnedge.runtime.external_data import check_external_data, is_ort_format
-from rnnedge.runtime.feeds import constant_feed
+from rnnedge.runtime.feeds import constant_feed, fill_constant
 from rnnedge.runtime.inputs import (
     LENGTHS_INPUT,
     check_lengths,
@@ -38,7 +38,10 @@ from rnnedge.runtime.state import (
     StateInput,
     StatePair,
     check_distinct_pairs,
+    find_unnamed_states,
     resolve_state_pairs,
+    shaped_like_state,
+    unnamed_states_error,
 )
 
 logger = logging.getLogger(__name__)
@@ -165,6 +168,7 @@ class Session:
         self.normalize = normalize
         self.inputs = self._session.get_inputs()
         self.outputs = self._session.get_outputs()
+        self._inputs_by_name = {info.name: info for info in self.inputs}
         self._output_names = [o.name for o in self.outputs]
         pairs = dict(self.metadata.state_pairs)
         check_distinct_pairs([(str(a), str(b)) for a, b in state_pairs or ()])
@@ -173,6 +177,7 @@ class Session:
             tuple(pairs.items()), self.inputs, self.outputs
         )
         self._data_inputs: tuple[tuple[Any, ...], list[Any]] | None = None
+        self._unnamed_states: tuple[tuple[Any, ...], list[tuple[str, str]]] | None = None
         self.feeds = self._resolve_feeds(feeds or {})
         self.unpaired_states: tuple[StateInput, ...] = self._unpaired_states()
         if feeds and not self.data_inputs:
@@ -209,6 +214,20 @@ class Session:
         return self._batch_major
 
     @property
+    def layout(self) -> Layout:
+        """The axis order of the sequence input, as `batch_major` gives it."""
+        return Layout.BATCH_MAJOR if self._batch_major else Layout.TIME_MAJOR
+
+    @property
+    def sequence_layout(self) -> Layout | None:
+        """The layout of the sequence input, the first data input, where it has rank 3,
+        else None."""
+        data_inputs = self.data_inputs
+        if not data_inputs or len(data_inputs[0].shape or ()) != 3:
+            return None
+        return self.layout
+
+    @property
     def state_input_names(self) -> list[str]:
         return [pair.input for pair in self.state_pairs]
 
@@ -216,7 +235,7 @@ class Session:
     def data_inputs(self) -> list[Any]:
         """Inputs that the caller feeds on each run: neither state nor constant."""
         # Kept per (feeds, state pairs) so that a streaming step does not rebuild it.
-        key = (tuple(self.feeds), self.state_pairs, self.unpaired_states)
+        key = self._inputs_key()
         cached = self._data_inputs
         if cached is None or cached[0] != key:
             fixed = set(self.feeds) | set(self.state_input_names)
@@ -224,6 +243,76 @@ class Session:
             cached = (key, [info for info in self.inputs if info.name not in fixed])
             self._data_inputs = cached
         return list(cached[1])
+
+    def describe_layout(self, data: np.ndarray | Mapping[str, Any]) -> str | None:
+        """Describe how a run reads the sequence input in `data`, such as "input x: (3, 20, 8)
+        read as (time, batch, features), the model's layout".
+
+        Returns None unless the sequence input, the first data input, is an array of
+        rank 3 for an input declared with rank 3.
+        """
+        if self.sequence_layout is None:
+            return None
+        name = self.data_inputs[0].name
+        array = data if isinstance(data, np.ndarray) else data.get(name)
+        if not isinstance(array, np.ndarray) or array.ndim != 3:
+            return None
+        axes = "(batch, time, features)" if self.batch_major else "(time, batch, features)"
+        return f"input {name}: {tuple(array.shape)} read as {axes}, the model's layout"
+
+    def _inputs_key(self) -> tuple[Any, ...]:
+        return (tuple(self.feeds), self.state_pairs, self.unpaired_states)
+
+    def unnamed_state_inputs(self) -> list[tuple[str, str]]:
+        """Find the data inputs that look like recurrent states but are neither paired nor fed.
+
+        Such an input is a float input of rank 3 shaped like a state, [n, batch, hidden]
+        with n and hidden fixed, for which an output of the same shape and type exists (see
+        `rnnedge.runtime.state.find_unnamed_states`). Returns (input, likely output) pairs.
+        """
+        key = self._inputs_key()
+        cached = self._unnamed_states
+        if cached is None or cached[0] != key:
+            paired = [pair.output for pair in self.state_pairs]
+            cached = (key, find_unnamed_states(self.data_inputs, self.outputs, paired))
+            self._unnamed_states = cached
+        return list(cached[1])
+
+    def check_unnamed_states(self) -> None:
+        """Raise InputError naming the inputs that `unnamed_state_inputs` finds, and the fix."""
+        found = self.unnamed_state_inputs()
+        if found:
+            raise unnamed_states_error(found)
+
+    def constant_feeds(
+        self, batch: int, batch_fix: str = "give an input of {batch} sequences"
+    ) -> dict[str, np.ndarray]:
+        """Return the constant inputs (`feeds`) for a run of `batch` sequences.
+
+        A one-value constant for an input of higher rank fills that input's shape, with
+        `batch` on its one dynamic axis (see `rnnedge.runtime.feeds.fill_constant`).
+
+        Args:
+            batch_fix: the other fix named when an array for an input shaped like a state
+                has another batch than `batch`; `{batch}` becomes the array's batch.
+
+        Raises:
+            InputError: a constant for an input shaped like a state [n, batch, hidden]
+                has another batch on axis 1.
+        """
+        constants = {}
+        for name, value in self.feeds.items():
+            info = self._inputs_by_name[name]
+            filled = fill_constant(value, info.shape, batch)
+            if shaped_like_state(info) and filled.ndim == 3 and filled.shape[1] != batch:
+                fix = batch_fix.format(batch=filled.shape[1])
+                raise InputError(
+                    f"--feed {name} has shape {list(filled.shape)}, for a batch of "
+                    f"{filled.shape[1]}, but the run has a batch of {batch}; give one value "
+                    f"(such as --feed {name}=0), which fills any batch, or {fix}"
+                )
+            constants[name] = filled
+        return constants
 
     def zero_states(self, batch: int) -> dict[str, np.ndarray]:
         """Return a zero value for every state input, paired or not, for `batch` sequences."""
@@ -287,6 +376,10 @@ class Session:
     ) -> dict[str, np.ndarray]:
         """Validate and normalize the data inputs and add the constant inputs; no state."""
         data_inputs = self.data_inputs
+        if isinstance(data, np.ndarray) and len(data_inputs) != 1 and data_inputs:
+            self._check_missing_states({data_inputs[0].name})
+        elif not isinstance(data, np.ndarray) and any(i.name not in data for i in data_inputs):
+            self._check_missing_states(data)
         if isinstance(data, np.ndarray):
             if len(data_inputs) != 1:
                 names = ", ".join(info.name for info in data_inputs) or "none"
@@ -313,10 +406,41 @@ class Session:
                 nonfinite=self.nonfinite, batch_first=self.batch_major,
             )  # fmt: skip
             feed[info.name] = self._normalize(array) if index == 0 else array
+        if len(data_inputs) > 1:
+            self._check_state_batches(feed, data_inputs, source)
         self._check_lengths(feed, data_inputs, source)
-        for name, value in self.feeds.items():
-            feed[name] = data.get(name, value)
+        if self.feeds:
+            for name, value in self.constant_feeds(self.batch_size(feed)).items():
+                feed[name] = data.get(name, value)
         return feed
+
+    def _check_missing_states(self, given: Collection[str]) -> None:
+        """Raise the error of `check_unnamed_states` where every data input that `given`
+        lacks looks like a recurrent state."""
+        missing = [info.name for info in self.data_inputs if info.name not in given]
+        states = dict(self.unnamed_state_inputs())
+        if missing and all(name in states for name in missing):
+            raise unnamed_states_error([(name, states[name]) for name in missing])
+
+    def _check_state_batches(
+        self, feed: Mapping[str, np.ndarray], data_inputs: Sequence[Any], source: str
+    ) -> None:
+        """Check that an input given for an unnamed state has the batch of the sequence
+        input, which ONNX Runtime would only report from inside the recurrent node."""
+        batch = self.batch_size(feed)
+        first = data_inputs[0].name
+        for name, _ in self.unnamed_state_inputs():
+            array = feed[name]
+            if array.ndim != 3 or array.shape[1] == batch:
+                continue
+            expected = (array.shape[0], batch, array.shape[2])
+            axis = 0 if self.batch_major else 1
+            raise InputError(
+                f"{source}[{name}] has shape {tuple(array.shape)}, a state for a batch of "
+                f"{array.shape[1]}, but {source}[{first}] of shape {tuple(feed[first].shape)} "
+                f"has a batch of {batch} on axis {axis} ({self.layout.value}); give {name} "
+                f"the shape {expected}"
+            )
 
     def _check_lengths(
         self, feed: Mapping[str, np.ndarray], data_inputs: Sequence[Any], source: str

@@ -8,6 +8,7 @@ that feeds it on the next call. rnnedge's exporter records the pairs in the mode
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,9 @@ import numpy as np
 from rnnedge.errors import InputError
 from rnnedge.runtime.feeds import split_assignment
 from rnnedge.runtime.inputs import _ORT_TO_NUMPY
+from rnnedge.runtime.layout import axis_kind
+
+_FLOAT_TYPES = ("tensor(float)", "tensor(float16)", "tensor(double)", "tensor(bfloat16)")
 
 
 @dataclass(frozen=True)
@@ -156,3 +160,92 @@ def _check_pair_shapes(state_in: Any, state_out: Any) -> None:
             f"{list(state_out.shape)}; a state pair names an input and the output of the "
             "same shape that carries it to the next call (for example h0=hn)"
         )
+
+
+def shaped_like_state(info: Any) -> bool:
+    """Return whether an input (`NodeArg`) has the type and shape of a recurrent state.
+
+    That is a float input of rank 3, [n, batch, hidden], with n and hidden fixed. A middle
+    axis named like a time axis marks a time-major sequence input of fixed batch size
+    instead.
+    """
+    shape = list(info.shape or ())
+    if info.type not in _FLOAT_TYPES or len(shape) != 3:
+        return False
+    first_fixed = isinstance(shape[0], int) and shape[0] > 0
+    last_fixed = isinstance(shape[2], int) and shape[2] > 0
+    return first_fixed and last_fixed and axis_kind(shape[1]) != "time"
+
+
+def find_unnamed_states(
+    data_inputs: Sequence[Any], outputs: Sequence[Any], paired_outputs: Iterable[str] = ()
+) -> list[tuple[str, str]]:
+    """Find the data inputs that look like recurrent states that no pair names.
+
+    Such an input is `shaped_like_state` and has an output of the same declared shape and
+    type among `outputs`, other than `paired_outputs`. The first data input is always
+    left as the sequence, so a model whose only input is shaped like a state has none.
+
+    Returns (input, likely output) pairs, where the likely output is the one whose name is
+    closest to the input's.
+    """
+    if len(data_inputs) < 2:
+        return []
+    claimed_outputs = set(paired_outputs)
+    found = []
+    for info in data_inputs:
+        if not shaped_like_state(info):
+            continue
+        candidates = [
+            output
+            for output in outputs
+            if output.name not in claimed_outputs
+            and output.type == info.type
+            and _same_declared_shape(info.shape, output.shape)
+        ]
+        if not candidates:
+            continue
+        # max() keeps the first of equally close names, so ties go to the earlier output.
+        likely = max(
+            candidates, key=lambda o: difflib.SequenceMatcher(None, info.name, o.name).ratio()
+        )
+        claimed_outputs.add(likely.name)
+        found.append((info.name, likely.name))
+    if len(found) == len(data_inputs):
+        found = found[1:]
+    return found
+
+
+def unnamed_states_error(found: Sequence[tuple[str, str]]) -> InputError:
+    """Build the error for inputs that `find_unnamed_states` found, naming both fixes."""
+    inputs = _join_names(name for name, _ in found)
+    outputs = _join_names(output for _, output in found)
+    pairs = " ".join(f"--state {name}={output}" for name, output in found)
+    constants = " ".join(f"--feed {name}=VALUE" for name, _ in found)
+    if len(found) == 1:
+        return InputError(
+            f"input {inputs} looks like a recurrent state (like output {outputs}); name the "
+            f"pair with {pairs}, or give a constant with {constants}"
+        )
+    return InputError(
+        f"inputs {inputs} look like recurrent states (like outputs {outputs}); name the "
+        f"pairs with {pairs}, or give constants with {constants}"
+    )
+
+
+def _join_names(names: Iterable[str]) -> str:
+    quoted = [repr(name) for name in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def _same_declared_shape(first: Sequence[Any], second: Sequence[Any]) -> bool:
+    """Return whether two declared shapes have equal fixed sizes and dynamic axes in the same
+    places."""
+    if len(first) != len(second):
+        return False
+    for a, b in zip(first, second, strict=True):
+        a_fixed = isinstance(a, int) and a > 0
+        b_fixed = isinstance(b, int) and b > 0
+        if a_fixed != b_fixed or (a_fixed and a != b):
+            return False
+    return True

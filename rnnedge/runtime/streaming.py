@@ -212,8 +212,8 @@ class StreamingSession:
 
         With IO binding, the returned arrays are the session's output buffers, which the
         next step at the same chunk shape overwrites: copy what you keep. Constant inputs
-        are bound once from the session's `feeds`, so values for them in `feed` are not
-        read after the first step at a chunk shape.
+        are bound once from the first step's `feed` at a chunk shape, so later values for
+        them in `feed` are not read.
         """
         names = self._data_names
         key = tuple(feed[name].shape for name in names)
@@ -313,7 +313,8 @@ class StreamingSession:
             self._bound[key] = BoundStep(
                 self.session.inference_session,
                 {name: feed[name] for name in names},
-                self.session.feeds,
+                # The constants as filled for this chunk's batch (`Session.constant_feeds`).
+                {name: np.ascontiguousarray(feed[name]) for name in self.session.feeds},
                 result,
                 self._states,
             )
