@@ -373,6 +373,8 @@ def test_remote_check_detects_regression(capsys, remote_sweep, board, exported, 
     assert code == 3, err
     checks = [d["check"] for d in json.loads(out)]
     assert [c["regressed"] for c in checks] == [True, True]
+    # Each regression is confirmed by a second measurement on the board.
+    assert [len(c["measured_p50s_ms"]) for c in checks] == [2, 2]
     assert "latency regressed in 2 of 2 configurations" in err
 
 

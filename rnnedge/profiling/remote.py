@@ -28,11 +28,13 @@ from rnnedge.profiling.catalog import (
     load_device,
     validate,
 )
+from rnnedge.profiling.check import confirm_regression
 from rnnedge.profiling.compare import (
     DEFAULT_TOLERANCE,
     CheckResult,
     baseline_for,
     check_regression,
+    config_key,
 )
 from rnnedge.profiling.profile import ProfileResult, file_sha256
 from rnnedge.profiling.ssh import (
@@ -136,7 +138,10 @@ def check_remote(
     """Re-measure on the board and compare each point with its stored measurements.
 
     The comparison is the one `rnnedge profile --check` makes on this host (see
-    `rnnedge.profiling.compare.check_regression`); nothing is stored.
+    `rnnedge.profiling.compare.check_regression`); nothing is stored. As on this host, a
+    point over its threshold counts as regressed only if a second measurement is over too
+    (`rnnedge.profiling.check.confirm_regression`). The board measures the whole request
+    again once when any point is over, because it takes the points of a sweep together.
 
     Raises:
         InputError: a point has no stored baseline in the local device profile.
@@ -145,14 +150,28 @@ def check_remote(
         models, target, sweep, device, user_dir, on_progress, **options
     )
     source = str(profile.path) if profile.path else f"device {profile.name!r}"
-    checked = []
-    for measurement in measurements:
-        baseline = baseline_for(measurement, profile.measurements, source)
-        outcome = check_regression(measurement, baseline, tolerance)
-        checked.append(
-            (ProfileResult(profile.name, measurement, _latency(measurement), None), outcome)
+    baselines = [baseline_for(m, profile.measurements, source) for m in measurements]
+    outcomes = [
+        check_regression(m, baseline, tolerance)
+        for m, baseline in zip(measurements, baselines, strict=True)
+    ]
+    if any(outcome.regressed for outcome in outcomes):
+        logger.info("%s: a point is over its threshold; measuring again", target.address)
+        _, repeats = measure_remote(
+            models, target, sweep, profile, user_dir, on_progress, **options
         )
-    return checked
+        repeated = {config_key(m): m for m in repeats}
+        for index, outcome in enumerate(outcomes):
+            repeat = repeated.get(config_key(measurements[index]))
+            if not outcome.regressed or repeat is None:
+                continue
+            repeat_outcome = check_regression(repeat, baselines[index], tolerance)
+            chosen, outcomes[index] = confirm_regression(outcome, repeat_outcome)
+            measurements[index] = (measurements[index], repeat)[chosen]
+    return [
+        (ProfileResult(profile.name, m, _latency(m), None), outcome)
+        for m, outcome in zip(measurements, outcomes, strict=True)
+    ]
 
 
 def measure_remote(
