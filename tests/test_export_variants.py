@@ -7,7 +7,11 @@ again and passed through the ONNX checker. Tolerance: 1e-5 absolute, as in conft
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -18,6 +22,10 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnedge.export import export_model
+from rnnedge.export.exporters import FlatOutputs
+from rnnedge.export.graph_dims import fix_output_dims, rename_input_symbols
+from rnnedge.export.inputs import BATCH, SEQUENCE, InputRole, InputSpec
+from rnnedge.export.parity import ParityCase, check_graph_parity
 
 F = 6  # features
 EXAMPLE = "1x10x6"
@@ -571,3 +579,234 @@ def test_packed_state_check_ignores_padded_output():
     lengths = torch.tensor([7, 3])
     assert packed_final_state_layers(PackedLastStep("gru"), [x, lengths]) == []
     assert packed_final_state_layers(PackedFinalState("gru"), [x, lengths]) == ["layer 'rnn' (GRU)"]
+
+
+class ProjectedWithState(nn.Module):
+    """A projected 2-layer LSTM returning its output and final h, both proj_size wide."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(8, 32, 2, batch_first=True, proj_size=16)
+
+    def forward(self, x):
+        out, (h, _) = self.rnn(x)
+        return out, h
+
+
+def _dims(values) -> dict[str, list[int | str]]:
+    return {
+        value.name: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+        for value in values
+    }
+
+
+def _parity_of_saved(path, model, features, output_axes):
+    """Run the parity check on the written file at shapes the export did not use."""
+    spec = InputSpec("input", InputRole.SEQUENCE, (BATCH, SEQUENCE, features))
+    return check_graph_parity(
+        FlatOutputs(model), path.read_bytes(), [spec], [(4, 23), (6, 2)], output_axes, seed=1
+    )
+
+
+def test_projected_output_dims_fixed(tmp_path):
+    model = ProjectedWithState()
+    report = _export(tmp_path, model, example="1x10x8")
+    text = report.format_text()
+    assert "outputs: output float32[batch, sequence, 16]; output_1 float32[2, batch, 16]" in text
+    assert report.outputs[1].shape == (2, "batch", 16)
+    saved = onnx.load(tmp_path / "model.onnx")
+    onnx.checker.check_model(saved, full_check=True)
+    assert _dims(saved.graph.output) == {
+        "output": ["batch", "sequence", 16],
+        "output_1": [2, "batch", 16],
+    }
+    metadata = {p.key: p.value for p in saved.metadata_props}
+    assert metadata["rnnedge.proj_size"] == "16"
+    assert metadata["rnnedge.exporter"] == "torchscript (trace)"
+    parity = _parity_of_saved(
+        tmp_path / "model.onnx", model, 8, [{0: BATCH, 1: SEQUENCE}, {1: BATCH}]
+    )
+    assert parity.passed, parity.cases
+
+
+# Models for the dynamo exporter, which runs in a child process per export. With torch
+# 2.13, torch.onnx.export(dynamo=True) of a second nn.GRU or nn.LSTM in one process fails
+# with "tracing inferred a static shape of 10" for the time axis.
+DYNAMO_MODELS = """
+import torch
+from torch import nn
+
+
+class GruWithState(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(6, 12, num_layers=2, batch_first=True)
+
+    def forward(self, x):
+        out, h = self.rnn(x)
+        return out, h
+
+
+class LstmTagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(6, 12, batch_first=True)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0])
+
+
+def gru_with_state():
+    torch.manual_seed(0)
+    return GruWithState()
+
+
+def lstm_tagger():
+    torch.manual_seed(0)
+    return LstmTagger()
+"""
+
+
+def _export_dynamo_cli(tmp_path, factory, *options):
+    """Export a factory of DYNAMO_MODELS with the CLI in a child process; return the report."""
+    (tmp_path / "dynamo_models.py").write_text(DYNAMO_MODELS)
+    command = [
+        sys.executable, "-m", "rnnedge", "export", f"{tmp_path / 'dynamo_models.py'}:{factory}",
+        "--example-shape", EXAMPLE, "--exporter", "dynamo", "-o", str(tmp_path / "model.onnx"),
+        "--json", *options,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _build_dynamo_model(factory):
+    namespace: dict = {}
+    exec(DYNAMO_MODELS, namespace)
+    return namespace[factory]()
+
+
+def test_dynamo_axes_named(tmp_path):
+    report = _export_dynamo_cli(tmp_path, "gru_with_state")
+    assert report["exporter"] == "dynamo"
+    assert report["inputs"][0]["shape"] == ["batch", "sequence", F]
+    assert [v["shape"] for v in report["outputs"]] == [["batch", "sequence", 12], [2, "batch", 12]]
+    saved = onnx.load(tmp_path / "model.onnx")
+    onnx.checker.check_model(saved, full_check=True)
+    assert _dims(saved.graph.input) == {"input": ["batch", "sequence", F]}
+    assert _dims(saved.graph.output) == {
+        "output": ["batch", "sequence", 12],
+        "output_1": [2, "batch", 12],
+    }
+    symbols = [
+        dim.dim_param
+        for value in [*saved.graph.input, *saved.graph.output, *saved.graph.value_info]
+        for dim in value.type.tensor_type.shape.dim
+        if re.search(r"\bs\d+\b", dim.dim_param)
+    ]
+    assert symbols == []
+    metadata = {p.key: p.value for p in saved.metadata_props}
+    assert metadata["rnnedge.exporter"] == "dynamo (torch.export)"
+    model = _build_dynamo_model("gru_with_state")
+    axes = [{0: BATCH, 1: SEQUENCE}, {1: BATCH}]
+    parity = _parity_of_saved(tmp_path / "model.onnx", model, F, axes)
+    assert parity.passed, parity.cases
+
+
+def test_dynamo_streaming_output_length_named(tmp_path):
+    # torch 2.13's dynamo exporter declares the example's length (10) on this output.
+    report = _export_dynamo_cli(tmp_path, "lstm_tagger", "--streaming")
+    assert report["exporter"] == "dynamo"
+    assert report["outputs"][0]["shape"] == ["batch", "sequence", 3]
+    assert [v["shape"] for v in report["inputs"]] == [
+        ["batch", "sequence", F],
+        [1, "batch", 12],
+        [1, "batch", 12],
+    ]
+
+
+def _output_graph(*shapes):
+    outputs = [
+        onnx.helper.make_tensor_value_info(f"out{i}", onnx.TensorProto.FLOAT, shape)
+        for i, shape in enumerate(shapes)
+    ]
+    return onnx.helper.make_graph([], "dims", [], outputs)
+
+
+# Three parity cases, (batch, length): the output sizes below are read per case.
+DIM_CASES = ((3, 37), (2, 1), (5, 123))
+
+
+@pytest.mark.parametrize(
+    ("declared", "observed", "planned", "expected"),
+    [
+        pytest.param("Transposeoutput_dim_2", (16, 16, 16), None, 16, id="fixed-size"),
+        pytest.param("unk__3", (3, 2, 5), None, "batch", id="follows-batch"),
+        pytest.param("unk__4", (37, 1, 123), None, "sequence", id="follows-length"),
+        pytest.param("unk__5", (4, 7, 9), None, "unk__5", id="no-name-derivable"),
+        pytest.param("unk__6", (4, 7, 9), "dim1", "dim1", id="planned-name"),
+        pytest.param("2*sequence", (74, 2, 246), None, "2*sequence", id="readable-expression"),
+        pytest.param("batch", (3, 2, 5), None, "batch", id="axis-name-kept"),
+        pytest.param(10, (37, 1, 123), "sequence", "sequence", id="contradicted-size-named"),
+        pytest.param(10, (4, 7, 9), None, 0, id="contradicted-size-cleared"),
+        pytest.param(8, (8, 8, 8), None, 8, id="size-kept"),
+    ],
+)
+def test_fix_output_dims_cases(declared, observed, planned, expected):
+    graph = _output_graph([declared])
+    cases = [
+        ParityCase(batch, seq_len, 0.0, output_shapes=((size,),))
+        for (batch, seq_len), size in zip(DIM_CASES, observed, strict=True)
+    ]
+    output_axes = [{0: planned}] if planned else [{}]
+    axis_names = {BATCH, SEQUENCE, "dim1"}
+    changes = fix_output_dims(graph, cases, output_axes, axis_names)
+    assert _dims(graph.output) == {"out0": [expected]}
+    assert bool(changes) == (expected != declared)
+
+
+def test_fix_output_dims_needs_every_case():
+    graph = _output_graph(["unk__1"])
+    cases = [
+        ParityCase(3, 37, 0.0, output_shapes=((16,),)),
+        ParityCase(2, 1, float("inf"), detail="ONNX Runtime failed"),
+    ]
+    assert fix_output_dims(graph, cases, [{}], {BATCH, SEQUENCE}) == []
+    assert _dims(graph.output) == {"out0": ["unk__1"]}
+
+
+def test_rename_input_symbols_everywhere():
+    graph = onnx.helper.make_graph(
+        [],
+        "symbols",
+        [
+            onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["s2", "s4", F]),
+            onnx.helper.make_tensor_value_info("h0", onnx.TensorProto.FLOAT, [1, "s2", 12]),
+        ],
+        [onnx.helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["s2", "s4 + 1"])],
+        value_info=[onnx.helper.make_tensor_value_info("mid", onnx.TensorProto.FLOAT, ["s42"])],
+    )
+    specs = [
+        InputSpec("input", InputRole.SEQUENCE, (BATCH, SEQUENCE, F)),
+        InputSpec("h0", InputRole.STATE_H, (1, BATCH, 12)),
+    ]
+    assert rename_input_symbols(graph, specs) == {"s2": "batch", "s4": "sequence"}
+    assert _dims(graph.input) == {"input": ["batch", "sequence", F], "h0": [1, "batch", 12]}
+    assert _dims(graph.output) == {"output": ["batch", "sequence + 1"]}
+    assert _dims(graph.value_info) == {"mid": ["s42"]}
+
+
+def test_rename_input_symbols_keeps_ambiguous():
+    # One symbol at the batch axis of one input and the time axis of another.
+    graph = onnx.helper.make_graph(
+        [],
+        "symbols",
+        [
+            onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["s0", "s0", F]),
+        ],
+        [],
+    )
+    specs = [InputSpec("input", InputRole.SEQUENCE, (BATCH, SEQUENCE, F))]
+    assert rename_input_symbols(graph, specs) == {}
+    assert _dims(graph.input) == {"input": ["s0", "s0", F]}

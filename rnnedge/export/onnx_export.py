@@ -40,6 +40,8 @@ from rnnedge.export.exporters import (
     export_torchscript,
     require_dynamo,
 )
+from rnnedge.export.graph_dims import fix_output_dims, rename_input_symbols
+from rnnedge.export.inputs import BATCH, SEQUENCE
 from rnnedge.export.parity import DEFAULT_ATOL, ParityReport, check_graph_parity
 from rnnedge.export.plan import ExportPlan, plan_export
 from rnnedge.export.report import Attempt, ExportReport, GraphValue
@@ -139,7 +141,7 @@ def export_model(
             proto = _run_strategy(strategy, loaded, plan, strategy_opset, trace_warnings)
             if strategy.capture is Capture.TRACE and len(trace_warnings) > seen:
                 raise ExportError(_traced_constructs(loaded, trace_warnings[seen:]))
-            data, proto = _finish(onnx, proto, plan.metadata, strategy)
+            data, proto = _finish(onnx, proto, plan, strategy)
             parity = check_graph_parity(
                 plan.reference,
                 data,
@@ -168,6 +170,7 @@ def export_model(
         logger.warning("exported with %s after: %s", strategy, "; ".join(
             f"{a.exporter} ({a.capture}): {a.error}" for a in attempts
         ))  # fmt: skip
+    data, proto = _name_output_dims(onnx, data, proto, plan, parity)
     chunks = ()
     if plan.streaming is not None:
         chunks = tuple(
@@ -296,7 +299,7 @@ def _run_strategy(
     return export_dynamo(plan.module, args, plan.input_names, plan.output_names, axes, opset)
 
 
-def _finish(onnx, proto, metadata: ModelMetadata, strategy: Strategy):
+def _finish(onnx, proto, plan: ExportPlan, strategy: Strategy):
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
@@ -305,8 +308,11 @@ def _finish(onnx, proto, metadata: ModelMetadata, strategy: Strategy):
         proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     except onnx.shape_inference.InferenceError as exc:
         raise ExportError(f"ONNX shape inference failed: {str(exc)[:300]}") from exc
+    renamed = rename_input_symbols(proto.graph, plan.specs)
+    if renamed:
+        logger.info("renamed the exporter's axis symbols: %s", _describe_mapping(renamed))
     del proto.metadata_props[:]
-    props = metadata.to_props()
+    props = plan.metadata.to_props()
     props[f"{PREFIX}exporter"] = f"{strategy.exporter.value} ({strategy.capture.value})"
     for key, value in props.items():
         entry = proto.metadata_props.add()
@@ -314,6 +320,40 @@ def _finish(onnx, proto, metadata: ModelMetadata, strategy: Strategy):
     proto.producer_name = "rnnedge"
     proto.producer_version = __version__
     return proto.SerializeToString(), proto
+
+
+def _name_output_dims(onnx, data: bytes, proto, plan: ExportPlan, parity: ParityReport):
+    """Fix or name the graph output dims that the exporter left without a readable name.
+
+    The sizes come from the parity cases (see `fix_output_dims`), so this runs only after
+    parity passed. Returns the serialized model and the model, which keeps its metadata.
+    When the changed model fails the ONNX checker, the unchanged one is returned.
+    """
+    named = onnx.ModelProto()
+    named.CopyFrom(proto)
+    axis_names = {BATCH, SEQUENCE}
+    for spec in plan.specs:
+        axis_names.update(spec.dynamic_axes().values())
+    for axes in plan.output_axes:
+        axis_names.update(axes.values())
+    changes = fix_output_dims(named.graph, parity.cases, plan.output_axes, axis_names)
+    if not changes:
+        return data, proto
+    try:
+        onnx.checker.check_model(named, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        logger.warning(
+            "kept the exporter's output dims, because the model with %s fails the ONNX "
+            "checker: %s",
+            ", ".join(changes), str(exc)[:300],
+        )  # fmt: skip
+        return data, proto
+    logger.info("output dims set from the parity cases: %s", ", ".join(changes))
+    return named.SerializeToString(), named
+
+
+def _describe_mapping(mapping: dict[str, str]) -> str:
+    return ", ".join(f"{old} -> {new}" for old, new in sorted(mapping.items()))
 
 
 def _graph_values(values) -> list[GraphValue]:

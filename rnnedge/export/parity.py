@@ -41,6 +41,8 @@ class ParityCase:
     except that the error of a carried state output is divided by max(1, max |state|)
     (see `compare_outputs`). `max_abs_reference` is the largest |PyTorch output| among the
     other outputs, and `detail` gives the reason when the error is infinite.
+    `output_shapes` contains the shape of each graph output that ONNX Runtime returned, in
+    graph output order, and is empty when ONNX Runtime failed.
     """
 
     batch: int
@@ -50,6 +52,7 @@ class ParityCase:
     input_std: float = 1.0
     max_abs_reference: float = 0.0
     detail: str = ""
+    output_shapes: tuple[tuple[int, ...], ...] = ()
 
     def describe(self) -> str:
         """Return "batch 3, length 37" plus the input distribution when it is shifted."""
@@ -193,6 +196,7 @@ def check_graph_parity(
                 std,
                 comparison.max_abs_reference,
                 comparison.detail,
+                tuple(tuple(array.shape) for array in actual),
             )
         )
     return ParityReport(tuple(cases), atol)
