@@ -797,3 +797,20 @@ def test_profile_output_singular_counts(capsys, exported, tmp_path):
     assert code == 0
     assert "1 thread)" in out
     assert "(1 run after" in out
+
+
+def test_devices_dir_from_checkout_subfolder(tmp_path, monkeypatch):
+    from rnnedge.commands._common import default_devices_dir
+
+    root = tmp_path / "clone"
+    (root / "rnnedge").mkdir(parents=True)
+    (root / "rnnedge" / "__init__.py").write_text("")
+    (root / "pyproject.toml").write_text('[project]\nname = "rnnedge"\n')
+    (root / "devices").mkdir()
+    (root / "docs" / "deep").mkdir(parents=True)
+    monkeypatch.chdir(root / "docs" / "deep")
+    assert default_devices_dir() == Path("..", "..", ".rnnedge", "devices")
+    (root / "docs" / "deep" / "devices").mkdir()
+    assert default_devices_dir() == Path("devices")
+    monkeypatch.chdir(tmp_path)
+    assert default_devices_dir() == Path("devices")

@@ -109,8 +109,9 @@ CHECKOUT_DEVICES_DIR = Path(".rnnedge") / "devices"
 
 
 def default_devices_dir() -> Path:
-    """Return `./devices`, or `./.rnnedge/devices` when `./devices` is a shipped catalog,
-    as at the root of any rnnedge source checkout."""
+    """Return `./devices`, or `.rnnedge/devices` at the root of the rnnedge source checkout
+    that the working directory lies in (whose `devices/` is the shipped catalog), unless
+    the working directory has a `devices/` folder of its own."""
     from rnnedge.profiling.catalog import is_catalog_folder
 
     local = Path("devices")
@@ -120,6 +121,19 @@ def default_devices_dir() -> Path:
             CHECKOUT_DEVICES_DIR,
         )
         return CHECKOUT_DEVICES_DIR
+    # In a subfolder of a checkout (docs/, say) that has no devices/ yet, the measurements
+    # go to the root's folder, as they would from the root, not to a new folder there.
+    if local.is_dir():
+        return local
+    here = Path.cwd()
+    for parent in here.parents:
+        if is_catalog_folder(parent / "devices"):
+            found = Path(os.path.relpath(parent / CHECKOUT_DEVICES_DIR, here))
+            logger.info(
+                "this folder lies in the rnnedge checkout at %s; using %s for device profiles",
+                parent, found,
+            )  # fmt: skip
+            return found
     return local
 
 
