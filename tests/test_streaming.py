@@ -294,7 +294,89 @@ def test_layout_default_when_undecided(tmp_path, caplog):
     with caplog.at_level(logging.DEBUG, logger="rnnedge"):
         caplog.clear()
         assert Session(path, provider="cpu", feeds={"h0": np.zeros((2, 1, HIDDEN))}).batch_major
-    assert "bm.onnx: batch-major layout by default" in caplog.text
+    # A state given as a constant shares its batch axis with the sequence input too.
+    assert "bm.onnx: batch-major layout from the batch axis 'd0'" in caplog.text
+    auto_path, _ = export_auto_named(tmp_path / "auto.onnx")
+    with caplog.at_level(logging.DEBUG, logger="rnnedge"):
+        caplog.clear()
+        session = Session(auto_path, provider="cpu", state_pairs=[("h0", "hn")])
+    assert session.batch_major
+    assert session.layout_guessed
+    assert "auto.onnx: batch-major layout by default" in caplog.text
+
+
+def export_auto_named(path: Path, fixed: bool = False) -> tuple[Path, StatefulRNN]:
+    """Export a time-major GRU with a state input as torch.onnx.export does without axis
+    names: `dynamic_axes` given as lists of axes, which torch names `x_dynamic_axes_1` and
+    so on, or with `fixed`, no dynamic axes at all (x [4, 2, 5], h0 [2, 2, 16])."""
+    torch.manual_seed(0)
+    model = StatefulRNN("gru", batch_first=False).eval()
+    example = (torch.randn(4, 2, FEATURES), torch.zeros(2, 2, HIDDEN))
+    axes = None if fixed else {"x": [0, 1], "h0": [1], "y": [0, 1], "hn": [1]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, example, str(path), input_names=["x", "h0"],
+                          output_names=["y", "hn"], dynamic_axes=axes, opset_version=17,
+                          dynamo=False)  # fmt: skip
+    return path, model
+
+
+def test_layout_from_fixed_state_size(tmp_path, rng, caplog):
+    """A fixed [4, 2, 5] sequence with a fixed [2, 2, 16] state is time-major: the state's
+    batch of 2 is axis 1 of the sequence."""
+    path, model = export_auto_named(tmp_path / "fixed.onnx", fixed=True)
+    with caplog.at_level(logging.DEBUG, logger="rnnedge"):
+        session = Session(path, provider="cpu", state_pairs=[("h0", "hn")])
+    assert not session.batch_major
+    assert "fixed.onnx: time-major layout from the batch axis 2 of a state input" in caplog.text
+    x = sequence(rng, batch=2, length=4, time_major=True)
+    expected = _gru_reference(model, x, np.zeros((2, 2, HIDDEN), np.float32))
+    np.testing.assert_allclose(session.run(x)["y"], expected, atol=TORCH_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("how", [["--state", "h0=hn"], ["--feed", "h0=0"],
+                                 ["--state", "h0=hn", "--stream", "--chunk", "3"]],
+                         ids=["state", "feed", "stream"])  # fmt: skip
+def test_cli_layout_option_time_major(capsys, tmp_path, rng, how):
+    path, model = export_auto_named(tmp_path / "auto.onnx")
+    x = sequence(rng, batch=3, length=10, time_major=True)
+    np.save(tmp_path / "x.npy", x)
+    args = ["run", path, "-i", tmp_path / "x.npy", *how, "-o", tmp_path / "out.npz"]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "pass --layout batch-major or --layout time-major" in err
+    assert not (tmp_path / "out.npz").exists()
+    code, out, err = run_cli(capsys, *args, "--layout", "time-major")
+    assert code == 0, err
+    assert "input x: (10, 3, 5) read as (time, batch, features), as --layout sets it\n" in out
+    expected = _gru_reference(model, x, np.zeros((2, 3, HIDDEN), np.float32))
+    np.testing.assert_allclose(np.load(tmp_path / "out.npz")["y"], expected, atol=TORCH_ATOL,
+                               rtol=0)  # fmt: skip
+
+
+def test_cli_default_layout_is_named(capsys, tmp_path, rng):
+    """Where both layouts give one batch, the default guess runs, and the layout line
+    calls it a guess."""
+    path, _ = export_auto_named(tmp_path / "auto.onnx")
+    np.save(tmp_path / "x.npy", sequence(rng, batch=3, length=3, time_major=True))
+    code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy", "--state", "h0=hn")
+    assert code == 0, err
+    assert out.splitlines()[1] == (
+        "input x: (3, 3, 5) read as (batch, time, features), by default: the axis names "
+        "do not decide it; pass --layout to set it"
+    )
+
+
+def test_layout_option_against_metadata(streaming_models):
+    path, _ = streaming_models["gru"]
+    assert Session(path, provider="cpu", layout="batch-major").batch_major
+    with pytest.raises(InputError, match=r"^--layout time-major contradicts gru.onnx, whose "
+                       r"rnnedge metadata records batch-major; drop --layout"):  # fmt: skip
+        Session(path, provider="cpu", layout="time-major")
+    with pytest.raises(InputError, match=r"^layout must be batch-major or time-major, got 'tm'"):
+        StreamingSession(path, provider="cpu", layout="tm")
 
 
 def test_profile_feed_follows_inferred_layout(tmp_path):

@@ -189,6 +189,22 @@ def state_and_feed_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
+def layout_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add `--layout batch-major|time-major` to a command that opens a Session.
+
+    The command receives the value as `layout` (None when not given), the Session's
+    `layout` argument.
+    """
+    return click.option(
+        "--layout",
+        type=click.Choice(["batch-major", "time-major"]),
+        default=None,
+        help="Axis order of the sequence input for a model whose metadata records none: "
+        "batch-major (batch, time, features) or time-major (time, batch, features). "
+        "[default: inferred from the axis names, else batch-major]",
+    )(command)
+
+
 def state_and_feed_arguments(states: tuple[str, ...], feeds: tuple[str, ...]) -> dict[str, Any]:
     """Parse `--state` and `--feed` texts into the Session's `state_pairs` and `feeds`."""
     from rnnedge.runtime.feeds import parse_feed_specs

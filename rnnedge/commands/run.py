@@ -11,6 +11,7 @@ from rnnedge.commands._common import (
     PROVIDER_CHOICES,
     check_threads_option,
     emit_json,
+    layout_option,
     state_and_feed_arguments,
     state_and_feed_options,
     verbosity_options,
@@ -70,6 +71,7 @@ from rnnedge.errors import InputError
     help="Time steps per call with --stream.",
 )
 @state_and_feed_options
+@layout_option
 @click.option(
     "--nonfinite",
     type=click.Choice(["error", "warn"]),
@@ -82,7 +84,8 @@ from rnnedge.errors import InputError
 def run_command(model: Path, input_path: Path, output: Path | None, provider: str,
                 device: str | None, strict_provider: bool, threads: int | None,
                 no_normalize: bool, stream: bool, chunk: int, states: tuple[str, ...],
-                feeds: tuple[str, ...], nonfinite: str, as_json: bool) -> None:  # fmt: skip
+                feeds: tuple[str, ...], layout: str | None, nonfinite: str,
+                as_json: bool) -> None:  # fmt: skip
     """Run inference on an input file, as one batch or streamed chunk by chunk."""
     from rnnedge._fileio import check_output_path
     from rnnedge.runtime import Session, StreamingSession, load_array_file
@@ -112,6 +115,7 @@ def run_command(model: Path, input_path: Path, output: Path | None, provider: st
         "normalize": not no_normalize,
         **state_and_feed_arguments(states, feeds),
         "nonfinite": nonfinite,
+        "layout": layout,
         "report_placement": True,
     }
     source = f"input {input_path.name}"

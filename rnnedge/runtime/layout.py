@@ -3,13 +3,15 @@
 rnnedge's exporter records the layout (`rnnedge.layout`). A model exported elsewhere, such
 as by `torch.onnx.export` of an `nn.GRU` with `batch_first=False`, records none. Its layout
 is then read from the names of its dynamic axes. Where those say nothing, the batch axis of
-a state input decides, because a recurrent state shares it with the sequence input.
+a state input decides, because a recurrent state shares it with the sequence input: by its
+axis name, or for shapes that the exporter fixed, by its size.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -20,6 +22,24 @@ TIME_AXIS_PREFIXES = ("time", "seq", "len", "step")
 # Names, and prefixes, of an axis name that marks the batch axis: batch, batch_size, N.
 BATCH_AXIS_NAMES = ("n", "b", "bs")
 BATCH_AXIS_PREFIXES = ("batch",)
+
+# The rules of `decide_layout`, as `LayoutRule.rule` names the one that decided.
+BY_AXIS_NAMES = "axis names"
+BY_STATE_INPUT = "state input"
+BY_DEFAULT = "default"
+
+
+@dataclass(frozen=True)
+class LayoutRule:
+    """An inferred layout and the rule of `decide_layout` that decided it."""
+
+    time_major: bool
+    rule: str
+
+    @property
+    def guessed(self) -> bool:
+        """Whether no rule decided, so that the layout is batch-major by default."""
+        return self.rule == BY_DEFAULT
 
 
 def axis_kind(dim: Any) -> str | None:
@@ -37,6 +57,14 @@ def axis_kind(dim: Any) -> str | None:
 def is_time_major(
     data_shape: Sequence[Any], state_shapes: Sequence[Sequence[Any]] = (), model: str = "model"
 ) -> bool:
+    """Infer whether a sequence input of declared shape `data_shape` is (time, batch, ...),
+    by the rules of `decide_layout`."""
+    return decide_layout(data_shape, state_shapes, model).time_major
+
+
+def decide_layout(
+    data_shape: Sequence[Any], state_shapes: Sequence[Sequence[Any]] = (), model: str = "model"
+) -> LayoutRule:
     """Infer whether a sequence input of declared shape `data_shape` is (time, batch, ...).
 
     The rules, in order, and the first that decides wins:
@@ -44,14 +72,16 @@ def is_time_major(
     1. the names of the first two axes: a time name (`time`, `seq`, `sequence`, `length`,
        `steps`) first or a batch name (`batch`, `N`) second means time-major, and the
        reverse means batch-major;
-    2. the batch axis of a state input in `state_shapes` (its one dynamic axis name) found
-       at exactly one of the first two axes of the sequence input;
+    2. the batch axis of a state input in `state_shapes` found at exactly one of the first
+       two axes of the sequence input: its one dynamic axis by name, or, for a state of
+       fixed shape [n, batch, hidden], its axis 1 by size (a fixed [5, 3, 8] sequence
+       with a [1, 3, 16] state is time-major);
     3. batch-major, the layout of `rnnedge export` and of `batch_first=True`.
 
     The deciding rule is logged at debug level.
     """
     if len(data_shape) < 3:
-        return False
+        return LayoutRule(False, BY_DEFAULT)
     first, second = data_shape[0], data_shape[1]
     by_names = _decide(axis_kind(first) == "time" or axis_kind(second) == "batch",
                        axis_kind(first) == "batch" or axis_kind(second) == "time")  # fmt: skip
@@ -60,7 +90,7 @@ def is_time_major(
             "%s: %s layout from the axis names %s of its sequence input",
             model, _layout_name(by_names), list(data_shape[:2]),
         )  # fmt: skip
-        return by_names
+        return LayoutRule(by_names, BY_AXIS_NAMES)
     for state_shape in state_shapes:
         batch_dim = _state_batch_dim(state_shape)
         if batch_dim is None:
@@ -74,13 +104,13 @@ def is_time_major(
                 model, _layout_name(by_state), batch_dim, 1 if by_state else 0,
                 list(data_shape),
             )  # fmt: skip
-            return by_state
+            return LayoutRule(by_state, BY_STATE_INPUT)
     logger.debug(
         "%s: batch-major layout by default: neither the axis names %s nor a state input "
         "decide it",
         model, list(data_shape),
     )  # fmt: skip
-    return False
+    return LayoutRule(False, BY_DEFAULT)
 
 
 def _decide(time_major: bool, batch_major: bool) -> bool | None:
@@ -91,10 +121,13 @@ def _decide(time_major: bool, batch_major: bool) -> bool | None:
 
 
 def _state_batch_dim(shape: Sequence[Any]) -> Any:
-    """Return the name of the one dynamic axis of a state input, its batch axis, or None."""
+    """Return the batch axis of a state input: the name of its one dynamic axis, or the
+    size of axis 1 of a fixed [n, batch, hidden] shape; else None."""
     dynamic = [dim for dim in shape if not (isinstance(dim, int) and dim > 0)]
     if len(dynamic) == 1 and isinstance(dynamic[0], str) and dynamic[0]:
         return dynamic[0]
+    if not dynamic and len(shape) == 3:
+        return shape[1]
     return None
 
 

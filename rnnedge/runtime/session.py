@@ -23,7 +23,7 @@ from rnnedge.runtime.inputs import (
     check_state_input,
     describe,
 )
-from rnnedge.runtime.layout import axis_kind, is_time_major
+from rnnedge.runtime.layout import BY_AXIS_NAMES, BY_DEFAULT, axis_kind, decide_layout
 from rnnedge.runtime.metadata import PREFIX, Layout, ModelMetadata, Task
 from rnnedge.runtime.options import cpu_settings, merge_options, provider_options
 from rnnedge.runtime.placement import Placement, read_profile
@@ -47,6 +47,10 @@ from rnnedge.runtime.state import (
 logger = logging.getLogger(__name__)
 
 NONFINITE_POLICIES = ("error", "warn")
+# Where `Session.layout_source` says the layout came from, beside the rules of
+# `rnnedge.runtime.layout.decide_layout`.
+LAYOUT_METADATA = "metadata"
+LAYOUT_OPTION = "layout argument"
 # The roles in `rnnedge.input_roles` of a recurrent state input, which starts at zero in
 # a run that does not feed it, with or without a state pair.
 STATE_ROLES = ("state_h", "state_c")
@@ -96,6 +100,10 @@ class Session:
             but no pair.
         nonfinite: `error` rejects NaN or infinite input values; `warn` logs a warning
             and runs anyway.
+        layout: the axis order of the sequence input, `batch-major` or `time-major`, for
+            a model whose metadata does not record it; None infers it from the axis names
+            (see `rnnedge.runtime.layout`). A value that contradicts the metadata raises
+            `InputError`.
         report_placement: profile the first run to learn which provider ran each node;
             the result is in `placement` after that run.
     """
@@ -114,6 +122,7 @@ class Session:
         feeds: Mapping[str, Any] | None = None,
         state_pairs: Sequence[tuple[str, str]] | None = None,
         nonfinite: str = "error",
+        layout: Layout | str | None = None,
         report_placement: bool = False,
     ) -> None:
         self.path = open_model_file(path)
@@ -185,7 +194,7 @@ class Session:
                 f"--feed gives {', '.join(map(repr, self.feeds))}, which leaves no input "
                 "for the data; remove the sequence input from --feed and pass it with --input"
             )
-        self._batch_major = self._infer_batch_major(props)
+        self._batch_major, self.layout_source = self._choose_layout(props, layout)
         # The array names an input file may have: inputs, and the outputs of state pairs,
         # which give a start state (see `given_states`).
         self._accepted_names = set(self.input_names) | {p.output for p in self.state_pairs}
@@ -209,9 +218,15 @@ class Session:
 
     @property
     def batch_major(self) -> bool:
-        """Whether the sequence input is (batch, time, ...): from the metadata, or else
-        inferred from the model's axis names (see `rnnedge.runtime.layout`)."""
+        """Whether the sequence input is (batch, time, ...): from the metadata, the `layout`
+        argument, or else inferred from the model's axis names (see `layout_source`)."""
         return self._batch_major
+
+    @property
+    def layout_guessed(self) -> bool:
+        """Whether the layout is batch-major only by default, because neither the metadata,
+        the `layout` argument, nor the axis names decide it."""
+        return self.layout_source == BY_DEFAULT
 
     @property
     def layout(self) -> Layout:
@@ -258,7 +273,13 @@ class Session:
         if not isinstance(array, np.ndarray) or array.ndim != 3:
             return None
         axes = "(batch, time, features)" if self.batch_major else "(time, batch, features)"
-        return f"input {name}: {tuple(array.shape)} read as {axes}, the model's layout"
+        if self.layout_guessed:
+            how = "by default: the axis names do not decide it; pass --layout to set it"
+        elif self.layout_source == LAYOUT_OPTION:
+            how = "as --layout sets it"
+        else:
+            how = "the model's layout"
+        return f"input {name}: {tuple(array.shape)} read as {axes}, {how}"
 
     def _inputs_key(self) -> tuple[Any, ...]:
         return (tuple(self.feeds), self.state_pairs, self.unpaired_states)
@@ -405,7 +426,10 @@ class Session:
                 data[info.name], info.name, info.shape, info.type, label,
                 nonfinite=self.nonfinite, batch_first=self.batch_major,
             )  # fmt: skip
-            feed[info.name] = self._normalize(array) if index == 0 else array
+            if index == 0:
+                self.check_layout_decided(array, label)
+                array = self._normalize(array)
+            feed[info.name] = array
         if len(data_inputs) > 1:
             self._check_state_batches(feed, data_inputs, source)
         self._check_lengths(feed, data_inputs, source)
@@ -413,6 +437,34 @@ class Session:
             for name, value in self.constant_feeds(self.batch_size(feed)).items():
                 feed[name] = data.get(name, value)
         return feed
+
+    def check_layout_decided(self, sequence: np.ndarray, label: str) -> None:
+        """Raise InputError where the layout is batch-major only by default, a state's batch
+        comes from the batch axis, and the sequence array has other sizes on axes 0 and 1.
+
+        ONNX Runtime would otherwise report the state's batch from inside the recurrent
+        node, as an internal error.
+        """
+        if not self.layout_guessed or sequence.ndim != 3:
+            return
+        states = self._batched_state_names()
+        if not states or sequence.shape[0] == sequence.shape[1]:
+            return
+        first, second = sequence.shape[:2]
+        raise InputError(
+            f"{label} has shape {tuple(sequence.shape)}, a batch of {first} on axis 0 or of "
+            f"{second} on axis 1: the model records no layout, and its axis names do not "
+            f"decide it. State input {states[0]!r} takes a state for the batch; pass "
+            "--layout batch-major or --layout time-major"
+        )
+
+    def _batched_state_names(self) -> list[str]:
+        """Name the state inputs whose batch a run takes from the sequence input: paired,
+        unpaired, constant-filled or given in the input file."""
+        names = [state.input for state in (*self.state_pairs, *self.unpaired_states)]
+        names += [name for name in self.feeds if shaped_like_state(self._inputs_by_name[name])]
+        names += [name for name, _ in self.unnamed_state_inputs()]
+        return names
 
     def _check_missing_states(self, given: Collection[str]) -> None:
         """Raise the error of `check_unnamed_states` where every data input that `given`
@@ -562,14 +614,36 @@ class Session:
                 return info.name
         return None
 
-    def _infer_batch_major(self, props: Mapping[str, str]) -> bool:
+    def _choose_layout(
+        self, props: Mapping[str, str], layout: Layout | str | None
+    ) -> tuple[bool, str]:
+        """Return whether the sequence input is batch-major, and where that came from:
+        `LAYOUT_METADATA`, `LAYOUT_OPTION` or the rule of `decide_layout` that decided."""
+        requested = _parse_layout(layout)
         if f"{PREFIX}layout" in props:
-            return self.metadata.layout is Layout.BATCH_MAJOR
+            recorded = self.metadata.layout
+            if requested is not None and requested is not recorded:
+                raise InputError(
+                    f"--layout {requested.value} contradicts {self.path.name}, whose rnnedge "
+                    f"metadata records {recorded.value}; drop --layout for this model"
+                )
+            return recorded is Layout.BATCH_MAJOR, LAYOUT_METADATA
         data_inputs = self.data_inputs
         if not data_inputs:
-            return True
-        states = [state.shape for state in (*self.state_pairs, *self.unpaired_states)]
-        return not is_time_major(data_inputs[0].shape, states, self.path.name)
+            batch_major = requested is not Layout.TIME_MAJOR
+            return batch_major, BY_DEFAULT if requested is None else LAYOUT_OPTION
+        states = [self._inputs_by_name[name].shape for name in self._batched_state_names()]
+        decided = decide_layout(data_inputs[0].shape, states, self.path.name)
+        if requested is None:
+            return not decided.time_major, decided.rule
+        if not decided.guessed and decided.time_major != (requested is Layout.TIME_MAJOR):
+            evidence = "the axis names" if decided.rule == BY_AXIS_NAMES else "a state input"
+            logger.warning(
+                "--layout %s overrides the %s layout read from %s of %s",
+                requested.value, "time-major" if decided.time_major else "batch-major",
+                evidence, self.path.name,
+            )  # fmt: skip
+        return requested is Layout.BATCH_MAJOR, LAYOUT_OPTION
 
     def _unpaired_states(self) -> tuple[StateInput, ...]:
         """Collect the inputs that the metadata gives a state role but that have no state
@@ -588,6 +662,16 @@ def provider_options_for(name: str, values: Mapping[str, Any]) -> dict[str, Any]
     if name in ("cuda", "tensorrt"):
         return provider_options(name, values)
     return dict(values)
+
+
+def _parse_layout(layout: Layout | str | None) -> Layout | None:
+    if layout is None or isinstance(layout, Layout):
+        return layout
+    try:
+        return Layout(layout)
+    except ValueError:
+        choices = " or ".join(item.value for item in Layout)
+        raise InputError(f"layout must be {choices}, got {layout!r}") from None
 
 
 def _mismatch_hint(missing: Sequence[str], unknown: Sequence[str]) -> str:

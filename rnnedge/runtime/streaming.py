@@ -43,6 +43,9 @@ class StreamingSession:
         state_pairs: (state input, state output) names, for a model whose metadata does
             not record them.
         feeds: constant inputs by name, as for `Session`.
+        layout: `batch-major` or `time-major` for a model whose metadata records no
+            layout, as for `Session`; streaming a model whose layout is only batch-major
+            by default raises `InputError`.
         io_binding: run the steps through preallocated IO-bound buffers; False runs each
             step with `InferenceSession.run`, for comparison.
         state_on_device: keep the state in buffers that ONNX Runtime allocates on the
@@ -64,6 +67,7 @@ class StreamingSession:
         *,
         state_pairs: Sequence[tuple[str, str]] | None = None,
         feeds: Mapping[str, Any] | None = None,
+        layout: str | None = None,
         io_binding: bool = True,
         state_on_device: bool | None = None,
         **session_kwargs: Any,
@@ -71,7 +75,7 @@ class StreamingSession:
         self.session = Session(
             path, device=device, provider=provider, strict_provider=strict_provider,
             threads=threads, normalize=normalize, state_pairs=state_pairs, feeds=feeds,
-            **session_kwargs,
+            layout=layout, **session_kwargs,
         )  # fmt: skip
         if not self.session.state_pairs and not self._has_possible_state():
             raise InputError(
@@ -99,6 +103,14 @@ class StreamingSession:
             raise InputError(
                 f"{self.session.path.name} has no input left to stream: every input is a "
                 "state or a constant; remove one of them from --state or --feed"
+            )
+        sequence = self.session.data_inputs[0]
+        if self.session.layout_guessed and len(sequence.shape or ()) == 3:
+            raise InputError(
+                f"{self.session.path.name} records no layout, and the axis names "
+                f"{list(sequence.shape)} of its input {sequence.name!r} do not say which axis "
+                "is time, along which streaming cuts chunks; pass --layout batch-major or "
+                "--layout time-major"
             )
         self.io_binding = io_binding
         self.state_device = _state_device(self.session, io_binding, state_on_device)
