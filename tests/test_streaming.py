@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -408,8 +409,13 @@ def test_state_shaped_output_not_concatenated(tmp_path, rng, batch_first):
 
 def test_user_state_pairs(streaming_models, rng):
     path, _ = streaming_models["lstm-no-pairs"]
-    with pytest.raises(InputError, match=r"records no state pairs.*--state IN=OUT"):
+    with pytest.raises(InputError) as raised:
         StreamingSession(path, provider="cpu")
+    # A constant would restart the state on every chunk, so no --feed is offered.
+    assert str(raised.value) == (
+        "inputs 'h0' and 'c0' look like recurrent states (like outputs 'hn' and 'cn'); name "
+        "the pairs with --state h0=hn --state c0=cn"
+    )
     x = sequence(rng)
     pairs = [("h0", "hn"), ("c0", "cn")]
     chunked = StreamingSession(path, provider="cpu", state_pairs=pairs).run(x, chunk=5)
@@ -492,23 +498,110 @@ def test_missing_constant_input_in_batch_mode(streaming_models, rng):
     message = str(raised.value)
     assert message.startswith("the model has 2 inputs to feed (x, gain)")
     assert message.count(".npz") == 1, message
-    assert "for gain use --feed NAME=VALUE" in message
-    assert "--state IN=OUT (a recurrent state, which then starts at zero)" in message
+    assert "for gain use --feed NAME=VALUE (a constant input)" in message
+    # gain does not look like a recurrent state, so no --state is offered for it.
+    assert "--state" not in message
 
 
-def test_stream_fills_state_constant(streaming_models, rng):
-    """A one-value --feed for a state input fills each chunk's batch, bound or not."""
+def test_stream_rejects_state_constant(streaming_models, rng):
+    """A --feed constant for an input shaped like a state would restart it on every chunk."""
     path, _ = streaming_models["lstm-no-pairs"]
-    options = {"provider": "cpu", "state_pairs": [("h0", "hn")], "feeds": {"c0": "0.5"}}
-    x = sequence(rng, batch=3, length=8)
-    stream = StreamingSession(path, **options)
-    first = stream.step(x[:, :4])["y"]
-    second = stream.step(x[:, 4:])["y"]
-    session = Session(path, **options)
-    whole_first = session.run(x[:, :4])
-    whole_second = session.run({"x": x[:, 4:], "hn": whole_first["hn"]})
-    np.testing.assert_allclose(first, whole_first["y"], atol=1e-6, rtol=0)
-    np.testing.assert_allclose(second, whole_second["y"], atol=1e-6, rtol=0)
+    with pytest.raises(InputError) as raised:
+        StreamingSession(path, provider="cpu", state_pairs=[("h0", "hn")], feeds={"c0": "0.5"})
+    assert str(raised.value) == (
+        "c0 looks like a recurrent state; under --stream give it a pair with --state c0=cn"
+    )
+    with pytest.raises(InputError) as raised:
+        StreamingSession(path, provider="cpu", feeds={"h0": "0", "c0": "0"})
+    assert str(raised.value) == (
+        "h0 and c0 look like recurrent states; under --stream give them pairs with "
+        "--state h0=hn --state c0=cn"
+    )
+
+
+def test_cli_stream_state_constant_rejected(capsys, streaming_models, rng, tmp_path):
+    path, _ = streaming_models["lstm-no-pairs"]
+    np.save(tmp_path / "x.npy", sequence(rng, batch=3, length=12))
+    code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy", "--stream",
+                             "--chunk", "6", "--state", "h0=hn", "--feed", "c0=0",
+                             "-o", tmp_path / "out.npz")  # fmt: skip
+    assert code == 2
+    assert out == ""
+    assert err == (
+        "error: c0 looks like a recurrent state; under --stream give it a pair with --state c0=cn\n"
+    )
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_partial_start_states_warn(capsys, streaming_models, rng, tmp_path, caplog):
+    """A start-state file that gives hn but not cn names c0, which starts at zero."""
+    path, _ = streaming_models["lstm"]
+    x = sequence(rng, batch=2, length=6)
+    hn = rng.standard_normal((2, 2, HIDDEN)).astype(np.float32)
+    warning = (
+        "next.npz gives start states hn but none for the state input c0, which starts at "
+        "zero; give every state output of the earlier run to continue it"
+    )
+    np.savez(tmp_path / "next.npz", x=x, hn=hn)
+    for extra in ([], ["--stream", "--chunk", "3"]):
+        code, _, err = run_cli(capsys, "run", path, "-i", tmp_path / "next.npz",
+                               "--provider", "cpu", *extra)  # fmt: skip
+        assert code == 0, err
+        assert err == f"WARNING: input {warning}\n"
+    np.savez(tmp_path / "both.npz", x=x, hn=hn, cn=hn)
+    code, _, err = run_cli(capsys, "run", path, "-i", tmp_path / "both.npz", "--provider", "cpu")
+    assert code == 0, err
+    assert err == ""
+    stream = StreamingSession(path, provider="cpu")
+    with caplog.at_level(logging.WARNING, logger="rnnedge"):
+        stream.reset(states={"c0": hn})
+    assert "reset(states=...) gives start states c0 but none for the state input h0" in caplog.text
+
+
+def test_doc_resume_recipe(capsys, tmp_path, rng, monkeypatch):
+    """The resume recipe of docs/runtime.md saves every state output, so that the resumed
+    run continues the stream of a model from rnnedge export --streaming."""
+    from rnnedge.export import export_model
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(FEATURES, HIDDEN, batch_first=True)
+    export_model(lstm_classifier(lstm), tmp_path / "lstm.onnx", example_shape="1x10x5",
+                 streaming=True)  # fmt: skip
+    x = sequence(rng, batch=2, length=12)
+    whole = Session(tmp_path / "lstm.onnx", provider="cpu").run(x)
+    np.save(tmp_path / "first.npy", x[:, :5])
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "run", "lstm.onnx", "-i", "first.npy", "--stream",
+                           "-o", "out.npz")  # fmt: skip
+    assert code == 0, err
+    text = (Path(__file__).parents[1] / "docs" / "runtime.md").read_text()
+    recipe = next(
+        textwrap.dedent(block)
+        for block in re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+        if "np.savez" in block
+    )
+    exec(compile(recipe, "docs/runtime.md", "exec"), {"next_part": x[:, 5:]})
+    code, _, err = run_cli(capsys, "run", "lstm.onnx", "-i", "next.npz", "--stream",
+                           "--chunk", "4", "-o", "next_out.npz")  # fmt: skip
+    assert code == 0, err
+    assert "WARNING" not in err
+    np.testing.assert_allclose(np.load("next_out.npz")["output"], whole["output"],
+                               atol=CHUNK_ATOL, rtol=0)  # fmt: skip
+
+
+def lstm_classifier(lstm: torch.nn.LSTM) -> torch.nn.Module:
+    """Wrap `lstm` with a linear head on the last step's output."""
+
+    class Classifier(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = lstm
+            self.head = torch.nn.Linear(HIDDEN, OUTPUTS)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    return Classifier().eval()
 
 
 def test_constant_feed(streaming_models, rng):
@@ -1007,7 +1100,7 @@ BAD_STREAM_INPUT = [
     ),
     pytest.param(["--feed", "rate=16000"], "'rate', which is not an input", id="feed-name"),
     pytest.param(["--feed", "rate"], "--feed 'rate' is not NAME=VALUE", id="feed-form"),
-    pytest.param(["--stream", "--model", "{plain}"], "records no state pairs", id="no-pairs"),
+    pytest.param(["--stream", "--model", "{plain}"], "--state h0=hn --state c0=cn", id="no-pairs"),
     pytest.param(["--model", "{layout1}"], "layout=1 (batch-major)", id="layout1"),
     pytest.param(
         ["--provider", "tensorrt", "--strict-provider"],

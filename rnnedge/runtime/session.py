@@ -47,8 +47,8 @@ from rnnedge.runtime.state import (
 logger = logging.getLogger(__name__)
 
 NONFINITE_POLICIES = ("error", "warn")
-# Where `Session.layout_source` says the layout came from, beside the rules of
-# `rnnedge.runtime.layout.decide_layout`.
+# Values of `Session.layout_source` that name where the layout came from, beside the
+# rules of `rnnedge.runtime.layout.decide_layout`.
 LAYOUT_METADATA = "metadata"
 LAYOUT_OPTION = "layout argument"
 # The roles in `rnnedge.input_roles` of a recurrent state input, which starts at zero in
@@ -351,7 +351,7 @@ class Session:
         """
         feed = self.prepare_inputs(data, source)
         batch = self.batch_size(feed)
-        given = self.given_states(data) if isinstance(data, Mapping) else {}
+        given = self.given_states(data, source) if isinstance(data, Mapping) else {}
         for state in (*self.state_pairs, *self.unpaired_states):
             if state.input in given:
                 key, array = given[state.input]
@@ -360,12 +360,16 @@ class Session:
                 feed[state.input] = state.zeros(batch)
         return feed
 
-    def given_states(self, data: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+    def given_states(
+        self, data: Mapping[str, Any], source: str = "the input"
+    ) -> dict[str, tuple[str, Any]]:
         """Find the start states in `data`: (name in `data`, array) by state input name.
 
         A paired state may be given under its state input name or under its output name,
         as a run's outputs hold it, so that a later run resumes from an earlier run's
-        outputs.
+        outputs. Where `data` gives some states but not all, a warning names `source` and
+        the state inputs that start at zero, because a resumed run then silently differs
+        from one that continues.
         """
         found: dict[str, tuple[str, Any]] = {}
         for state in (*self.state_pairs, *self.unpaired_states):
@@ -380,6 +384,16 @@ class Session:
                 )
             if keys:
                 found[state.input] = (keys[0], data[keys[0]])
+        states = (*self.state_pairs, *self.unpaired_states)
+        left = [state.input for state in states if state.input not in found]
+        if found and left:
+            logger.warning(
+                "%s gives start states %s but none for the state %s %s, which %s at zero; "
+                "give every state output of the earlier run to continue it",
+                source, ", ".join(key for key, _ in found.values()),
+                "input" if len(left) == 1 else "inputs", ", ".join(left),
+                "starts" if len(left) == 1 else "start",
+            )  # fmt: skip
         return found
 
     def check_state(
@@ -408,16 +422,24 @@ class Session:
                 raise InputError(
                     f"the model has {len(data_inputs)} inputs to feed ({names}), but the "
                     "input is one array"
-                    + _missing_hint(others, "pass an .npz file with one array per input name")
+                    + _missing_hint(
+                        others,
+                        "pass an .npz file with one array per input name",
+                        dict(self.unnamed_state_inputs()),
+                    )
                 )
             data = {data_inputs[0].name: data}
         unknown = sorted(set(data) - self._accepted_names)
         missing = [info.name for info in data_inputs if info.name not in data]
         if unknown or missing:
+            found = [f"missing {missing}"] if missing else []
+            found += [f"unexpected {unknown}"] if unknown else []
             raise InputError(
                 f"{source} arrays {sorted(data)} do not match the model inputs "
-                f"{self.input_names}: missing {missing}, unexpected {unknown}"
-                + _mismatch_hint(missing, unknown)
+                f"{self.input_names}: {', '.join(found)}"
+                + _mismatch_hint(
+                    missing, unknown, data_inputs[0].name, dict(self.unnamed_state_inputs())
+                )
             )
         feed: dict[str, np.ndarray] = {}
         for index, info in enumerate(data_inputs):
@@ -674,30 +696,51 @@ def _parse_layout(layout: Layout | str | None) -> Layout | None:
         raise InputError(f"layout must be {choices}, got {layout!r}") from None
 
 
-def _mismatch_hint(missing: Sequence[str], unknown: Sequence[str]) -> str:
-    """Name the fixes for an input file whose arrays miss model inputs or have others."""
+def _mismatch_hint(
+    missing: Sequence[str], unknown: Sequence[str], sequence: str, states: Mapping[str, str]
+) -> str:
+    """Name the fixes for an input file whose arrays miss model inputs or have others.
+
+    Args:
+        sequence: the sequence input, which only the input file can give.
+        states: likely state outputs by input name, for the inputs that look like
+            recurrent states.
+    """
     extra = ", ".join(map(repr, unknown))
     if not missing:
         them = "it" if len(unknown) == 1 else "them"
         return f"; remove {extra} from the .npz file, or rename {them} to a model input name"
+    others = [name for name in missing if name != sequence]
     if not unknown:
-        return _missing_hint(missing, f"add {', '.join(missing)} to the .npz file")
+        return _missing_hint(others, f"add {', '.join(missing)} to the .npz file", states)
     if len(unknown) == 1 and len(missing) == 1:
         fix = f"rename {extra} to {missing[0]!r} in the .npz file"
     else:
         fix = f"rename or remove {extra} and add {', '.join(missing)} in the .npz file"
-    return _missing_hint(missing, fix)
+    return _missing_hint(others, fix, states)
 
 
-def _missing_hint(missing: Sequence[str], fix: str) -> str:
+def _missing_hint(missing: Sequence[str], fix: str, states: Mapping[str, str]) -> str:
     """Name the fixes for inputs that a run leaves out: `fix` for the input file, or an
-    option for each kind of input that the file need not give."""
-    if not missing:
-        return ""
-    return (
-        f"; {fix}, or for {', '.join(missing)} use --feed NAME=VALUE (a constant input) or "
-        "--state IN=OUT (a recurrent state, which then starts at zero)"
-    )
+    option for each kind of input that the file need not give.
+
+    Args:
+        missing: the inputs left out, other than the sequence input.
+        states: likely state outputs by input name; only these inputs are offered
+            `--state`.
+    """
+    fixes = [fix]
+    constants = [name for name in missing if name not in states]
+    recurrent = [name for name in missing if name in states]
+    if constants:
+        fixes.append(f"for {', '.join(constants)} use --feed NAME=VALUE (a constant input)")
+    if recurrent:
+        pairs = " ".join(f"--state {name}={states[name]}" for name in recurrent)
+        fixes.append(
+            f"for {', '.join(recurrent)} use {pairs} (a recurrent state, which then starts "
+            "at zero) or --feed NAME=VALUE"
+        )
+    return "; " + ", or ".join(fixes)
 
 
 def _ort_log_severity() -> int:

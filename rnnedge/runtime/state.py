@@ -191,9 +191,24 @@ def find_unnamed_states(
     """
     if len(data_inputs) < 2:
         return []
+    found = find_state_outputs(data_inputs, outputs, paired_outputs)
+    if len(found) == len(data_inputs):
+        found = found[1:]
+    return found
+
+
+def find_state_outputs(
+    inputs: Sequence[Any], outputs: Sequence[Any], paired_outputs: Iterable[str] = ()
+) -> list[tuple[str, str]]:
+    """Pair each of `inputs` that is `shaped_like_state` with its likely state output.
+
+    The likely output has the input's declared shape and type, is not among
+    `paired_outputs` or claimed by an earlier input, and has the name closest to the
+    input's. Returns (input, likely output) pairs for the inputs that have one.
+    """
     claimed_outputs = set(paired_outputs)
     found = []
-    for info in data_inputs:
+    for info in inputs:
         if not shaped_like_state(info):
             continue
         candidates = [
@@ -211,25 +226,46 @@ def find_unnamed_states(
         )
         claimed_outputs.add(likely.name)
         found.append((info.name, likely.name))
-    if len(found) == len(data_inputs):
-        found = found[1:]
     return found
 
 
-def unnamed_states_error(found: Sequence[tuple[str, str]]) -> InputError:
-    """Build the error for inputs that `find_unnamed_states` found, naming both fixes."""
+def unnamed_states_error(found: Sequence[tuple[str, str]], streaming: bool = False) -> InputError:
+    """Build the error for inputs that `find_unnamed_states` found, naming the fixes.
+
+    With `streaming`, a constant is no fix: it would restart the state on every chunk,
+    so the error names only `--state`.
+    """
     inputs = _join_names(name for name, _ in found)
     outputs = _join_names(output for _, output in found)
     pairs = " ".join(f"--state {name}={output}" for name, output in found)
     constants = " ".join(f"--feed {name}=VALUE" for name, _ in found)
+    one = len(found) == 1
+    looks = (
+        f"input {inputs} looks like a recurrent state (like output {outputs})"
+        if one
+        else f"inputs {inputs} look like recurrent states (like outputs {outputs})"
+    )
+    if streaming:
+        return InputError(f"{looks}; name the {'pair' if one else 'pairs'} with {pairs}")
+    if one:
+        return InputError(
+            f"{looks}; name the pair with {pairs}, or give a constant with {constants}"
+        )
+    return InputError(f"{looks}; name the pairs with {pairs}, or give constants with {constants}")
+
+
+def fed_states_error(found: Sequence[tuple[str, str]]) -> InputError:
+    """Build the error for `--feed` constants of inputs that look like recurrent states, in
+    a stream: a constant would restart such a state on every chunk."""
+    pairs = " ".join(f"--state {name}={output}" for name, output in found)
     if len(found) == 1:
         return InputError(
-            f"input {inputs} looks like a recurrent state (like output {outputs}); name the "
-            f"pair with {pairs}, or give a constant with {constants}"
+            f"{found[0][0]} looks like a recurrent state; under --stream give it a pair "
+            f"with {pairs}"
         )
+    names = ", ".join(name for name, _ in found[:-1]) + f" and {found[-1][0]}"
     return InputError(
-        f"inputs {inputs} look like recurrent states (like outputs {outputs}); name the "
-        f"pairs with {pairs}, or give constants with {constants}"
+        f"{names} look like recurrent states; under --stream give them pairs with {pairs}"
     )
 
 

@@ -25,7 +25,12 @@ from rnnedge.runtime.binding import BoundStep, StateBuffers
 from rnnedge.runtime.layout import axis_kind
 from rnnedge.runtime.providers import CUDA_EP, TENSORRT_EP, Provider
 from rnnedge.runtime.session import Session
-from rnnedge.runtime.state import can_pair
+from rnnedge.runtime.state import (
+    can_pair,
+    fed_states_error,
+    find_state_outputs,
+    unnamed_states_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +82,16 @@ class StreamingSession:
             threads=threads, normalize=normalize, state_pairs=state_pairs, feeds=feeds,
             layout=layout, **session_kwargs,
         )  # fmt: skip
+        self._check_states_carried()
         if not self.session.state_pairs and not self._has_possible_state():
+            fix = "run it without --stream"
+            if self.session.metadata.cell is not None:  # recorded by rnnedge export
+                fix += " (a model from rnnedge export streams once exported again with --streaming)"
+            else:
+                fix += ", or export it with its recurrent state as inputs and outputs"
             raise InputError(
                 f"{self.session.path.name} has no state inputs to carry between chunks, so it "
-                "cannot stream; run it without --stream (a model from rnnedge export streams "
-                "once exported again with --streaming)"
+                f"cannot stream; {fix}"
             )
         if not self.session.state_pairs:
             raise InputError(
@@ -124,6 +134,20 @@ class StreamingSession:
         self._data_names = [info.name for info in self.session.data_inputs]
         self._batch_axis = 0 if self.session.batch_major else 1
         self._bound: dict[tuple[tuple[int, ...], ...], BoundStep] = {}
+
+    def _check_states_carried(self) -> None:
+        """Reject an input that looks like a recurrent state but would not be carried: a
+        `--feed` constant, which would restart the state on every chunk, or an input that
+        no pair names."""
+        session = self.session
+        paired = [pair.output for pair in session.state_pairs]
+        fed = [info for info in session.inputs if info.name in session.feeds]
+        found = find_state_outputs(fed, session.outputs, paired)
+        if found:
+            raise fed_states_error(found)
+        unnamed = session.unnamed_state_inputs()
+        if unnamed:
+            raise unnamed_states_error(unnamed, streaming=True)
 
     def _has_possible_state(self) -> bool:
         """Return whether an input could be a recurrent state: one with a state role, or an
@@ -173,7 +197,7 @@ class StreamingSession:
         self._start = {}
         if not states:
             return
-        given = self.session.given_states(states)
+        given = self.session.given_states(states, "reset(states=...)")
         used = {key for key, _ in given.values()}
         extra = sorted(set(states) - used)
         if extra:
@@ -212,7 +236,7 @@ class StreamingSession:
         feed = self.session.prepare_inputs(chunk, source)
         # The ndarray test first: it is cheaper than the ABC check, on every step.
         if not isinstance(chunk, np.ndarray) and isinstance(chunk, Mapping):
-            given = self.session.given_states(chunk)
+            given = self.session.given_states(chunk, source)
             if given:
                 self._set_start(
                     given, lambda key: f"{source}[{key}]", self.session.batch_size(feed)
@@ -278,7 +302,7 @@ class StreamingSession:
             )
         feed = self.session.prepare_inputs(data, source)
         if isinstance(data, Mapping):
-            given = self.session.given_states(data)
+            given = self.session.given_states(data, source)
             if given:
                 self._set_start(
                     given, lambda key: f"{source}[{key}]", self.session.batch_size(feed)
