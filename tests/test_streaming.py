@@ -688,7 +688,12 @@ def test_feed_parsed_by_input_type(tmp_path, scale_type, text, message):
             (), "1,2", "does not fit its shape [] (a scalar); give one value", id="scalar"
         ),
         pytest.param((1,), "1,2", "does not fit its shape [1]; give one value", id="one"),
-        pytest.param((FEATURES,), "1,2", "does not fit its shape [5]; give 5 values", id="five"),
+        pytest.param(
+            (FEATURES,),
+            "1,2",
+            "does not fit its shape [5]; give one value, which fills it, or 5 values",
+            id="five",
+        ),
     ],
 )
 def test_feed_count_names_the_values(tmp_path, shape, text, message):
@@ -1154,3 +1159,82 @@ def test_runtime_doc_example_runs(tmp_path, monkeypatch, rng):
     exec(compile(example, "docs/runtime.md", "exec"), namespace)
     assert namespace["y"].shape == (2, 4, OUTPUTS)
     assert namespace["whole"]["output"].shape == (2, 25, OUTPUTS)
+
+
+def test_pair_with_time_axis_output_rejected(tmp_path):
+    """h0 [2, batch, 16] cannot take y [batch, sequence, 3]: a fixed 2 faces the time axis."""
+    path, _ = export_streaming(tmp_path / "tm.onnx", "gru", batch_first=False,
+                               record_pairs=False)  # fmt: skip
+    with pytest.raises(InputError, match=r"^state pair h0=y does not match"):
+        StreamingSession(path, provider="cpu", state_pairs=[("h0", "y")])
+
+
+def test_state_output_shape_checked_at_first_step(capsys, tmp_path, rng):
+    """torch's generated axis names cannot rule out h0=y, so the first step's shapes do."""
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(FEATURES, HIDDEN).eval()
+    path = tmp_path / "gru.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(gru, (torch.randn(4, 2, FEATURES), torch.zeros(1, 2, HIDDEN)),
+                          str(path), input_names=["x", "h0"], output_names=["y", "hn"],
+                          dynamic_axes={"x": [0, 1], "h0": [1], "y": [0, 1], "hn": [1]},
+                          opset_version=17, dynamo=False)  # fmt: skip
+    np.save(tmp_path / "x.npy", sequence(rng, batch=3, length=10, time_major=True))
+    code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy", "--stream",
+                             "--chunk", "5", "--state", "h0=y", "--layout", "time-major",
+                             "-o", tmp_path / "out.npz")  # fmt: skip
+    assert code == 2
+    assert out == ""
+    assert err == (
+        "error: state output 'y' returned shape (5, 3, 16), but state input 'h0' takes "
+        "(1, 3, 16); pair h0 with the output of its shape in --state h0=OUT (outputs: y, hn)\n"
+    )
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_feed_state_checked_against_its_shape(streaming_models, tmp_path, rng):
+    """A --feed value for a state [2, batch, 16] is one value or an array of that rank,
+    and an integer array for a float input is rejected, as --input rejects it."""
+    with pytest.raises(InputError) as raised:
+        Session(streaming_models["lstm-no-pairs"][0], provider="cpu", feeds={"h0": "1,2"})
+    assert str(raised.value) == (
+        "value float32[2] min=1 max=2 for input 'h0' does not fit its shape [2, 'batch', 16]; "
+        "give one value, which fills it, or a .npy array of that shape"
+    )
+    np.save(tmp_path / "gain.npy", np.array([2]))
+    with pytest.raises(InputError) as raised:
+        Session(
+            streaming_models["gru-gain"][0],
+            provider="cpu",
+            feeds={"gain": str(tmp_path / "gain.npy")},
+        )
+    assert str(raised.value) == (
+        "value int64[1] min=2 max=2 for input 'gain' is an int64 array, but the input takes "
+        "float32; convert it with array.astype('float32')"
+    )
+
+
+def test_feed_one_value_fills_fixed_state(tmp_path, rng):
+    path, model = export_auto_named(tmp_path / "fixed.onnx", fixed=True)
+    session = Session(path, provider="cpu", feeds={"h0": "0.5"})
+    x = sequence(rng, batch=2, length=4, time_major=True)
+    expected = _gru_reference(model, x, np.full((2, 2, HIDDEN), 0.5, np.float32))
+    np.testing.assert_allclose(session.run(x)["y"], expected, atol=TORCH_ATOL, rtol=0)
+
+
+def test_npz_mismatch_names_only_what_differs(streaming_models, rng):
+    path, _ = streaming_models["gru"]
+    x = sequence(rng)
+    with pytest.raises(InputError) as raised:
+        Session(path, provider="cpu").run({"x": x, "junk": x})
+    message = str(raised.value)
+    assert "unexpected ['junk']" in message
+    assert "missing" not in message
+    with pytest.raises(InputError) as raised:
+        Session(path, provider="cpu").run({"feats": x})
+    message = str(raised.value)
+    assert "missing ['x'], unexpected ['feats']" in message
+    # The sequence input comes from the input file only.
+    assert "--feed" not in message
+    assert "--state" not in message

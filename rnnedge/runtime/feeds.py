@@ -62,25 +62,56 @@ def constant_feed(
     if target is None:
         raise InputError(f"input {name!r} has type {ort_type}, which --feed cannot fill")
     dtype = np.dtype(target)
+    from_array = not isinstance(value, str) or value.lower().endswith(".npy")
     array = _parse_value_text(value, name, dtype) if isinstance(value, str) else np.asarray(value)
     if np.issubdtype(dtype, np.floating):
+        if from_array and array.ndim > 0 and array.dtype.kind in "iub":
+            # As for --input: an integer array for a float input is usually the wrong file.
+            raise InputError(
+                f"value {describe(array)} for input {name!r} is an {array.dtype} array, but "
+                f"the input takes {dtype.name}; convert it with array.astype('{dtype.name}')"
+            )
         converted = _to_float(array, name, dtype, nonfinite)
     elif np.issubdtype(dtype, np.integer):
         converted = _to_integer(array, name, dtype)
     else:
         converted = _to_bool(array, name)
+    return np.ascontiguousarray(_fit_shape(converted, name, shape))
+
+
+def _fit_shape(value: np.ndarray, name: str, shape: Sequence[Any]) -> np.ndarray:
+    """Check a constant against the declared shape of its input; return it in that shape
+    where the shape is fully fixed.
+
+    One value fills a fixed shape here, and a shape with a dynamic axis in
+    `fill_constant`. Any other value needs the number of values of a fixed shape, or the
+    rank and fixed sizes of a shape with dynamic axes.
+    """
     fixed = [d for d in shape if isinstance(d, int) and d > 0]
-    if len(fixed) == len(shape) and converted.shape != tuple(shape):
+    if len(fixed) == len(shape):
         count = int(np.prod(fixed, dtype=np.int64))
-        if converted.size != count:
-            kind = " (a scalar)" if not shape else ""
-            wanted = "one value" if count == 1 else f"{count} values"
-            raise InputError(
-                f"value {describe(converted)} for input {name!r} does not fit its shape "
-                f"{list(shape)}{kind}; give {wanted}"
-            )
-        converted = converted.reshape(shape)
-    return np.ascontiguousarray(converted)
+        if value.shape == tuple(shape):
+            return value
+        if value.size == count:
+            return value.reshape(shape)
+        if value.size == 1:
+            return np.full(shape, value.reshape(()), dtype=value.dtype)
+        kind = " (a scalar)" if not shape else ""
+        expected = "one value" if count == 1 else f"one value, which fills it, or {count} values"
+        raise InputError(
+            f"value {describe(value)} for input {name!r} does not fit its shape "
+            f"{list(shape)}{kind}; give {expected}"
+        )
+    fits = value.ndim == len(shape) and all(
+        not (isinstance(want, int) and want > 0) or size == want
+        for size, want in zip(value.shape, shape, strict=True)
+    )
+    if value.size == 1 or fits:
+        return value
+    raise InputError(
+        f"value {describe(value)} for input {name!r} does not fit its shape "
+        f"{list(shape)}; give one value, which fills it, or a .npy array of that shape"
+    )
 
 
 def fill_constant(value: np.ndarray, shape: Sequence[Any], batch: int) -> np.ndarray:

@@ -142,14 +142,29 @@ def resolve_state_pairs(
 
 
 def can_pair(state_in: Any, state_out: Any) -> bool:
-    """Return whether an input and an output (`NodeArg`s) have the type and shape of a pair."""
-    # A symbolic or unknown dimension matches anything; two fixed sizes must agree.
+    """Return whether an input and an output (`NodeArg`s) have the type and shape of a pair.
+
+    The ranks must be equal and no axis may conflict: two fixed sizes must agree, and a
+    fixed size cannot face an axis named like a time axis, nor a time-named axis a
+    batch-named one (see `rnnedge.runtime.layout.axis_kind`). Other symbolic or unknown
+    axes match anything.
+    """
     same_rank = len(state_in.shape) == len(state_out.shape)
-    agree = same_rank and all(
-        not (isinstance(a, int) and isinstance(b, int)) or a == b
-        for a, b in zip(state_in.shape, state_out.shape, strict=True)
+    agree = same_rank and not any(
+        _axes_conflict(a, b) for a, b in zip(state_in.shape, state_out.shape, strict=True)
     )
     return agree and state_in.type == state_out.type
+
+
+def _axes_conflict(first: Any, second: Any) -> bool:
+    first_fixed = isinstance(first, int) and first > 0
+    second_fixed = isinstance(second, int) and second > 0
+    if first_fixed and second_fixed:
+        return first != second
+    if first_fixed or second_fixed:
+        return axis_kind(second if first_fixed else first) == "time"
+    kinds = {axis_kind(first), axis_kind(second)}
+    return kinds == {"time", "batch"}
 
 
 def _check_pair_shapes(state_in: Any, state_out: Any) -> None:

@@ -341,6 +341,7 @@ class StreamingSession:
         full = dict(feed)
         full.update(self._states.state())
         outputs = self.session.run_prepared(full)
+        self._check_state_outputs(outputs)
         self._states.store_next(outputs)
         result = {name: outputs[name] for name in self.output_names}
         if self.io_binding:
@@ -355,6 +356,25 @@ class StreamingSession:
                 self._states,
             )
         return result
+
+    def _check_state_outputs(self, outputs: Mapping[str, np.ndarray]) -> None:
+        """Raise InputError where a state output's shape differs from its state input's.
+
+        The declared shapes may not rule such a pair out, and feeding the output back
+        would fail inside numpy or ONNX Runtime.
+        """
+        assert self._states is not None
+        current = self._states.state()
+        for pair in self.session.state_pairs:
+            returned = outputs[pair.output].shape
+            expected = current[pair.input].shape
+            if returned != expected:
+                raise InputError(
+                    f"state output {pair.output!r} returned shape {tuple(returned)}, but state "
+                    f"input {pair.input!r} takes {tuple(expected)}; pair {pair.input} with the "
+                    f"output of its shape in --state {pair.input}=OUT (outputs: "
+                    f"{', '.join(self.session.output_names)})"
+                )
 
     def _combine(
         self, name: str, arrays: list[np.ndarray], lengths: list[int], batch: int
