@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -155,3 +157,81 @@ def test_streaming_large_cell_state(tmp_path):
     np.testing.assert_allclose(output, expected, atol=1e-5, rtol=0)
     # float32 rounding of a state near 120 differs by a few units in the last place.
     np.testing.assert_allclose(cn, expected_cn, rtol=1e-5, atol=1e-5)
+
+
+class GruWithInitialState(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(FEATURES, 12, batch_first=True)
+
+    def forward(self, x, h0):
+        return self.rnn(x, h0)
+
+
+def test_state_input_rejection_names_pair(tmp_path):
+    with pytest.raises(InputError) as caught:
+        export_model(
+            GruWithInitialState(), tmp_path / "s.onnx", example_shape="1x10x6", streaming=True
+        )
+    message = str(caught.value)
+    assert "this one also takes h0" in message
+    assert "export without --streaming" in message
+    # The model's outputs are (out, h), so the export names h "output_1".
+    assert "--state h0=output_1" in message
+    assert not (tmp_path / "s.onnx").exists()
+
+
+# Runs a streaming model at batch 3 and length 23 with ONNX Runtime's verbose log on stderr.
+RUN_AT_OTHER_LENGTH = """
+import sys
+import numpy as np
+import onnxruntime as ort
+
+options = ort.SessionOptions()
+options.log_severity_level = 1
+session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+sizes = {"batch": 3, "sequence": 23}
+feeds = {
+    value.name: np.zeros([sizes.get(d, d) for d in value.shape], np.float32)
+    for value in session.get_inputs()
+}
+print([output.shape for output in session.run(None, feeds)])
+"""
+
+
+class LstmTagger(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(FEATURES, 12, batch_first=True)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0])
+
+
+def test_dynamo_streaming_no_stale_length(tmp_path):
+    # torch 2.13's dynamo exporter declares the example's length, 10, on the LSTM output
+    # that feeds the head.
+    torch.manual_seed(0)
+    model = LstmTagger()
+    report = export_model(
+        model, tmp_path / "s.onnx", example_shape="1x10x6", streaming=True, exporter="dynamo"
+    )
+    assert report.exporter == "dynamo"
+    saved = onnx.load(tmp_path / "s.onnx")
+    onnx.checker.check_model(saved, full_check=True)
+    declared = {
+        value.name: [d.dim_value for d in value.type.tensor_type.shape.dim]
+        for value in saved.graph.value_info
+    }
+    assert [name for name, dims in declared.items() if 10 in dims] == []
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_AT_OTHER_LENGTH, str(tmp_path / "s.onnx")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[(3, 23, 3), (1, 3, 12), (1, 3, 12)]" in result.stdout
+    assert "VerifyOutputSizes" not in result.stderr

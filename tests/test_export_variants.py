@@ -25,7 +25,7 @@ from rnnedge.export import export_model
 from rnnedge.export.exporters import FlatOutputs
 from rnnedge.export.graph_dims import fix_output_dims, rename_input_symbols
 from rnnedge.export.inputs import BATCH, SEQUENCE, InputRole, InputSpec
-from rnnedge.export.parity import ParityCase, check_graph_parity
+from rnnedge.export.parity import ParityCase, check_graph_parity, summarize_ort_error
 
 F = 6  # features
 EXAMPLE = "1x10x6"
@@ -629,9 +629,7 @@ def test_projected_output_dims_fixed(tmp_path):
     assert parity.passed, parity.cases
 
 
-# Models for the dynamo exporter, which runs in a child process per export. With torch
-# 2.13, torch.onnx.export(dynamo=True) of a second nn.GRU or nn.LSTM in one process fails
-# with "tracing inferred a static shape of 10" for the time axis.
+# Models for the dynamo exporter, exported by the CLI in a child process per export.
 DYNAMO_MODELS = """
 import torch
 from torch import nn
@@ -810,3 +808,87 @@ def test_rename_input_symbols_keeps_ambiguous():
     specs = [InputSpec("input", InputRole.SEQUENCE, (BATCH, SEQUENCE, F))]
     assert rename_input_symbols(graph, specs) == {}
     assert _dims(graph.input) == {"input": ["s0", "s0", F]}
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(ProjectedWithState, id="two-layer"),
+        pytest.param(
+            lambda: Recurrent("lstm", proj_size=4, num_layers=2, bidirectional=True),
+            id="bidirectional",
+        ),
+    ],
+)
+def test_projected_lstm_dynamo_scan(tmp_path, build):
+    torch.manual_seed(0)
+    model = build()
+    features = 8 if isinstance(model, ProjectedWithState) else F
+    report = _export(tmp_path, model, example=f"1x10x{features}", exporter="dynamo")
+    assert report.exporter == "dynamo", report.attempts
+    assert report.attempts == ()
+    assert report.parity.max_abs_error <= 1e-5
+    saved = onnx.load(tmp_path / "model.onnx")
+    onnx.checker.check_model(saved, full_check=True)
+    assert "Scan" in {node.op_type for node in saved.graph.node}
+
+
+class TimeMajorGruHead(nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(F, hidden)
+        self.head = nn.Linear(hidden, 4)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0])
+
+
+def test_dynamo_second_export_in_process(tmp_path):
+    # torch 2.13 caches the Python-loop GRU kernel during the first dynamo export; without
+    # rnnedge clearing that cache, the second export fixes the time axis and falls back.
+    exporters = []
+    for hidden in (12, 8):
+        torch.manual_seed(0)
+        model = Recurrent("gru")
+        model.rnn = nn.GRU(F, hidden, batch_first=True)
+        model.head = nn.Linear(hidden, 3)
+        report = _export(tmp_path, model, exporter="dynamo")
+        exporters.append((report.exporter, [a.error for a in report.attempts]))
+    assert exporters == [("dynamo", []), ("dynamo", [])]
+
+
+def test_ort_run_failure_reported(tmp_path):
+    # torch 2.13's dynamo exporter fixes a Reshape of this model's time-major output to the
+    # example's length, so ONNX Runtime fails at the first parity case.
+    torch.manual_seed(0)
+    report = _export(tmp_path, TimeMajorGruHead(16), batch_first=False, exporter="dynamo")
+    first = report.attempts[0]
+    assert first.exporter == "dynamo"
+    assert first.error.startswith(
+        "ONNX Runtime failed to run the export at batch 3, length 37: Reshape node '"
+    ), first.error
+    assert "The input tensor cannot be reshaped to the requested shape" in first.error
+    assert "tolerance" not in first.error
+    assert "onnxruntime::" not in first.error
+
+
+def test_ort_error_summary_shortened():
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Reshape", ["x", "shape"], ["y"], name="fixed_reshape")],
+        "reshape",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 16])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        initializer=[onnx.numpy_helper.from_array(np.array([10, -1, 16]), "shape")],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception) as caught:  # onnxruntime's own Fail type
+        session.run(None, {"x": np.zeros((37, 16), np.float32)})
+    summary = summarize_ort_error(caught.value)
+    assert summary.startswith("Reshape node 'fixed_reshape': The input tensor cannot be")
+    assert "requested shape:{10,-1,16}" in summary
+    short = summarize_ort_error(caught.value, limit=60)
+    assert len(short) <= 60
+    assert short.endswith("...")
+    assert summary.startswith(short.removesuffix("..."))
+    assert short.removesuffix("...").split()[-1] in summary.split()

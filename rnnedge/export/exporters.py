@@ -197,6 +197,7 @@ def export_dynamo(
                 tuple({axis: dims for axis in axes} for axes in dynamic_axes),
             )
     logging_state = _quiet_torch_loggers()
+    _clear_rnn_dispatch_caches()
     try:
         with warnings.catch_warnings(), capture_output("torch.onnx.export (dynamo)"):
             warnings.simplefilter("ignore")
@@ -235,6 +236,24 @@ def require_dynamo() -> None:
             f"the dynamo exporter needs onnxscript, which is not installed; install it "
             f"with: pip install '{DYNAMO_EXTRA}'"
         )
+
+
+def _clear_rnn_dispatch_caches() -> None:
+    """Drop the cached kernels of the aten LSTM and GRU operators.
+
+    For dynamic shapes, torch.onnx.export(dynamo=True) of torch 2.13 swaps in a
+    `while_loop` decomposition of `aten.lstm` and `aten.gru` by assigning to the operator's
+    `py_kernels`, which leaves its dispatch cache alone. The first export caches the
+    decomposition that loops in Python, so every later export in the process runs that one,
+    which fixes the time axis to the example's length ("tracing inferred a static shape").
+    """
+    # NOTE: `_dispatch_cache` is private to torch. A torch version without it gets no
+    # clearing, and a second export in one process may then fall back to the next exporter.
+    for operator in (torch.ops.aten.lstm, torch.ops.aten.gru):
+        for overload_name in operator.overloads():
+            cache = getattr(getattr(operator, overload_name), "_dispatch_cache", None)
+            if cache is not None:
+                cache.clear()
 
 
 def _quiet_torch_loggers() -> dict[str, int]:

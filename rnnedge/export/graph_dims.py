@@ -73,9 +73,14 @@ def fix_output_dims(
     it, and becomes unknown when no name applies. The dynamo exporter of torch 2.13, for one,
     declares the example's length on the sequence axis of a streaming graph's output.
 
-    Returns one line per dimension changed, such as "output_1[2] = 16".
+    The value_info entries that declare a contradicted size are then dropped (see
+    `drop_value_info_with_sizes`), because ONNX Runtime warns when a value's run-time shape
+    differs from its declared one.
+
+    Returns one line per dimension or entry changed, such as "output_1[2] = 16".
     """
     changes = []
+    contradicted: set[int] = set()
     for index, value in enumerate(graph.output):
         tensor = value.type.tensor_type
         if not tensor.HasField("shape"):
@@ -93,6 +98,8 @@ def fix_output_dims(
                     dim.dim_value = sizes[0]  # dim_value and dim_param are a oneof
                     changes.append(f"{value.name}[{axis}] = {sizes[0]}")
                 continue
+            if declared is not None:
+                contradicted.add(declared)
             name = planned.get(axis) or _axis_of(cases, sizes)
             if name is not None:
                 dim.dim_param = name
@@ -100,7 +107,35 @@ def fix_output_dims(
             elif declared is not None:
                 dim.ClearField("dim_value")
                 changes.append(f"{value.name}[{axis}] = ? (was {declared})")
+    dropped = drop_value_info_with_sizes(graph, contradicted)
+    if dropped:
+        changes.append(f"dropped value_info {', '.join(dropped)}")
     return changes
+
+
+def drop_value_info_with_sizes(graph, sizes: set[int]) -> list[str]:
+    """Remove the value_info entries of `graph` and its subgraphs that declare any of `sizes`.
+
+    A size that parity showed to vary on an output, such as the example's length that the
+    dynamo exporter of torch 2.13 writes on a streaming graph's time axis, is stale on the
+    intermediate values too. value_info only records inferred shapes, so ONNX Runtime
+    infers them again. Returns the names of the entries removed.
+    """
+    if not sizes:
+        return []
+    dropped = []
+    for subgraph in _graphs(graph):
+        kept = []
+        for value in subgraph.value_info:
+            dims = value.type.tensor_type.shape.dim
+            if any(dim.HasField("dim_value") and dim.dim_value in sizes for dim in dims):
+                dropped.append(value.name)
+            else:
+                kept.append(value)
+        if len(kept) != len(subgraph.value_info):
+            del subgraph.value_info[:]
+            subgraph.value_info.extend(kept)
+    return dropped
 
 
 def _observed_sizes(
@@ -134,12 +169,18 @@ def _substitute(dim_param: str, mapping: Mapping[str, str]) -> str:
 
 def _shaped_values(graph) -> Iterator:
     """Yield the inputs, outputs and value_info of `graph` and of its subgraphs."""
-    yield from graph.input
-    yield from graph.output
-    yield from graph.value_info
+    for subgraph in _graphs(graph):
+        yield from subgraph.input
+        yield from subgraph.output
+        yield from subgraph.value_info
+
+
+def _graphs(graph) -> Iterator:
+    """Yield `graph` and its subgraphs, depth first."""
+    yield graph
     for node in graph.node:
         for attribute in node.attribute:
             if attribute.HasField("g"):
-                yield from _shaped_values(attribute.g)
+                yield from _graphs(attribute.g)
             for subgraph in attribute.graphs:
-                yield from _shaped_values(subgraph)
+                yield from _graphs(subgraph)

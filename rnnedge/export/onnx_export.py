@@ -157,7 +157,7 @@ def export_model(
             continue
         if parity.passed:
             break
-        message = f"parity {_describe_failure(parity)}"
+        message = _describe_failure(parity)
         logger.info("%s: %s", strategy, message)
         attempts.append(
             Attempt(strategy.exporter.value, strategy.capture.value, message, parity.max_abs_error)
@@ -392,11 +392,14 @@ def _traced_constructs(loaded: ModelSource, found: list[TraceWarning]) -> str:
 
 
 def _describe_failure(parity: ParityReport) -> str:
+    """Return "parity max abs error ... exceeds the tolerance ...", or why ONNX Runtime failed."""
     worst = parity.worst
+    if worst.run_error:
+        return f"ONNX Runtime failed to run the export at {worst.describe()}: {worst.run_error}"
     detail = f" ({worst.detail})" if worst.detail else ""
     return (
-        f"max abs error {worst.max_abs_error:.3g} at {worst.describe()}{detail} exceeds the "
-        f"tolerance {parity.atol:g}"
+        f"parity max abs error {worst.max_abs_error:.3g} at {worst.describe()}{detail} "
+        f"exceeds the tolerance {parity.atol:g}"
     )
 
 
@@ -439,14 +442,15 @@ def _no_exporter_passed(
         parity, strategy = best
         if _numeric_only(parity) and not constructs and not packed:
             return CheckFailedError(
-                f"parity check failed: {_describe_failure(parity)} with {strategy}, the "
+                f"parity check failed: {_describe_failure(parity).removeprefix('parity ')} "
+                f"with {strategy}, the "
                 f"closest of the exporters tried; the difference is float rounding, so pass "
                 f"a larger --atol if it is acceptable; nothing was written to {target!r} "
                 f"(tried {tried})"
             )
         return ExportError(
-            f"no exporter produced a graph that computes what PyTorch does: the closest, "
-            f"{strategy}, has a parity {_describe_failure(parity)}{hint}; nothing was "
+            f"no exporter produced a graph that computes what PyTorch does: the closest was "
+            f"{strategy}: {_describe_failure(parity)}{hint}; nothing was "
             f"written to {target!r} (tried {tried}){fix}"
         )
     return ExportError(

@@ -8,6 +8,7 @@ axis was frozen). Comparing outputs at new shapes is what catches that.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,11 @@ DEFAULT_ATOL = 1e-5
 SHIFTED_INPUTS = ((2.0, 3.0), (-2.0, 0.5))
 # Steps run from zero states to get the initial states of a streaming graph's parity cases.
 WARMUP_STEPS = 5
+# The max length of an ONNX Runtime error message kept in a parity case.
+ORT_ERROR_CHARS = 300
+# "[ONNXRuntimeError] : 1 : FAIL : " and "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : ".
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
+_ORT_NODE = re.compile(r"running (?P<op>\w+) node\. Name:'(?P<name>[^']*)'")
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,8 @@ class ParityCase:
     (see `compare_outputs`). `max_abs_reference` is the largest |PyTorch output| among the
     other outputs, and `detail` gives the reason when the error is infinite.
     `output_shapes` contains the shape of each graph output that ONNX Runtime returned, in
-    graph output order, and is empty when ONNX Runtime failed.
+    graph output order, and is empty when ONNX Runtime failed. `run_error` is ONNX Runtime's
+    error message, shortened by `summarize_ort_error`, when it failed to run the graph.
     """
 
     batch: int
@@ -53,6 +60,7 @@ class ParityCase:
     max_abs_reference: float = 0.0
     detail: str = ""
     output_shapes: tuple[tuple[int, ...], ...] = ()
+    run_error: str = ""
 
     def describe(self) -> str:
         """Return "batch 3, length 37" plus the input distribution when it is shifted."""
@@ -178,8 +186,8 @@ def check_graph_parity(
         except Exception as exc:  # onnxruntime raises its own Fail / InvalidArgument types
             # A graph that fixed a shape at the example's size fails here at run time.
             logger.debug("ONNX Runtime failed at batch %d, length %d: %s", batch, seq_len, exc)
-            detail = f"ONNX Runtime failed: {_first_line(exc)}"
-            cases.append(ParityCase(batch, seq_len, float("inf"), mean, std, detail=detail))
+            error = summarize_ort_error(exc)
+            cases.append(ParityCase(batch, seq_len, float("inf"), mean, std, run_error=error))
             continue
         lengths = arrays[lengths_index] if lengths_index is not None else None
         comparison = compare_outputs(expected, actual, output_axes, lengths, state_outputs)
@@ -301,6 +309,42 @@ def _session(onnx_model: bytes) -> ort.InferenceSession:
         raise ExportError(
             f"ONNX Runtime cannot load the exported model: {_first_line(exc)}"
         ) from exc
+
+
+def summarize_ort_error(exc: BaseException, limit: int = ORT_ERROR_CHARS) -> str:
+    """Return the informative part of an ONNX Runtime error, at most `limit` characters.
+
+    ONNX Runtime 1.x reports a failed node as "[ONNXRuntimeError] : 1 : FAIL : Non-zero
+    status code returned while running Reshape node. Name:'node_Reshape_64' Status Message:
+    /path/reshape_helper.h:84 onnxruntime::ReshapeHelper::ReshapeHelper(...) size != 0 was
+    false. The input tensor cannot be reshaped ...". This keeps the last line, with the
+    node's type and name and the sentences after the failed source check, such as "Reshape
+    node 'node_Reshape_64': The input tensor cannot be reshaped ...". A longer text is cut
+    at a word boundary and ends in "...".
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = _ORT_PREFIX.sub("", lines[-1])
+    head, marker, status = text.partition("Status Message:")
+    if marker:
+        status = status.strip()
+        # The source location and the check that failed, up to "was false.", are for
+        # ONNX Runtime's developers; the sentences after them describe the problem.
+        _, check, explanation = status.partition(" was false.")
+        status = explanation.strip() if check and explanation.strip() else status
+        node = _ORT_NODE.search(head)
+        prefix = f"{node['op']} node '{node['name']}'" if node else head.strip().rstrip(".")
+        text = f"{prefix}: {status}"
+    return shorten(text, limit)
+
+
+def shorten(text: str, limit: int) -> str:
+    """Return `text` cut to at most `limit` characters at a word boundary, ending in "..."."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 3].rsplit(" ", 1)[0].rstrip(" ,;:")
+    return f"{cut}..."
 
 
 def _first_line(exc: BaseException) -> str:

@@ -116,10 +116,7 @@ def plan_export(
     model_inputs = len(specs)
     if streaming:
         if any(spec.role is not InputRole.SEQUENCE for spec in specs):
-            raise InputError(
-                "--streaming needs a model whose forward takes the sequence only; this one "
-                f"also takes {', '.join(s.name for s in specs[1:])}"
-            )
+            raise InputError(_streaming_rejected(loaded.module, specs))
         stream_plan = plan_streaming(loaded.module, model_inputs)
         reference = stream_plan.module
         module = plan_streaming(module, model_inputs).module if lowered else reference
@@ -341,6 +338,41 @@ def _probe_output_axes(
                 named[axis] = f"dim{axis}"
         axes.append(named)
     return axes
+
+
+def _streaming_rejected(model: nn.Module, specs: list[InputSpec]) -> str:
+    """Return why --streaming cannot wrap `model`, with the state pairs to use instead.
+
+    A state input's pair is the output of the same shape in a run at batch 2 and length 3,
+    named as the export without --streaming names it.
+    """
+    message = (
+        "--streaming needs a model whose forward takes the sequence only; this one also "
+        f"takes {', '.join(s.name for s in specs[1:])}"
+    )
+    states = [s for s in specs if s.role in (InputRole.STATE_H, InputRole.STATE_C)]
+    if not states:
+        return message
+    arrays = make_arrays(specs, 2, 3, np.random.default_rng(0))
+    try:
+        with torch.inference_mode():
+            outputs = FlatOutputs(model)(*[torch.from_numpy(a) for a in arrays])
+    except Exception:  # whatever the user's forward raises; the export reports it later
+        outputs = ()
+    names = _output_names(len(outputs), None)
+    pairs = []
+    for spec, array in zip(specs, arrays, strict=True):
+        if spec not in states:
+            continue
+        match = next(
+            (n for n, o in zip(names, outputs, strict=True) if tuple(o.shape) == array.shape),
+            None,
+        )
+        pairs.append(f"--state {spec.name}={match or 'OUTPUT'}")
+    return (
+        f"{message}; export without --streaming, then run the model with --stream "
+        f"{' '.join(pairs)}, which feeds each state output back as its input on the next call"
+    )
 
 
 def _output_names(count: int, stream_plan: StreamingPlan | None) -> list[str]:

@@ -9,11 +9,14 @@ it becomes the output and the next step's recurrent input:
 
 ONNX `LSTM` has no projection, and neither torch.onnx exporter handles it (the
 TorchScript-based one rejects it, the dynamo one writes a model that ONNX Runtime rejects).
-Here each projected `nn.LSTM` is replaced by a scripted module that computes the input
-product of all steps as one MatMul and runs the recurrent step above in a loop over time,
-which the TorchScript-based exporter writes as an ONNX `Loop`. Layers run in order and the
-reverse direction runs over the flipped sequence, as in `nn.LSTM`. A `PackedSequence` input
-runs through `forward_packed`, which masks the steps past each sequence's length.
+Here each projected `nn.LSTM` is replaced by a module that computes the input product of
+all steps as one MatMul and runs the recurrent step above over time. For the
+TorchScript-based exporter the loop is scripted, which that exporter writes as an ONNX
+`Loop`. torch.export cannot capture a scripted module, and it fixes a Python loop to the
+example's length, so under torch.export the same step runs through torch's `scan` operator,
+which the dynamo exporter of torch 2.13 writes as an ONNX `Scan`. Layers run in order and
+the reverse direction runs over the flipped sequence, as in `nn.LSTM`. A `PackedSequence`
+input runs through `forward_packed`, which masks the steps past each sequence's length.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import warnings
 
 import torch
 from torch import nn
+from torch._higher_order_ops.scan import scan
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 
@@ -48,6 +52,8 @@ class _ProjectedDirection(nn.Module):
     def forward(
         self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not torch.jit.is_scripting():
+            return self.forward_scan(x, h, c, None)
         if self.reverse:
             x = x.flip(0)
         input_gates = torch.matmul(x, self.weight_ih_t) + self.bias
@@ -72,6 +78,8 @@ class _ProjectedDirection(nn.Module):
         A separate method rather than an optional mask argument of `forward`: an optional
         tensor reaches the exported graph as `Optional` nodes that the ONNX checker rejects.
         """
+        if not torch.jit.is_scripting():
+            return self.forward_scan(x, h, c, mask)
         if self.reverse:
             x = x.flip(0)
             mask = mask.flip(0)
@@ -91,6 +99,35 @@ class _ProjectedDirection(nn.Module):
         out = torch.stack(outputs, 0)
         if self.reverse:
             out = out.flip(0)
+        return out, h, c
+
+    @torch.jit.unused
+    def forward_scan(
+        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run `forward` or, with a mask, `forward_masked` as one `scan` over time.
+
+        Scripting leaves this method out, and the scripted `forward` keeps its loop.
+        """
+        input_gates = torch.matmul(x, self.weight_ih_t) + self.bias
+        weight_hh_t, weight_hr_t = self.weight_hh_t, self.weight_hr_t
+
+        def step(carry, inputs):
+            h, c = carry
+            step_gates, valid = inputs if mask is not None else (inputs, None)
+            gates = step_gates + torch.matmul(h, weight_hh_t)
+            i, f, g, o = gates.chunk(4, 1)
+            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_new = torch.matmul(torch.sigmoid(o) * torch.tanh(c_new), weight_hr_t)
+            if valid is None:
+                # scan rejects an output that aliases the carry, hence the clone.
+                return (h_new, c_new), h_new.clone()
+            c = c + valid * (c_new - c)
+            h = h + valid * (h_new - h)
+            return (h, c), valid * h_new
+
+        steps = input_gates if mask is None else (input_gates, mask)
+        (h, c), out = scan(step, (h, c), steps, dim=0, reverse=self.reverse)
         return out, h, c
 
 
@@ -222,6 +259,9 @@ class LoweredProjectedLSTM(nn.Module):
             # torch 2.13 marks torch.jit.script deprecated; see the module docstring.
             warnings.simplefilter("ignore", DeprecationWarning)
             self.core = torch.jit.script(_ProjectedLSTMCore(lstm))
+        # torch.export cannot capture the scripted core, so it runs this unscripted one,
+        # whose directions step through `scan`.
+        self.exportable_core = _ProjectedLSTMCore(lstm)
 
     def forward(
         self,
@@ -249,10 +289,11 @@ class LoweredProjectedLSTM(nn.Module):
             h0 = input.new_zeros((slots, batch, self.proj_size))
             c0 = input.new_zeros((slots, batch, self.hidden_size))
             hx = (h0, c0)
+        core = self.exportable_core if torch.compiler.is_compiling() else self.core
         if lengths is None:
-            out, h, c = self.core(input, hx[0], hx[1])
+            out, h, c = core(input, hx[0], hx[1])
         else:
-            out, h, c = self.core.forward_packed(input, hx[0], hx[1], lengths)
+            out, h, c = core.forward_packed(input, hx[0], hx[1], lengths)
         return out, (h, c)
 
 

@@ -110,7 +110,7 @@ class ExportReport:
             )
         if self.lowered:
             names = ", ".join(name or "(the model)" for name in self.lowered)
-            lines.append(f"lowered projected LSTM to a Loop: {names}")
+            lines.append(f"lowered projected LSTM to a loop over time: {names}")
         lines.append("inputs:  " + "; ".join(v.describe() for v in self.inputs))
         lines.append("outputs: " + "; ".join(v.describe() for v in self.outputs))
         ops = ", ".join(f"{op} x{n}" for op, n in sorted(self.op_counts.items()))
