@@ -271,7 +271,8 @@ CASES = [
          "x86-64.yaml: invalid YAML at line 2", "fix the file or delete it"),
     case("profile-check-without-baseline",
          f"profile {{m}} --check --device x86-64 --devices-dir {{tmp}}/none {QUICK}", 2,
-         "has no measurement of lstm.onnx", "profile it without --check first"),
+         "no profile of x86-64 in ", "/none yet, so no baseline of lstm.onnx",
+         "profile it without --check first"),
     case("profile-check-nan-tolerance",
          f"profile {{m}} --check --tolerance nan --device x86-64 --devices-dir {{baseline}} "
          f"--seq-len 5 {QUICK}", 2,

@@ -8,8 +8,16 @@ import pytest
 import yaml
 
 from rnnedge.cli import main
-from rnnedge.profiling.check import confirm_regression
+from rnnedge.profiling.catalog import catalog_dir
+from rnnedge.profiling.check import (
+    MAX_REPEAT_DELAY_S,
+    MIN_REPEAT_DELAY_S,
+    check_points,
+    confirm_regression,
+    repeat_delay_s,
+)
 from rnnedge.profiling.compare import CheckResult
+from rnnedge.profiling.sweeps import SweepPoint
 
 QUICK = ["--seq-len", "10", "--runs", "30", "--warmup", "2", "--provider", "cpu",
          "--threads", "1", "--operators", "0"]  # fmt: skip
@@ -112,3 +120,52 @@ def test_check_faster_than_stored_passes(capsys, exported, baseline):
     assert check["regressed"] is False
     assert len(check["measured_p50s_ms"]) == 1  # no second measurement was needed
     assert check["change"] < 0
+
+
+def test_check_without_profile_names_user_folder(capsys, exported, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["profile", str(exported["lstm"]), "--check", *QUICK])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: no profile of ")
+    assert " in ./devices yet, so no baseline of lstm.onnx with precision fp32" in err
+    assert str(catalog_dir()) not in err
+    assert not (tmp_path / "devices").exists()
+
+
+def test_check_missing_baseline_names_user_file(capsys, exported, baseline):
+    code, out, err = _check(capsys, exported, baseline, "--seq-len", "11")
+    assert code == 2
+    assert err.startswith(f"error: {baseline} has no measurement of lstm.onnx with ")
+    assert out == ""
+
+
+def test_check_sweep_checks_baselines_first(capsys, exported, baseline):
+    """A sweep whose last point has no baseline fails before measuring any point."""
+    capsys.readouterr()
+    code = main(["profile", str(exported["lstm"]), "--check", "--devices-dir",
+                 str(baseline.parent), *QUICK[2:], "--sweep", "seq-len=10,11"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "seq_len 11" in captured.err
+    assert "1/2" not in captured.err  # no progress line: nothing was measured
+    assert captured.out == ""
+
+
+def test_check_waits_before_repeat(exported, baseline):
+    _scale_stored_p50(baseline, 1 / 20)
+    pauses = []
+    point = SweepPoint(exported["lstm"], batch=1, seq_len=10, threads=1)
+    ((_, outcome),) = check_points(
+        [point], "x86-64", user_dir=baseline.parent, sleep=pauses.append, provider="cpu",
+        runs=30, warmup=2, operators=0,
+    )  # fmt: skip
+    assert outcome.regressed
+    assert len(outcome.measured_p50s_ms) == 2
+    assert len(pauses) == 1
+    assert MIN_REPEAT_DELAY_S <= pauses[0] <= MAX_REPEAT_DELAY_S
+
+
+@pytest.mark.parametrize(("first_s", "delay_s"), [(0.05, 1.0), (3.5, 3.5), (42.0, 10.0)])
+def test_repeat_delay_bounds(first_s, delay_s):
+    assert repeat_delay_s(first_s) == delay_s

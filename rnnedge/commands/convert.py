@@ -8,6 +8,7 @@ import click
 
 from rnnedge.commands._common import (
     emit_json,
+    layout_option,
     state_and_feed_arguments,
     state_and_feed_options,
     verbosity_options,
@@ -32,16 +33,17 @@ from rnnedge.errors import InputError
     help="Also record the element types of each operator, for a type-reduced build.",
 )  # fmt: skip
 @state_and_feed_options
+@layout_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @verbosity_options
 def convert_command(
     model: Path, to_ort: bool, output: Path | None, optimization: str, type_reduction: bool,
-    states: tuple[str, ...], feeds: tuple[str, ...], as_json: bool,
+    states: tuple[str, ...], feeds: tuple[str, ...], layout: str | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Write MODEL as .ort plus the operator configuration of a minimal ONNX Runtime build.
 
-    The .ort file is checked against MODEL on one synthetic batch; --state and --feed
-    describe the inputs of that check run for a model without rnnedge metadata.
+    The .ort file is checked against MODEL on one synthetic batch; --state, --feed and
+    --layout describe the inputs of that check run for a model without rnnedge metadata.
     """
     from rnnedge.runtime.ort_format import convert_to_ort
 
@@ -49,7 +51,7 @@ def convert_command(
         raise InputError("no target format given; pass --ort (the only format so far)")
     result = convert_to_ort(
         model, output, optimization=optimization, type_reduction=type_reduction,
-        **state_and_feed_arguments(states, feeds),
+        **state_and_feed_arguments(states, feeds), layout=layout,
     )  # fmt: skip
     if as_json:
         emit_json(result.as_dict())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from rnnedge.commands._common import (
     check_threads_option,
     devices_dir_option,
     emit_json,
+    layout_option,
     minimum_option,
     positive_seconds_option,
     state_and_feed_arguments,
@@ -30,12 +32,12 @@ from rnnedge.commands._common import (
     "[default: the profile that matches this host].",
 )
 @click.option(
-    "--batch", type=int, default=1, show_default=True, callback=minimum_option(1),
-    help="Batch size.",
+    "--batch", type=int, callback=minimum_option(1),
+    help="Batch size [default: the size that the model's input fixes, else 1].",
 )  # fmt: skip
 @click.option(
-    "--seq-len", type=int, default=100, show_default=True, callback=minimum_option(1),
-    help="Sequence length.",
+    "--seq-len", type=int, callback=minimum_option(1),
+    help="Sequence length [default: the length that the model's input fixes, else 100].",
 )  # fmt: skip
 @click.option(
     "--provider",
@@ -55,6 +57,7 @@ from rnnedge.commands._common import (
     help="CPU threads per operator [default: physical cores].",
 )
 @state_and_feed_options
+@layout_option
 @click.option(
     "--warmup", type=int, default=20, show_default=True, callback=minimum_option(0),
     help="Untimed runs first.",
@@ -123,13 +126,14 @@ from rnnedge.commands._common import (
 def profile_command(
     models: tuple[Path, ...],
     device: str | None,
-    batch: int,
-    seq_len: int,
+    batch: int | None,
+    seq_len: int | None,
     provider: str,
     strict_provider: bool,
     threads: int | None,
     states: tuple[str, ...],
     feeds: tuple[str, ...],
+    layout: str | None,
     warmup: int,
     runs: int,
     budget_s: float | None,
@@ -148,7 +152,7 @@ def profile_command(
 ) -> None:
     """Measure latency and record it in devices/<device>.yaml."""
     _reject_swept_options(sweep, {"batch": batch, "seq_len": seq_len, "threads": threads})
-    inputs = state_and_feed_arguments(states, feeds)
+    inputs = {**state_and_feed_arguments(states, feeds), "layout": layout}
     progress_shown = verbosity() >= 0
     if remote is not None or device == "all":
         remote_options = {
@@ -181,8 +185,10 @@ def profile_command(
     from rnnedge.profiling.sweeps import parse_sweep, sweep_points
     from rnnedge.runtime.providers import parse_provider
 
-    points = sweep_points(models, parse_sweep(sweep), batch=batch, seq_len=seq_len, threads=threads)
+    axes = parse_sweep(sweep)
+    points = sweep_points(models, axes, batch=batch, seq_len=seq_len, threads=threads)
     options: dict[str, Any] = {
+        "size_options": _size_options(sweep, batch, seq_len),
         "provider": parse_provider(provider),
         "warmup": warmup,
         "runs": runs,
@@ -241,6 +247,22 @@ def _interrupted(measured: list[Any], total: int) -> Exception:
     return RunInterruptedError(f"{done}; {kept} stored in {stored}")
 
 
+def _size_options(sweep: tuple[str, ...], batch: int | None, seq_len: int | None) -> dict[str, str]:
+    """Name the option that set the batch size and the sequence length, where one did."""
+    from rnnedge.profiling.sweeps import parse_sweep
+
+    options = {}
+    for spec in sweep:
+        axis = next(iter(parse_sweep([spec])))
+        if axis in ("batch", "seq_len"):
+            options[axis] = f"--sweep {spec}"
+    if batch is not None:
+        options.setdefault("batch", "--batch")
+    if seq_len is not None:
+        options.setdefault("seq_len", "--seq-len")
+    return options
+
+
 def _reject_swept_options(sweep: tuple[str, ...], values: dict[str, Any]) -> None:
     """Raise when an option given on the command line sets an axis that --sweep also sets.
 
@@ -273,7 +295,9 @@ _AXIS_WORDS = {"batch": "batch size", "seq_len": "sequence length", "threads": "
 
 def _progress(done: int, total: int, point: Any, result: Any, keep_line: bool = False) -> None:
     """Draw the sweep's progress bar on stderr; `keep_line` ends each bar with a newline."""
-    label = point.label(result.measurement.get("threads"))
+    measured = result.measurement
+    point = dataclasses.replace(point, batch=measured["batch"], seq_len=measured["seq_len"])
+    label = point.label(measured.get("threads"))
     _draw_progress(done, total, f"{label}: p50 {result.latency.p50_ms:.4f} ms", keep_line)
 
 

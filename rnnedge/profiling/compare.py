@@ -291,11 +291,50 @@ def baseline_for(
             f"{measurement['model_sha256'][:12]}); profile the new model without --check first "
             "to record a baseline"
         )
-    described = ", ".join(f"{f} {measurement.get(f)}" for f in CONFIG_FIELDS[1:])
     raise InputError(
-        f"{source} has no measurement of {measurement.get('model')} with {described}; "
-        "profile it without --check first to record a baseline"
+        f"{source} has no measurement of {measurement.get('model')} with "
+        f"{describe_configuration(measurement)}; profile it without --check first to record "
+        "a baseline"
     )
+
+
+def stored_baseline(
+    measurement: dict[str, Any],
+    profile: DeviceProfile,
+    user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
+) -> list[dict[str, Any]]:
+    """Return the measurements of `measurement`'s configuration in the user's profile of
+    the device.
+
+    Baselines live only in the user's folder, so a device that has no profile there, only
+    a catalog entry or a profile made from this host's fingerprint, has none.
+
+    Raises:
+        InputError: no baseline is stored; the message names the user's profile file, or
+            the folder that has no profile of the device yet.
+    """
+    path = profile.path
+    if path is None or is_catalog_folder(path.parent):
+        raise InputError(
+            f"no profile of {profile.name} in {shown_path(user_dir)} yet, so no baseline of "
+            f"{measurement.get('model')} with {describe_configuration(measurement)}; profile "
+            "it without --check first to record one (or pass --devices-dir with the folder "
+            "that has the baselines)"
+        )
+    return baseline_for(measurement, profile.measurements, shown_path(path))
+
+
+def describe_configuration(measurement: dict[str, Any]) -> str:
+    """Describe a measurement's configuration without the model, such as "precision fp32,
+    provider CPUExecutionProvider, batch 1, seq_len 100, threads 2"."""
+    return ", ".join(f"{field} {measurement.get(field)}" for field in CONFIG_FIELDS[1:])
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """Return a path for messages, with "./" before a relative path that does not start
+    with "." (so "./devices", not "devices")."""
+    text = os.fspath(path)
+    return text if os.path.isabs(text) or text.startswith(".") else f"./{text}"
 
 
 def check_regression(

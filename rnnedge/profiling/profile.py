@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rnnedge import __version__
 from rnnedge.errors import DeviceProfileError, InputError
 from rnnedge.profiling.catalog import (
@@ -30,8 +28,8 @@ from rnnedge.profiling.catalog import (
 from rnnedge.profiling.fingerprint import measurement_host, reset_peak_rss, rss_mb
 from rnnedge.profiling.operators import top_operators
 from rnnedge.profiling.store import add_measurements, check_user_dir
+from rnnedge.profiling.synthetic import check_inputs, measured_sizes, synthetic_input
 from rnnedge.profiling.timing import LatencyStats, measure
-from rnnedge.runtime.memory import check_run_memory
 from rnnedge.runtime.providers import Provider
 from rnnedge.runtime.session import Session, open_model_file
 
@@ -59,54 +57,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def synthetic_input(
-    session: Session, batch: int, seq_len: int, seed: int = 0
-) -> dict[str, np.ndarray]:
-    """Build a feed of the given batch and length for every input of the model.
-
-    Float sequence inputs are standard-normal; integer inputs of rank 1 (the lengths of
-    a padded batch) hold `seq_len` for every sequence; recurrent state inputs start at
-    zero and constant inputs keep the session's values. A constant of one value for an
-    input of higher rank fills that input's shape, whose one dynamic axis is the batch.
-
-    Raises:
-        InputError: an input that the model's metadata does not name looks like a
-            recurrent state (see `Session.unnamed_state_inputs`), so it cannot be
-            synthesized, or a constant for a state-shaped input has another batch.
-    """
-    if batch < 1:
-        raise InputError(f"batch must be at least 1, got {batch}")
-    if seq_len < 1:
-        raise InputError(f"sequence length must be at least 1, got {seq_len}")
-    session.check_unnamed_states()
-    check_run_memory(session, batch, seq_len)
-    rng = np.random.default_rng(seed)
-    feed: dict[str, np.ndarray] = {}
-    for info in session.data_inputs:
-        if info.type in ("tensor(int64)", "tensor(int32)") and len(info.shape) == 1:
-            dtype = np.int64 if info.type == "tensor(int64)" else np.int32
-            feed[info.name] = np.full(batch, seq_len, dtype=dtype)
-            continue
-        shape = []
-        for axis, dim in enumerate(info.shape):
-            if isinstance(dim, int) and dim > 0:
-                shape.append(dim)
-            elif axis == (0 if session.batch_major else 1):
-                shape.append(batch)
-            else:
-                shape.append(seq_len)
-        feed[info.name] = rng.standard_normal(shape).astype(np.float32)
-    feed.update(session.zero_states(batch))
-    feed.update(session.constant_feeds(batch, batch_fix="profile with --batch {batch}"))
-    return feed
-
-
 def profile_model(
     model: str | Path,
     device: str | DeviceProfile | None = None,
     provider: Provider | str = Provider.AUTO,
-    batch: int = 1,
-    seq_len: int = 100,
+    batch: int | None = None,
+    seq_len: int | None = None,
     threads: int | None = None,
     warmup: int = 20,
     runs: int = 200,
@@ -120,11 +76,14 @@ def profile_model(
     force_device: bool = False,
     state_pairs: Sequence[tuple[str, str]] | None = None,
     feeds: Mapping[str, Any] | None = None,
+    layout: str | None = None,
 ) -> ProfileResult:
     """Measure latency of `model` and, if `store`, append it to the device's profile.
 
     Args:
         device: a device name or profile; this host's recognized profile if None.
+        batch, seq_len: the size of the synthetic input; None takes the size that the
+            model's inputs fix, else 1 and 100 (see `rnnedge.profiling.synthetic`).
         warmup: untimed runs before measuring.
         runs: timed runs (fewer if `budget_s` seconds run out first).
         budget_s: seconds of timed runs after which measuring stops early.
@@ -136,6 +95,8 @@ def profile_model(
         state_pairs: (state input, state output) names for a model whose metadata names
             none; those inputs start at zero (as `Session` takes them).
         feeds: constant inputs by name (as `Session` takes them).
+        layout: `batch-major` or `time-major` for a model whose metadata records no
+            layout (as `Session` takes it); None infers it.
 
     Raises:
         DeviceProfileError: `device` does not describe this host and `store` is set
@@ -149,7 +110,7 @@ def profile_model(
         path, profile, provider=provider, batch=batch, seq_len=seq_len, threads=threads,
         warmup=warmup, runs=runs, budget_s=budget_s, strict_provider=strict_provider,
         operators=operators, operator_runs=operator_runs, host_mismatch=mismatch,
-        state_pairs=state_pairs, feeds=feeds,
+        state_pairs=state_pairs, feeds=feeds, layout=layout,
     )  # fmt: skip
     written = add_measurements(profile, [measurement], user_dir) if store else None
     return ProfileResult(profile.name, measurement, stats, written)
@@ -159,8 +120,8 @@ def measure_configuration(
     path: Path,
     profile: DeviceProfile,
     provider: Provider | str = Provider.AUTO,
-    batch: int = 1,
-    seq_len: int = 100,
+    batch: int | None = None,
+    seq_len: int | None = None,
     threads: int | None = None,
     warmup: int = 20,
     runs: int = 200,
@@ -171,10 +132,14 @@ def measure_configuration(
     host_mismatch: bool = False,
     state_pairs: Sequence[tuple[str, str]] | None = None,
     feeds: Mapping[str, Any] | None = None,
+    size_options: Mapping[str, str] | None = None,
+    layout: str | None = None,
 ) -> tuple[dict[str, Any], LatencyStats]:
     """Measure one configuration on this host; return the measurement and its statistics.
 
     The device profile supplies the provider preference and options; nothing is stored.
+    `batch` and `seq_len` are as for `profile_model`, and `size_options` names the
+    command-line option that set each of them (see `measured_sizes`).
     """
     # NaN would pass a plain `<= 0` test and then time every run.
     if budget_s is not None and not (budget_s > 0 and math.isfinite(budget_s)):
@@ -188,12 +153,14 @@ def measure_configuration(
     peak_reset = reset_peak_rss()
     memory_before = rss_mb()
     started = time.perf_counter()
-    session = Session(
-        path, device=profile, provider=provider, strict_provider=strict_provider,
-        threads=threads, normalize=False, state_pairs=state_pairs, feeds=feeds,
+    session = open_session(
+        path, profile, provider=provider, threads=threads, strict_provider=strict_provider,
+        state_pairs=state_pairs, feeds=feeds, layout=layout,
     )  # fmt: skip
     created = time.perf_counter()
-    feed = synthetic_input(session, batch, seq_len)
+    check_inputs(session)
+    batch, seq_len = measured_sizes(session, batch, seq_len, size_options=size_options)
+    feed = synthetic_input(session, batch, seq_len, batch_fix=constant_batch_fix(size_options))
     session.run_prepared(feed)
     cold_start_ms = (time.perf_counter() - started) * 1e3
     session_ms = (created - started) * 1e3
@@ -243,6 +210,34 @@ def measure_configuration(
     if host_mismatch:
         measurement["host_mismatch"] = True
     return measurement, stats
+
+
+def open_session(
+    path: Path,
+    profile: DeviceProfile,
+    provider: Provider | str = Provider.AUTO,
+    threads: int | None = None,
+    strict_provider: bool = False,
+    state_pairs: Sequence[tuple[str, str]] | None = None,
+    feeds: Mapping[str, Any] | None = None,
+    layout: str | None = None,
+) -> Session:
+    """Open the session that measures `path` on the device `profile`."""
+    return Session(
+        path, device=profile, provider=provider, strict_provider=strict_provider,
+        threads=threads, normalize=False, state_pairs=state_pairs, feeds=feeds, layout=layout,
+    )  # fmt: skip
+
+
+def constant_batch_fix(size_options: Mapping[str, str] | None) -> str:
+    """Name the fix for a `--feed` array whose batch differs from the measurement's.
+
+    Where a sweep sets the batch, that fix is to profile without the batch sweep.
+    """
+    option = (size_options or {}).get("batch", "")
+    if option.startswith("--sweep"):
+        return f"remove {option} and profile with --batch {{batch}}"
+    return "profile with --batch {batch}"
 
 
 def session_rss_mb(

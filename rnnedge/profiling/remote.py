@@ -32,9 +32,9 @@ from rnnedge.profiling.check import confirm_regression
 from rnnedge.profiling.compare import (
     DEFAULT_TOLERANCE,
     CheckResult,
-    baseline_for,
     check_regression,
     config_key,
+    stored_baseline,
 )
 from rnnedge.profiling.profile import ProfileResult, file_sha256
 from rnnedge.profiling.ssh import (
@@ -149,8 +149,7 @@ def check_remote(
     profile, measurements = measure_remote(
         models, target, sweep, device, user_dir, on_progress, **options
     )
-    source = str(profile.path) if profile.path else f"device {profile.name!r}"
-    baselines = [baseline_for(m, profile.measurements, source) for m in measurements]
+    baselines = [stored_baseline(m, profile, user_dir) for m in measurements]
     outcomes = [
         check_regression(m, baseline, tolerance)
         for m, baseline in zip(measurements, baselines, strict=True)
@@ -182,8 +181,8 @@ def measure_remote(
     user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
     on_progress: Callable[[int, int, str], None] | None = None,
     provider: str = "auto",
-    batch: int = 1,
-    seq_len: int = 100,
+    batch: int | None = None,
+    seq_len: int | None = None,
     threads: int | None = None,
     warmup: int = 20,
     runs: int = 200,
@@ -193,12 +192,14 @@ def measure_remote(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     state_pairs: Sequence[tuple[str, str]] | None = None,
     feeds: Mapping[str, str] | None = None,
+    layout: str | None = None,
 ) -> tuple[DeviceProfile, list[dict[str, Any]]]:
     """Measure on the board and return the local device profile and the measurements.
 
     Each measurement names the local model file and carries `remote: <address>`. Nothing
-    is stored. `state_pairs` and `feeds` are passed on as `--state` and `--feed`; a feed
-    must be given as numbers, because a .npy file on this host is not copied to the board.
+    is stored. `state_pairs`, `feeds` and `layout` are passed on as `--state`, `--feed`
+    and `--layout`; a feed must be given as numbers, because a .npy file on this host is
+    not copied to the board.
     """
     paths = [open_model_file(model) for model in models]
     # Checked here, so a bad sweep or precision fails before any SSH connection.
@@ -210,9 +211,10 @@ def measure_remote(
     local_names = {remote: path.name for remote, path in local_paths.items()}
     args = ["--json", "--no-store", "--provider", str(provider)]
     # An option for a swept axis is left out, because rnnedge profile rejects both at once.
-    if "batch" not in axes:
+    # A size of None is left to the board's rnnedge: the model's fixed size, or the default.
+    if "batch" not in axes and batch is not None:
         args += ["--batch", str(batch)]
-    if "seq_len" not in axes:
+    if "seq_len" not in axes and seq_len is not None:
         args += ["--seq-len", str(seq_len)]
     args += ["--warmup", str(warmup), "--runs", str(runs), "--operators", str(operators)]
     if threads is not None and "threads" not in axes:
@@ -224,6 +226,8 @@ def measure_remote(
     for spec in sweep:
         args += ["--sweep", spec]
     args += _input_args(state_pairs or (), feeds or {})
+    if layout is not None:
+        args += ["--layout", layout]
     if local_profile is not None and local_profile.name in catalog_names():
         args += ["--device", local_profile.name]
 

@@ -20,10 +20,15 @@ from rnnedge.profiling.catalog import USER_DEVICES_DIR, DeviceProfile, as_user_d
 from rnnedge.profiling.profile import (
     ProfileResult,
     confirm_host,
+    constant_batch_fix,
+    file_sha256,
     measure_configuration,
+    open_session,
     resolve_device,
 )
 from rnnedge.profiling.store import add_measurements, check_user_dir
+from rnnedge.profiling.synthetic import check_inputs, measured_sizes, synthetic_input
+from rnnedge.profiling.timing import LatencyStats
 from rnnedge.runtime.session import open_model_file
 
 logger = logging.getLogger(__name__)
@@ -40,11 +45,12 @@ _ALIASES = {
 
 @dataclass(frozen=True)
 class SweepPoint:
-    """One configuration of a sweep."""
+    """One configuration of a sweep; a size left as None is the model's fixed size or the
+    default (see `rnnedge.profiling.synthetic.measured_sizes`)."""
 
     model: Path
-    batch: int
-    seq_len: int
+    batch: int | None
+    seq_len: int | None
     threads: int | None
 
     def label(self, threads: int | None = None) -> str:
@@ -52,7 +58,9 @@ class SweepPoint:
         it to the device profile's default."""
         count = self.threads if self.threads is not None else threads
         shown = "default" if count is None else count
-        return f"{self.model.name} batch {self.batch} seq_len {self.seq_len} threads {shown}"
+        batch = "default" if self.batch is None else self.batch
+        seq_len = "default" if self.seq_len is None else self.seq_len
+        return f"{self.model.name} batch {batch} seq_len {seq_len} threads {shown}"
 
 
 def parse_sweep(specs: Sequence[str]) -> dict[str, list[Any]]:
@@ -101,11 +109,11 @@ def _distinct(values: list[Any], spec: str) -> list[Any]:
 def sweep_points(
     models: Sequence[str | Path],
     axes: dict[str, list[Any]],
-    batch: int = 1,
-    seq_len: int = 100,
+    batch: int | None = None,
+    seq_len: int | None = None,
     threads: int | None = None,
 ) -> list[SweepPoint]:
-    """Expand the axes into points; fixed values fill the axes not swept."""
+    """Expand the axes into points; the values given fill the axes not swept."""
     paths = [open_model_file(m) for m in models]
     if not paths:
         raise InputError("no model given; pass at least one .onnx file")
@@ -145,6 +153,88 @@ def _select_by_precision(paths: list[Path], wanted: list[str]) -> list[Path]:
     return selected
 
 
+@dataclass(frozen=True)
+class PlannedPoint:
+    """A sweep point with its sizes resolved, and the configuration it will be stored as."""
+
+    point: SweepPoint
+    # The configuration fields of a measurement (see `rnnedge.profiling.compare.CONFIG_FIELDS`)
+    # and the model's file name.
+    configuration: dict[str, Any]
+
+
+def plan_points(
+    points: Sequence[SweepPoint], profile: DeviceProfile, **options: Any
+) -> list[PlannedPoint]:
+    """Check that every point can be measured, and resolve its sizes, before measuring any.
+
+    Each model opens one session per thread count, as measuring would, but runs nothing:
+    its inputs must be fillable by a synthetic input, and the sizes of each point must fit
+    the sizes that the model's inputs fix (see `rnnedge.profiling.synthetic`).
+
+    Args:
+        options: the measuring options; provider, strict_provider, state_pairs, feeds,
+            layout and size_options are used, the others ignored.
+
+    Raises:
+        InputError: a point cannot be measured; the message names the input or option.
+    """
+    session_options = {
+        name: options[name]
+        for name in ("provider", "strict_provider", "state_pairs", "feeds", "layout")
+        if name in options
+    }
+    size_options = options.get("size_options")
+    groups: dict[tuple[Path, int | None], list[int]] = {}
+    for index, point in enumerate(points):
+        groups.setdefault((point.model, point.threads), []).append(index)
+    planned: list[PlannedPoint | None] = [None] * len(points)
+    hashes: dict[Path, str] = {}
+    for (model, threads), indices in groups.items():
+        path = open_model_file(model)
+        # One session at a time, so that a sweep of many models holds only one.
+        session = open_session(path, profile, threads=threads, **session_options)
+        check_inputs(session)
+        sha256 = hashes.setdefault(path, file_sha256(path))
+        for index in indices:
+            point = points[index]
+            batch, seq_len = measured_sizes(
+                session, point.batch, point.seq_len, size_options=size_options
+            )
+            synthetic_input(session, batch, seq_len, batch_fix=constant_batch_fix(size_options))
+            configuration = {
+                "model": path.name,
+                "model_sha256": sha256,
+                "precision": session.metadata.precision,
+                "provider": session.primary_provider,
+                "batch": batch,
+                "seq_len": seq_len,
+                "threads": session.threads,
+            }
+            resolved = SweepPoint(point.model, batch, seq_len, point.threads)
+            planned[index] = PlannedPoint(resolved, configuration)
+        del session
+    return [item for item in planned if item is not None]
+
+
+def measure_point(
+    point: SweepPoint,
+    profile: DeviceProfile,
+    host_mismatch: bool = False,
+    **options: Any,
+) -> tuple[dict[str, Any], LatencyStats]:
+    """Measure one point; `options` go to `measure_configuration`."""
+    return measure_configuration(
+        open_model_file(point.model),
+        profile,
+        batch=point.batch,
+        seq_len=point.seq_len,
+        threads=point.threads,
+        host_mismatch=host_mismatch,
+        **options,
+    )
+
+
 def run_sweep(
     points: Sequence[SweepPoint],
     device: str | DeviceProfile | None = None,
@@ -158,9 +248,11 @@ def run_sweep(
 ) -> list[ProfileResult]:
     """Profile every point; each result is stored as soon as it is measured.
 
-    Storing point by point means an interrupted sweep keeps what it measured.
+    Storing point by point means an interrupted sweep keeps what it measured. A point that
+    cannot be measured (see `plan_points`) stops the sweep before anything is stored.
     `options` go to `measure_configuration` (provider, warmup, runs, budget_s, ...), and
-    `on_point(done, total, point, result)` reports each point as it completes.
+    `on_point(done, total, point, result)` reports each point as it completes, with its
+    sizes resolved from the second point on.
     `force_device` and `compared` (the results are compared with stored measurements,
     as `--check` does) decide what a device that does not match this host does; see
     `confirm_host`.
@@ -168,21 +260,25 @@ def run_sweep(
     user_dir = check_user_dir(user_dir) if store else as_user_dir(user_dir)
     profile = resolve_device(device, user_dir)
     mismatch = confirm_host(profile, device is not None, force_device, store or compared)
+    if not points:
+        return []
+    total = len(points)
+    logger.info("sweep point 1/%d: %s", total, points[0].label())
+    first = measure_point(points[0], profile, mismatch, **options)
+    # The other points are checked after the first is measured, because the process would
+    # reuse the freed memory of the check's sessions and so lower the first point's memory
+    # figures. They are checked before the first point is stored, so a bad one stores nothing.
+    rest = [planned.point for planned in plan_points(points[1:], profile, **options)]
     results = []
-    for index, point in enumerate(points, start=1):
-        logger.info("sweep point %d/%d: %s", index, len(points), point.label())
-        measurement, stats = measure_configuration(
-            open_model_file(point.model),
-            profile,
-            batch=point.batch,
-            seq_len=point.seq_len,
-            threads=point.threads,
-            host_mismatch=mismatch,
-            **options,
-        )
+    for index, point in enumerate([points[0], *rest], start=1):
+        if index == 1:
+            measurement, stats = first
+        else:
+            logger.info("sweep point %d/%d: %s", index, total, point.label())
+            measurement, stats = measure_point(point, profile, mismatch, **options)
         written = add_measurements(profile, [measurement], user_dir) if store else None
         result = ProfileResult(profile.name, measurement, stats, written)
         results.append(result)
         if on_point is not None:
-            on_point(index, len(points), point, result)
+            on_point(index, total, point, result)
     return results

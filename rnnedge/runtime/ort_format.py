@@ -78,6 +78,7 @@ def convert_to_ort(
     *,
     state_pairs: Sequence[tuple[str, str]] | None = None,
     feeds: Mapping[str, Any] | None = None,
+    layout: str | None = None,
 ) -> OrtConversion:
     """Write `output` (`.ort`) and its operator configuration beside it.
 
@@ -91,6 +92,9 @@ def convert_to_ort(
         state_pairs: (state input, state output) names for a model whose metadata names
             none; in the check run those inputs start at zero (as `Session` takes them).
         feeds: constant inputs of the check run by name (as `Session` takes them).
+        layout: `batch-major` or `time-major`, the axis order of the check run's
+            sequence input for a model whose metadata records none (as `Session` takes
+            it); None infers it.
 
     Raises:
         InputError: the model cannot be read, an option is invalid, or an input that
@@ -127,7 +131,7 @@ def convert_to_ort(
         except Exception as exc:  # onnxruntime raises its own untyped exceptions
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
             raise InputError(f"onnxruntime cannot load {str(source)!r}: {first}") from exc
-        error = _compare(source, staged_model, state_pairs, feeds)
+        error = _compare(source, staged_model, state_pairs, feeds, layout)
         if error > PARITY_ATOL:
             raise CheckFailedError(
                 f"the .ort model differs from {source.name} by {error:.3g}, above "
@@ -161,14 +165,20 @@ def _compare(
     converted: Path,
     state_pairs: Sequence[tuple[str, str]] | None,
     feeds: Mapping[str, Any] | None,
+    layout: str | None = None,
 ) -> float:
-    """Largest absolute output difference of the two files on one synthetic batch."""
-    from rnnedge.profiling.profile import synthetic_input
+    """Largest absolute output difference of the two files on one synthetic batch.
 
-    inputs = {"state_pairs": state_pairs, "feeds": feeds}
+    The batch has 2 sequences of 17 steps, or the sizes that the model's inputs fix.
+    """
+    from rnnedge.profiling.synthetic import check_inputs, measured_sizes, synthetic_input
+
+    inputs = {"state_pairs": state_pairs, "feeds": feeds, "layout": layout}
     reference = Session(source, provider="cpu", threads=1, normalize=False, **inputs)
+    check_inputs(reference)
+    batch, seq_len = measured_sizes(reference, default_batch=2, default_seq_len=17)
     candidate = Session(converted, provider="cpu", threads=1, normalize=False, **inputs)
-    feed = synthetic_input(reference, batch=2, seq_len=17)
+    feed = synthetic_input(reference, batch, seq_len)
     expected = reference.run_prepared(feed)
     actual = candidate.run_prepared(feed)
     error = 0.0
