@@ -388,3 +388,25 @@ def test_log_handler_follows_stderr(monkeypatch):
     monkeypatch.setattr(sys, "stderr", second)
     logging.getLogger("rnnedge.test").warning("to the second")
     assert second.getvalue() == "WARNING: to the second\n"
+
+
+def test_ort_logs_only_at_vvv(capfd, exported, tmp_path, rng):
+    np.save(tmp_path / "x.npy", rng.standard_normal((2, 10, FEATURES)).astype(np.float32))
+    args = ["run", str(exported["gru"]), "--input", str(tmp_path / "x.npy"), "--provider", "cpu"]
+    # ONNX Runtime's own log lines read "... [I:onnxruntime:, inference_session.cc:...".
+    for flag, debug, ort_shown in (("-v", False, False), ("-vv", True, False),
+                                   ("-vvv", True, True)):  # fmt: skip
+        code = main([flag, *args])
+        captured = capfd.readouterr()
+        assert code == 0, captured.err
+        assert ("DEBUG: " in captured.err) is debug, flag
+        assert ("onnxruntime:" in captured.err) is ort_shown, flag
+
+
+def test_verbose_prints_placement_once(capfd, exported, tmp_path, rng):
+    np.save(tmp_path / "x.npy", rng.standard_normal((2, 10, FEATURES)).astype(np.float32))
+    code = main(["-v", "run", str(exported["gru"]), "--input", str(tmp_path / "x.npy")])
+    captured = capfd.readouterr()
+    lines = (captured.out + captured.err).splitlines()
+    assert code == 0, captured.err
+    assert len([line for line in lines if "placement:" in line]) == 1

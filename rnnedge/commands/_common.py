@@ -23,7 +23,8 @@ PROVIDER_CHOICES = ["auto", "cpu", "cuda", "tensorrt", "arm"]
 
 
 def verbosity() -> int:
-    """The verbosity the user chose: -1 for -q, 0 by default, 1 for -v, 2 for -vv."""
+    """The verbosity the user chose: -1 for -q, 0 by default, 1 for -v, 2 for -vv, 3 for
+    -vvv."""
     return _verbosity["level"]
 
 
@@ -42,9 +43,13 @@ def _set_verbosity(ctx: click.Context, param: click.Parameter, value: Any) -> No
 
 
 def configure_logging() -> None:
-    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(
-        _verbosity["level"], logging.DEBUG
-    )
+    levels = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+    level = levels.get(_verbosity["level"])
+    if level is None:
+        # -vvv: below DEBUG, which also shows ONNX Runtime's own info and verbose logs.
+        from rnnedge.runtime.session import ORT_LOG_LEVEL
+
+        level = ORT_LOG_LEVEL
     package = logging.getLogger("rnnedge")
     package.setLevel(level)
     if not any(isinstance(h, _StderrHandler) for h in package.handlers):
@@ -88,7 +93,8 @@ def verbosity_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)  # fmt: skip
     return click.option(
         "-v", "--verbose", count=True, expose_value=False, callback=_set_verbosity,
-        help="Print progress (-v) and debug detail (-vv); show tracebacks on errors.",
+        help="Print progress (-v), debug detail (-vv) and ONNX Runtime's own logs (-vvv); "
+        "show tracebacks on errors.",
     )(command)  # fmt: skip
 
 

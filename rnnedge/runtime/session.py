@@ -23,7 +23,13 @@ from rnnedge.runtime.inputs import (
     check_state_input,
     describe,
 )
-from rnnedge.runtime.layout import BY_AXIS_NAMES, BY_DEFAULT, axis_kind, decide_layout
+from rnnedge.runtime.layout import (
+    BY_AXIS_NAMES,
+    BY_DEFAULT,
+    axis_kind,
+    decide_layout,
+    state_batch_size,
+)
 from rnnedge.runtime.metadata import PREFIX, Layout, ModelMetadata, Task
 from rnnedge.runtime.options import cpu_settings, merge_options, provider_options
 from rnnedge.runtime.placement import Placement, read_profile
@@ -407,9 +413,16 @@ class Session:
         )
 
     def prepare_inputs(
-        self, data: np.ndarray | Mapping[str, np.ndarray], source: str = "input"
+        self,
+        data: np.ndarray | Mapping[str, np.ndarray],
+        source: str = "input",
+        any_length: bool = False,
     ) -> dict[str, np.ndarray]:
-        """Validate and normalize the data inputs and add the constant inputs; no state."""
+        """Validate and normalize the data inputs and add the constant inputs; no state.
+
+        With `any_length`, a rank-3 input of a fixed time size takes any number of steps,
+        for a stream that checks each chunk against that size instead.
+        """
         data_inputs = self.data_inputs
         if isinstance(data, np.ndarray) and len(data_inputs) != 1 and data_inputs:
             self._check_missing_states({data_inputs[0].name})
@@ -444,12 +457,17 @@ class Session:
         feed: dict[str, np.ndarray] = {}
         for index, info in enumerate(data_inputs):
             label = source if len(data_inputs) == 1 else f"{source}[{info.name}]"
+            shape = info.shape
+            if any_length and len(shape or ()) == 3:
+                shape = list(shape)
+                shape[1 if self.batch_major else 0] = None
             array = check_sequence_input(
-                data[info.name], info.name, info.shape, info.type, label,
+                data[info.name], info.name, shape, info.type, label,
                 nonfinite=self.nonfinite, batch_first=self.batch_major,
             )  # fmt: skip
             if index == 0:
                 self.check_layout_decided(array, label)
+                self._check_layout_fits(array, label)
                 array = self._normalize(array)
             feed[info.name] = array
         if len(data_inputs) > 1:
@@ -479,6 +497,32 @@ class Session:
             f"decide it. State input {states[0]!r} takes a state for the batch; pass "
             "--layout batch-major or --layout time-major"
         )
+
+    def _check_layout_fits(self, sequence: np.ndarray, label: str) -> None:
+        """Raise InputError where the layout from `--layout` or the axis names reads the
+        batch from the axis of `sequence` that a state input's declared batch axis does not
+        match, and the other axis does.
+
+        The zero state would take the batch of the wrong axis, and ONNX Runtime would report
+        the mismatch from inside the recurrent node, as an internal error.
+        """
+        if self.layout_source not in (LAYOUT_OPTION, BY_AXIS_NAMES) or sequence.ndim != 3:
+            return
+        declared = self.data_inputs[0].shape or ()
+        axis = 0 if self.batch_major else 1
+        for name in self._batched_state_names():
+            state_shape = self._inputs_by_name[name].shape or ()
+            batch = state_batch_size(declared, sequence.shape, state_shape)
+            if batch is None or sequence.shape[axis] == batch or sequence.shape[1 - axis] != batch:
+                continue
+            other = Layout.TIME_MAJOR if self.batch_major else Layout.BATCH_MAJOR
+            how = "--layout" if self.layout_source == LAYOUT_OPTION else "the axis names"
+            raise InputError(
+                f"{label} has shape {tuple(sequence.shape)}, read {self.layout.value} by "
+                f"{how} as a batch of {sequence.shape[axis]}, but state input {name!r} "
+                f"{list(state_shape)} takes a batch of {batch}, which is axis {1 - axis}; "
+                f"pass --layout {other.value}"
+            )
 
     def _batched_state_names(self) -> list[str]:
         """Name the state inputs whose batch a run takes from the sequence input: paired,
@@ -567,8 +611,7 @@ class Session:
             self.placement = read_profile(path)
         finally:
             path.unlink(missing_ok=True)
-        for line in self.placement.describe():
-            logger.info("placement: %s", line)
+        # Not logged here: `rnnedge run` prints `placement.describe()` on stdout.
         return self.placement
 
     def predict(self, data: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
@@ -743,15 +786,22 @@ def _missing_hint(missing: Sequence[str], fix: str, states: Mapping[str, str]) -
     return "; " + ", or ".join(fixes)
 
 
-def _ort_log_severity() -> int:
-    """ONNX Runtime's log level for the rnnedge logger's: quiet unless debugging.
+# The level of the rnnedge logger, below DEBUG, at which ONNX Runtime's own info and
+# verbose logs are shown (`-vvv`). At -vv they would bury rnnedge's debug lines, because
+# ONNX Runtime logs every graph transformation and allocation of a session.
+ORT_LOG_LEVEL = logging.DEBUG - 5
 
-    rnnedge raises every ONNX Runtime error itself as one line, so ONNX Runtime's own
-    error log (severity 3) would print the same failure twice.
+
+def _ort_log_severity() -> int:
+    """ONNX Runtime's log severity for the rnnedge logger's level.
+
+    Its warnings show from INFO (`-v`) on, and its info and verbose logs only from
+    `ORT_LOG_LEVEL` (`-vvv`) on. rnnedge raises every ONNX Runtime error itself as one
+    line, so ONNX Runtime's own error log (severity 3) would print the same failure twice.
     """
     package = logging.getLogger("rnnedge")
-    if package.isEnabledFor(logging.DEBUG):
-        return 1
+    if package.isEnabledFor(ORT_LOG_LEVEL):
+        return 0
     if package.isEnabledFor(logging.INFO):
         return 2
     return 4
