@@ -418,19 +418,28 @@ def test_predict_from_measurements(capsys, exported, tmp_path):
     assert math.isfinite(prediction["held_out_median_abs_error"])
 
 
-def test_predict_text_singular_counts(capsys, exported, tmp_path):
+def test_predict_needs_two_hidden_sizes(capsys, exported, tmp_path):
     code, _, err = run_cli(
         capsys, "profile", exported["lstm"], "--device", "x86-64", "--seq-len", "5",
         "--devices-dir", tmp_path, *FAST,
     )  # fmt: skip
     assert code == 0, err
     code, out, err = run_cli(
-        capsys, "devices", "predict", "x86-64", "--cell", "lstm", "--hidden-size", "16",
+        capsys, "devices", "predict", "x86-64", "--cell", "lstm", "--hidden-size", "96",
         "--features", "6", "--devices-dir", tmp_path,
     )  # fmt: skip
-    assert code == 0, err
-    assert ", 1 layer, batch 1, length 100 on x86-64 (CPUExecutionProvider, fp32, 1 thread)" in out
-    assert "fitted on 1 measurement of one architecture" in out
+    lines = err.strip().splitlines()
+    assert code == 2
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "error: device 'x86-64' has fp32 lstm measurements of hidden size 32 only (1 "
+        "measurement on CPUExecutionProvider with 1 thread), but a prediction needs two or "
+        "more hidden sizes"
+    )
+    assert lines[0].endswith(
+        "'rnnedge profile MODEL.onnx --device x86-64 --sweep seq-len=1,10,100'"
+    )
+    assert out == ""
 
 
 def test_predict_without_reference(capsys, tmp_path):
@@ -675,6 +684,13 @@ def test_predict_warns_outside_measured_range(capsys, two_architectures):
     assert "batch 4 (measured 1)" in err
     assert "measure the stored models there with 'rnnedge profile MODEL.onnx --device " in err
     assert "--sweep batch=1,4'" in err
+
+
+def test_predict_text_singular_counts(capsys, two_architectures):
+    code, out, err = _predict(capsys, two_architectures, "--hidden-size", "12", "--seq-len", "20")
+    assert code == 0, err
+    assert ", 1 layer, batch 1, length 20 on x86-64 (CPUExecutionProvider, fp32, 1 thread)" in out
+    assert "fitted on 6 measurements of 2 architectures; held-out |error| median " in out
 
 
 def test_predict_warns_above_error_goal(capsys, two_architectures):

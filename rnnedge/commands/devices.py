@@ -291,14 +291,9 @@ def predict_command(
         f"{batch}, length {seq_len} on {name} ({prediction.group['provider']}, {precision}, "
         f"{threads_text})"
     )
-    samples = _plural(prediction.samples, "measurement")
-    if prediction.held_out_median_error is None:
-        click.echo(
-            f"fitted on {samples} of one architecture; measure another to get a held-out error"
-        )
-    else:
-        click.echo(
-            f"fitted on {samples} of {prediction.architectures} architectures; held-out "
-            f"|error| median {prediction.held_out_median_error:.1%}, "
-            f"max {prediction.held_out_max_error:.1%}"
-        )
+    # A fit covers two or more hidden sizes, so it always has a held-out error.
+    click.echo(
+        f"fitted on {_plural(prediction.samples, 'measurement')} of "
+        f"{prediction.architectures} architectures; held-out |error| median "
+        f"{prediction.held_out_median_error:.1%}, max {prediction.held_out_max_error:.1%}"
+    )

@@ -318,11 +318,17 @@ def predict_latency(
     The prediction carries a warning where the held-out error misses the goal
     (`GOAL_MEDIAN_ERROR`, `GOAL_MAX_ERROR`) and where the query lies outside the measured
     range, since the fit is then an extrapolation.
+
+    Raises:
+        InputError: the device has no measurements to fit, or they cover fewer than two
+            hidden sizes, so that neither the per-unit costs nor a held-out error can be
+            fitted.
     """
     for name, value in (("batch", batch), ("seq_len", seq_len)):
         if value < 1:
             raise InputError(f"{name} must be at least 1, got {value}")
     samples, group = group_samples(profile, arch.cell, precision, provider, threads)
+    _check_hidden_sizes(profile.name, samples, group)
     coefficients = fit(samples)
     errors = [abs(e) for e in held_out_errors(samples)]
     median = round(statistics.median(errors), 4) if errors else None
@@ -345,6 +351,28 @@ def predict_latency(
         held_out_median_error=median,
         held_out_max_error=worst,
         warnings=tuple(warnings),
+    )
+
+
+def _check_hidden_sizes(device: str, samples: Sequence[Sample], group: dict[str, Any]) -> None:
+    """Raise InputError where the samples cover fewer than two hidden sizes.
+
+    With one hidden size, the costs that grow with it cannot be told apart from the fixed
+    costs, and no architecture can be held out to estimate the error.
+    """
+    sizes = {s.arch.hidden_size for s in samples}
+    if len(sizes) >= 2:
+        return
+    cell = group["cell"]
+    threads = group["threads"]
+    count = f"{len(samples)} measurement{'' if len(samples) == 1 else 's'}"
+    raise InputError(
+        f"device {device!r} has {group['precision']} {cell} measurements of hidden size "
+        f"{next(iter(sizes))} only ({count} on {group['provider']} with {threads} "
+        f"thread{'' if threads == 1 else 's'}), but a prediction needs two or more hidden "
+        f"sizes; export {_CELL_NAMES[cell]} model of another hidden size with 'rnnedge "
+        f"export', then measure it with 'rnnedge profile MODEL.onnx --device {device} "
+        "--sweep seq-len=1,10,100'"
     )
 
 
