@@ -368,3 +368,35 @@ def test_same_name_models_apart(exported, tmp_path, capsys):
     html = output.read_text()
     for label in labels:
         assert f"<td>x86-64</td><td>{label}</td>" in html
+
+
+def test_report_names_operators_zero(exported, tmp_path, capsys):
+    devices = tmp_path / "devices"
+    assert "--operators" in QUICK_PROFILE  # with 0, so no operator ranking is stored
+    assert main(["profile", str(exported["lstm"]), "--device", "x86-64",
+                 "--devices-dir", str(devices), *QUICK_PROFILE]) == 0  # fmt: skip
+    output = tmp_path / "r.html"
+    code = main(["report", str(devices), "-o", str(output)])
+    captured = capsys.readouterr()
+    html = output.read_text()
+    assert code == 0, captured.err
+    assert "no operator times recorded in this measurement: it was taken with --operators 0" in html
+    assert "rnnedge version" not in html
+
+
+def test_report_names_older_rnnedge(exported, tmp_path, capsys):
+    devices = tmp_path / "devices"
+    assert main(["profile", str(exported["lstm"]), "--device", "x86-64",
+                 "--devices-dir", str(devices), *QUICK_PROFILE]) == 0  # fmt: skip
+    path = devices / "x86-64.yaml"
+    data = yaml.safe_load(path.read_text())
+    del data["measurements"][0]["top_operators"]  # as an rnnedge before the ranking stored
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    output = tmp_path / "r.html"
+    code = main(["report", str(devices), "-o", str(output)])
+    captured = capsys.readouterr()
+    html = output.read_text()
+    assert code == 0, captured.err
+    assert "it was taken by an rnnedge version whose " in html
+    assert " records no top_operators; profile again with this version" in html
+    assert "--operators 0" not in html

@@ -253,12 +253,39 @@ def _operators(inputs: ReportInputs, plots: list[str]) -> str:
                 latest[label] = (label, ops)
     png = figures.operator_figure(list(latest.values()))
     if png is None:
-        return page.notice(
-            "no operator times recorded in these measurements: measure with an rnnedge "
-            "version whose 'profile' records top_operators"
-        )
+        return page.notice(_no_operators_notice(inputs))
     plots.append("operators")
     return page.image(png, "share of node time by operator type")
+
+
+def _no_operators_notice(inputs: ReportInputs) -> str:
+    """Explain why no measurement has operator times, with the fix for each cause.
+
+    `rnnedge profile --operators 0` stores an empty `top_operators` list, while an rnnedge
+    that predates the operator ranking stores no `top_operators` field.
+    """
+    entries = [entry for profile in inputs.profiles for entry in profile.measurements]
+    skipped = sum(1 for entry in entries if entry.get("top_operators") == [])
+    older = sum(1 for entry in entries if "top_operators" not in entry)
+    causes = []
+    if skipped:
+        taken = "it was" if skipped == 1 else f"{skipped} of them were"
+        causes.append(
+            f"{taken} taken with --operators 0, which skips the ranking; profile again "
+            "without it (the default ranks 10 operator types)"
+        )
+    if older:
+        taken = "it was" if older == 1 else f"{older} of them were"
+        causes.append(
+            f"{taken} taken by an rnnedge version whose 'profile' records no "
+            "top_operators; profile again with this version"
+        )
+    if not entries:
+        return "no operator times: these device profiles contain no measurements"
+    counted = "this measurement" if len(entries) == 1 else f"these {len(entries)} measurements"
+    if not causes:
+        return f"no operator times recorded in {counted}"
+    return f"no operator times recorded in {counted}: " + "; ".join(causes)
 
 
 def _conditions(inputs: ReportInputs) -> str:
