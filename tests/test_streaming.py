@@ -1238,3 +1238,178 @@ def test_npz_mismatch_names_only_what_differs(streaming_models, rng):
     # The sequence input comes from the input file only.
     assert "--feed" not in message
     assert "--state" not in message
+
+
+def _fix_output_time_size(path: Path, output: str, steps: int) -> Path:
+    """Declare the time axis of `output` as a fixed `steps`, as the dynamo exporter of
+    torch 2.x writes an LSTM's per-step output (`['batch', 5, 16]` for a 5-step example)
+    although the graph takes any length."""
+    proto = onnx.load(str(path))
+    info = next(o for o in proto.graph.output if o.name == output)
+    dim = info.type.tensor_type.shape.dim[1]
+    dim.ClearField("dim_param")
+    dim.dim_value = steps
+    onnx.save(proto, str(path))
+    return path
+
+
+def _export_fixed_time_input(path: Path) -> tuple[Path, StatefulRNN]:
+    """Export a time-major GRU whose only dynamic axis is the batch: x [4, 'batch', 5]."""
+    torch.manual_seed(0)
+    model = StatefulRNN("gru", batch_first=False).eval()
+    example = (torch.randn(4, 2, FEATURES), torch.zeros(2, 2, HIDDEN))
+    axes = {"x": {1: "batch"}, "h0": {1: "batch"}, "y": {1: "batch"}, "hn": {1: "batch"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, example, str(path), input_names=["x", "h0"],
+                          output_names=["y", "hn"], dynamic_axes=axes, opset_version=17,
+                          dynamo=False)  # fmt: skip
+    return path, model
+
+
+def test_fixed_output_time_size_joined(tmp_path, rng):
+    """An output declared ['batch', 4, 3] streams in chunks of 4, joined along time."""
+    path, _ = export_streaming(tmp_path / "lstm.onnx", "lstm")
+    _fix_output_time_size(path, "y", 4)
+    x = sequence(rng, batch=3, length=12)
+    whole = Session(path, provider="cpu").run(x)
+    assert whole["y"].shape == (3, 12, OUTPUTS)
+    streaming = StreamingSession(path, provider="cpu")
+    chunked = streaming.run(x, chunk=4)
+    assert chunked["y"].shape == (3, 12, OUTPUTS)
+    assert streaming.chunk_steps == 4
+    np.testing.assert_allclose(chunked["y"], whole["y"], atol=CHUNK_ATOL, rtol=0)
+    np.testing.assert_allclose(chunked["cn"], whole["cn"], atol=CHUNK_ATOL, rtol=0)
+
+
+def test_fixed_output_time_size_needs_its_chunk(tmp_path, rng):
+    path, _ = export_streaming(tmp_path / "lstm.onnx", "lstm")
+    _fix_output_time_size(path, "y", 4)
+    streaming = StreamingSession(path, provider="cpu")
+    with pytest.raises(InputError) as raised:
+        streaming.run(sequence(rng, batch=3, length=12), chunk=3)
+    assert str(raised.value) == (
+        "lstm.onnx declares output 'y' ['batch', 4, 3], a fixed 4 time steps per call, so "
+        "it streams only in chunks of 4; pass --chunk 4"
+    )
+    assert streaming.batch is None
+    with pytest.raises(InputError, match=r"the input length must be a multiple of 4; trim it "
+                       r"to 8 or pad it to 12 steps$"):  # fmt: skip
+        streaming.run(sequence(rng, batch=3, length=10), chunk=4)
+    assert streaming.batch is None
+    with pytest.raises(InputError, match=r"multiple of 4; pad it to 4 steps$"):
+        streaming.run(sequence(rng, batch=3, length=3), chunk=4)
+    with pytest.raises(InputError, match=r"^chunk has 3 time steps, but lstm.onnx declares "):
+        streaming.step(sequence(rng, batch=3, length=3))
+
+
+def test_fixed_input_time_size_streams(tmp_path, rng):
+    """x [4, 'batch', 5] takes 4 steps per call, so a stream checks each chunk against 4,
+    not the whole input."""
+    path, model = _export_fixed_time_input(tmp_path / "gru.onnx")
+    x = sequence(rng, batch=3, length=12, time_major=True)
+    streaming = StreamingSession(path, provider="cpu", state_pairs=[("h0", "hn")])
+    assert not streaming.session.batch_major
+    chunked = streaming.run(x, chunk=4)
+    expected = _gru_reference(model, x, np.zeros((2, 3, HIDDEN), np.float32))
+    assert chunked["y"].shape == (12, 3, OUTPUTS)
+    np.testing.assert_allclose(chunked["y"], expected, atol=TORCH_ATOL, rtol=0)
+    streaming.reset()
+    steps = [streaming.step(x[start : start + 4])["y"] for start in range(0, 12, 4)]
+    np.testing.assert_allclose(np.concatenate(steps), expected, atol=TORCH_ATOL, rtol=0)
+    with pytest.raises(InputError, match=r"declares input 'x' \[4, 'batch', 5\], a fixed 4 "):
+        streaming.run(x, chunk=6)
+
+
+@pytest.mark.parametrize(
+    ("chunk", "length", "fragment"),
+    [
+        ("5", 12, "a fixed 4 time steps per call, so it streams only in chunks of 4; pass "
+                  "--chunk 4"),
+        ("4", 10, "the input length must be a multiple of 4; trim it to 8 or pad it to 12 "
+                  "steps"),
+    ],
+    ids=["chunk", "length"],
+)  # fmt: skip
+def test_cli_fixed_time_size_rejected(capsys, tmp_path, rng, chunk, length, fragment):
+    path, _ = _export_fixed_time_input(tmp_path / "gru.onnx")
+    np.save(tmp_path / "x.npy", sequence(rng, batch=3, length=length, time_major=True))
+    code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy", "--state",
+                             "h0=hn", "--stream", "--chunk", chunk, "-o",
+                             tmp_path / "out.npz")  # fmt: skip
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert fragment in err
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_cli_fixed_time_size_streams(capsys, tmp_path, rng):
+    path, model = _export_fixed_time_input(tmp_path / "gru.onnx")
+    x = sequence(rng, batch=3, length=12, time_major=True)
+    np.save(tmp_path / "x.npy", x)
+    code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy", "--state",
+                             "h0=hn", "--stream", "--chunk", "4", "-o",
+                             tmp_path / "out.npz")  # fmt: skip
+    assert code == 0, err
+    assert "output y: shape (12, 3, 3)\n" in out
+    expected = _gru_reference(model, x, np.zeros((2, 3, HIDDEN), np.float32))
+    np.testing.assert_allclose(np.load(tmp_path / "out.npz")["y"], expected, atol=TORCH_ATOL,
+                               rtol=0)  # fmt: skip
+
+
+def test_layout_option_against_state_batch(tmp_path, rng, caplog):
+    """--layout batch-major on x ['time', 'batch', 5] with h0 [2, 'batch', 16] reads a batch
+    of 10 where the state takes 3."""
+    path, _ = export_streaming(tmp_path / "tm.onnx", "gru", batch_first=False,
+                               record_pairs=False, record_layout=False,
+                               axis_names=("batch", "time"))  # fmt: skip
+    session = Session(path, provider="cpu", state_pairs=[("h0", "hn")], layout="batch-major")
+    x = sequence(rng, batch=3, length=10, time_major=True)
+    with caplog.at_level(logging.WARNING, logger="rnnedge"), pytest.raises(InputError) as raised:
+        session.run(x)
+    assert str(raised.value) == (
+        "input has shape (10, 3, 5), read batch-major by --layout as a batch of 10, but "
+        "state input 'h0' [2, 'batch', 16] takes a batch of 3, which is axis 1; pass "
+        "--layout time-major"
+    )
+    assert "overrides" not in caplog.text
+    streaming = StreamingSession(path, provider="cpu", state_pairs=[("h0", "hn")],
+                                 layout="batch-major")  # fmt: skip
+    with pytest.raises(InputError, match=r"pass --layout time-major$"):
+        streaming.run(x, chunk=4)
+    assert streaming.batch is None
+    # Where both axes have one size the override runs, with its warning.
+    with caplog.at_level(logging.WARNING, logger="rnnedge"):
+        session.run(sequence(rng, batch=3, length=3, time_major=True))
+    assert "--layout batch-major overrides the time-major layout read from the axis" in (
+        caplog.text
+    )
+
+
+def test_layout_option_against_fixed_state(tmp_path, rng):
+    """x [4, 2, 5] with h0 [2, 2, 16]: batch-major reads a batch of 4, the state fixes 2."""
+    path, _ = export_auto_named(tmp_path / "fixed.onnx", fixed=True)
+    session = Session(path, provider="cpu", state_pairs=[("h0", "hn")], layout="batch-major")
+    with pytest.raises(InputError, match=r"takes a batch of 2, which is axis 1; pass --layout "
+                       r"time-major$"):  # fmt: skip
+        session.run(sequence(rng, batch=2, length=4, time_major=True))
+
+
+def test_cli_layout_option_against_state(capsys, tmp_path, rng):
+    path, _ = export_streaming(tmp_path / "tm.onnx", "gru", batch_first=False,
+                               record_pairs=False, record_layout=False,
+                               axis_names=("batch", "time"))  # fmt: skip
+    np.save(tmp_path / "x.npy", sequence(rng, batch=3, length=10, time_major=True))
+    for extra in ([], ["--stream", "--chunk", "4"]):
+        code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy", "--state",
+                                 "h0=hn", "--layout", "batch-major", "-o",
+                                 tmp_path / "out.npz", *extra)  # fmt: skip
+        assert code == 2
+        assert out == ""
+        assert err == (
+            "error: input x.npy has shape (10, 3, 5), read batch-major by --layout as a batch "
+            "of 10, but state input 'h0' [2, 'batch', 16] takes a batch of 3, which is axis "
+            "1; pass --layout time-major\n"
+        )
+        assert not (tmp_path / "out.npz").exists()

@@ -133,3 +133,24 @@ def _state_batch_dim(shape: Sequence[Any]) -> Any:
 
 def _layout_name(time_major: bool) -> str:
     return "time-major" if time_major else "batch-major"
+
+
+def state_batch_size(
+    data_shape: Sequence[Any], array_shape: Sequence[int], state_shape: Sequence[Any]
+) -> int | None:
+    """Return the batch size that a state input requires of a sequence array.
+
+    The state's batch axis, found as in `decide_layout` rule 2, decides. A dynamic axis
+    name that is exactly one of the first two axes of the declared `data_shape` requires
+    the array's size on that axis. A fixed [n, batch, hidden] state requires `batch`.
+    Returns None where the declared shapes do not tell.
+    """
+    if len(data_shape) < 3 or len(array_shape) < 3:
+        return None
+    batch_dim = _state_batch_dim(state_shape)
+    if isinstance(batch_dim, str):
+        axes = [axis for axis in (0, 1) if data_shape[axis] == batch_dim]
+        return int(array_shape[axes[0]]) if len(axes) == 1 else None
+    if isinstance(batch_dim, int) and batch_dim > 0:
+        return batch_dim
+    return None

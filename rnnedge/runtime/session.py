@@ -200,6 +200,7 @@ class Session:
                 f"--feed gives {', '.join(map(repr, self.feeds))}, which leaves no input "
                 "for the data; remove the sequence input from --feed and pass it with --input"
             )
+        self._override_warning = ""
         self._batch_major, self.layout_source = self._choose_layout(props, layout)
         # The array names an input file may have: inputs, and the outputs of state pairs,
         # which give a start state (see `given_states`).
@@ -523,6 +524,9 @@ class Session:
                 f"{list(state_shape)} takes a batch of {batch}, which is axis {1 - axis}; "
                 f"pass --layout {other.value}"
             )
+        if self._override_warning:
+            logger.warning("%s", self._override_warning)
+            self._override_warning = ""
 
     def _batched_state_names(self) -> list[str]:
         """Name the state inputs whose batch a run takes from the sequence input: paired,
@@ -703,11 +707,13 @@ class Session:
             return not decided.time_major, decided.rule
         if not decided.guessed and decided.time_major != (requested is Layout.TIME_MAJOR):
             evidence = "the axis names" if decided.rule == BY_AXIS_NAMES else "a state input"
-            logger.warning(
-                "--layout %s overrides the %s layout read from %s of %s",
-                requested.value, "time-major" if decided.time_major else "batch-major",
-                evidence, self.path.name,
-            )  # fmt: skip
+            # Logged by the first run that passes `_check_layout_fits`, so that a run that
+            # the override breaks prints only its error.
+            self._override_warning = (
+                f"--layout {requested.value} overrides the "
+                f"{'time-major' if decided.time_major else 'batch-major'} layout read from "
+                f"{evidence} of {self.path.name}"
+            )
         return requested is Layout.BATCH_MAJOR, LAYOUT_OPTION
 
     def _unpaired_states(self) -> tuple[StateInput, ...]:

@@ -231,7 +231,7 @@ def find_state_outputs(
             for output in outputs
             if output.name not in claimed_outputs
             and output.type == info.type
-            and _same_declared_shape(info.shape, output.shape)
+            and same_declared_shape(info.shape, output.shape)
         ]
         if not candidates:
             continue
@@ -289,7 +289,7 @@ def _join_names(names: Iterable[str]) -> str:
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
-def _same_declared_shape(first: Sequence[Any], second: Sequence[Any]) -> bool:
+def same_declared_shape(first: Sequence[Any], second: Sequence[Any]) -> bool:
     """Return whether two declared shapes have equal fixed sizes and dynamic axes in the same
     places."""
     if len(first) != len(second):

@@ -29,6 +29,7 @@ from rnnedge.runtime.state import (
     can_pair,
     fed_states_error,
     find_state_outputs,
+    same_declared_shape,
     unnamed_states_error,
 )
 
@@ -134,6 +135,10 @@ class StreamingSession:
         self._data_names = [info.name for info in self.session.data_inputs]
         self._batch_axis = 0 if self.session.batch_major else 1
         self._bound: dict[tuple[tuple[int, ...], ...], BoundStep] = {}
+        # The per-step outputs whose declared time axis has a fixed size, and the one
+        # number of steps per call that fixed time sizes require (None: any).
+        self._fixed_step_outputs = self._find_fixed_step_outputs()
+        self.chunk_steps, self._chunk_steps_reason = self._fixed_time_size()
 
     def _check_states_carried(self) -> None:
         """Reject an input that looks like a recurrent state but would not be carried: a
@@ -148,6 +153,70 @@ class StreamingSession:
         unnamed = session.unnamed_state_inputs()
         if unnamed:
             raise unnamed_states_error(unnamed, streaming=True)
+
+    def _find_fixed_step_outputs(self) -> dict[str, int]:
+        """Find the per-step outputs with a fixed time size: the size by output name.
+
+        Such an output has rank 3, a fixed size on the time axis and, on the batch axis,
+        the sequence input's batch axis name, a batch name or its fixed batch size. An
+        output of a state input's declared shape counts as a state, not per-step.
+        """
+        sequence = list(self.session.data_inputs[0].shape or ())
+        if len(sequence) != 3:
+            return {}
+        batch_in = sequence[self._batch_axis]
+        state_shapes = [pair.shape for pair in self.session.state_pairs]
+        found = {}
+        for info in self.session.outputs:
+            shape = list(info.shape or ())
+            if info.name not in self.output_names or len(shape) != 3:
+                continue
+            steps, batch_out = shape[self.time_axis], shape[self._batch_axis]
+            if not (isinstance(steps, int) and steps > 0):
+                continue
+            if any(same_declared_shape(shape, state) for state in state_shapes):
+                continue
+            if batch_out == batch_in or axis_kind(batch_out) == "batch":
+                found[info.name] = steps
+        return found
+
+    def _fixed_time_size(self) -> tuple[int | None, str]:
+        """Return the number of steps that every call must take, and the declared shape that
+        fixes it; (None, "") where the time axes are dynamic.
+
+        Raises InputError where two fixed time sizes differ, so that no chunk fits both.
+        """
+        sizes: dict[int, str] = {}
+        for info in self.session.data_inputs:
+            shape = list(info.shape or ())
+            if (
+                len(shape) == 3
+                and isinstance(shape[self.time_axis], int)
+                and shape[self.time_axis] > 0
+            ):
+                sizes.setdefault(shape[self.time_axis], f"input {info.name!r} {shape}")
+        for name, steps in self._fixed_step_outputs.items():
+            info = next(o for o in self.session.outputs if o.name == name)
+            sizes.setdefault(steps, f"output {name!r} {list(info.shape)}")
+        if len(sizes) > 1:
+            (first, first_reason), (second, second_reason) = list(sizes.items())[:2]
+            raise InputError(
+                f"{self.session.path.name} declares {first_reason} with {first} time steps and "
+                f"{second_reason} with {second}, so no chunk length fits both; export it with a "
+                "dynamic time axis to stream it"
+            )
+        if not sizes:
+            return None, ""
+        steps, reason = next(iter(sizes.items()))
+        return steps, reason
+
+    def _check_chunk_length(self, chunk: int) -> None:
+        if self.chunk_steps is not None and chunk != self.chunk_steps:
+            raise InputError(
+                f"{self.session.path.name} declares {self._chunk_steps_reason}, a fixed "
+                f"{self.chunk_steps} time steps per call, so it streams only in chunks of "
+                f"{self.chunk_steps}; pass --chunk {self.chunk_steps}"
+            )
 
     def _has_possible_state(self) -> bool:
         """Return whether an input could be a recurrent state: one with a state role, or an
@@ -234,6 +303,14 @@ class StreamingSession:
         stream from them, as `reset(states=...)` does.
         """
         feed = self.session.prepare_inputs(chunk, source)
+        if self.chunk_steps is not None:
+            steps = feed[self._data_names[0]].shape[self.time_axis]
+            if steps != self.chunk_steps:
+                raise InputError(
+                    f"{source} has {steps} time steps, but {self.session.path.name} declares "
+                    f"{self._chunk_steps_reason}, a fixed {self.chunk_steps} per call; give "
+                    f"chunks of {self.chunk_steps} steps"
+                )
         # The ndarray test first: it is cheaper than the ABC check, on every step.
         if not isinstance(chunk, np.ndarray) and isinstance(chunk, Mapping):
             given = self.session.given_states(chunk, source)
@@ -300,7 +377,9 @@ class StreamingSession:
             raise InputError(
                 f"chunk must be a whole number of time steps, at least 1; got {chunk!r}"
             )
-        feed = self.session.prepare_inputs(data, source)
+        self._check_chunk_length(chunk)
+        # A fixed time size applies to each chunk, checked below, not to the whole input.
+        feed = self.session.prepare_inputs(data, source, any_length=True)
         if isinstance(data, Mapping):
             given = self.session.given_states(data, source)
             if given:
@@ -309,6 +388,8 @@ class StreamingSession:
                 )
         names = self._data_names
         length = feed[names[0]].shape[self.time_axis]
+        if self.chunk_steps is not None and length % self.chunk_steps:
+            self._reject_length(length, source)
         batch = self.session.batch_size(feed)
         pieces: list[dict[str, np.ndarray]] = []
         lengths: list[int] = []
@@ -333,6 +414,21 @@ class StreamingSession:
             else self._combine(name, [p[name] for p in pieces], lengths, batch)
             for name in self.session.output_names
         }
+
+    def _reject_length(self, length: int, source: str) -> None:
+        steps = self.chunk_steps
+        assert steps is not None
+        shorter = length - length % steps
+        fix = (
+            f"trim it to {shorter} or pad it to {shorter + steps}"
+            if shorter
+            else (f"pad it to {steps}")
+        )
+        raise InputError(
+            f"{source} has {length} time steps, but {self.session.path.name} declares "
+            f"{self._chunk_steps_reason}, a fixed {steps} per call, so the last chunk would "
+            f"be short: the input length must be a multiple of {steps}; {fix} steps"
+        )
 
     def _run_unbound(
         self, feed: Mapping[str, np.ndarray], names: Sequence[str], key: tuple
@@ -403,7 +499,7 @@ class StreamingSession:
             return False
         dim = declared[self.time_axis]
         if isinstance(dim, int) and dim > 0:
-            return False
+            return name in self._fixed_step_outputs and all(steps == dim for steps in lengths)
         data_shape = list(self.session.data_inputs[0].shape or ())
         if len(data_shape) != 3:
             data_shape = [None, None, None]
