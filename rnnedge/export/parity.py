@@ -8,7 +8,6 @@ axis was frozen). Comparing outputs at new shapes is what catches that.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ import torch
 from rnnedge.errors import ExportError
 from rnnedge.export.inputs import BATCH, SEQUENCE, InputRole, InputSpec, make_arrays
 from rnnedge.runtime.inputs import describe
+from rnnedge.runtime.ort_errors import summarize_ort_error
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +32,6 @@ SHIFTED_INPUTS = ((2.0, 3.0), (-2.0, 0.5))
 # Steps run from zero states to get the initial states of a streaming graph's parity cases.
 WARMUP_STEPS = 5
 # The max length of an ONNX Runtime error message kept in a parity case.
-ORT_ERROR_CHARS = 300
-# "[ONNXRuntimeError] : 1 : FAIL : " and "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : ".
-_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
-_ORT_NODE = re.compile(r"running (?P<op>\w+) node\. Name:'(?P<name>[^']*)'")
 
 
 @dataclass(frozen=True)
@@ -309,42 +305,6 @@ def _session(onnx_model: bytes) -> ort.InferenceSession:
         raise ExportError(
             f"ONNX Runtime cannot load the exported model: {_first_line(exc)}"
         ) from exc
-
-
-def summarize_ort_error(exc: BaseException, limit: int = ORT_ERROR_CHARS) -> str:
-    """Return the informative part of an ONNX Runtime error, at most `limit` characters.
-
-    ONNX Runtime 1.x reports a failed node as "[ONNXRuntimeError] : 1 : FAIL : Non-zero
-    status code returned while running Reshape node. Name:'node_Reshape_64' Status Message:
-    /path/reshape_helper.h:84 onnxruntime::ReshapeHelper::ReshapeHelper(...) size != 0 was
-    false. The input tensor cannot be reshaped ...". This keeps the last line, with the
-    node's type and name and the sentences after the failed source check, such as "Reshape
-    node 'node_Reshape_64': The input tensor cannot be reshaped ...". A longer text is cut
-    at a word boundary and ends in "...".
-    """
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    text = _ORT_PREFIX.sub("", lines[-1])
-    head, marker, status = text.partition("Status Message:")
-    if marker:
-        status = status.strip()
-        # The source location and the check that failed, up to "was false.", are for
-        # ONNX Runtime's developers; the sentences after them describe the problem.
-        _, check, explanation = status.partition(" was false.")
-        status = explanation.strip() if check and explanation.strip() else status
-        node = _ORT_NODE.search(head)
-        prefix = f"{node['op']} node '{node['name']}'" if node else head.strip().rstrip(".")
-        text = f"{prefix}: {status}"
-    return shorten(text, limit)
-
-
-def shorten(text: str, limit: int) -> str:
-    """Return `text` cut to at most `limit` characters at a word boundary, ending in "..."."""
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 3].rsplit(" ", 1)[0].rstrip(" ,;:")
-    return f"{cut}..."
 
 
 def _first_line(exc: BaseException) -> str:

@@ -32,6 +32,7 @@ from rnnedge.runtime.layout import (
 )
 from rnnedge.runtime.metadata import PREFIX, Layout, ModelMetadata, Task
 from rnnedge.runtime.options import cpu_settings, merge_options, provider_options
+from rnnedge.runtime.ort_errors import input_rejection
 from rnnedge.runtime.placement import Placement, read_profile
 from rnnedge.runtime.providers import (
     CPU_EP,
@@ -600,7 +601,10 @@ class Session:
     def run_prepared(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run on an already prepared feed (as from `prepare`), with no further checks."""
         # The hot path of profiling and benchmarks: no copies beyond what ORT returns.
-        values = self._session.run(None, feed if isinstance(feed, dict) else dict(feed))
+        try:
+            values = self._session.run(None, feed if isinstance(feed, dict) else dict(feed))
+        except Exception as exc:
+            raise (input_rejection(exc, self.path.name) or exc) from exc
         if self._profiling:
             self.finish_placement()
         return dict(zip(self._output_names, values, strict=True))

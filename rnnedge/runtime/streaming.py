@@ -23,6 +23,7 @@ import numpy as np
 from rnnedge.errors import InputError
 from rnnedge.runtime.binding import BoundStep, StateBuffers
 from rnnedge.runtime.layout import axis_kind
+from rnnedge.runtime.ort_errors import input_rejection
 from rnnedge.runtime.providers import CUDA_EP, TENSORRT_EP, Provider
 from rnnedge.runtime.session import Session
 from rnnedge.runtime.state import (
@@ -338,7 +339,10 @@ class StreamingSession:
             return self._run_unbound(feed, names, key)
         for name in names:
             np.copyto(bound.inputs[name], feed[name])
-        return bound.run()
+        try:
+            return bound.run()
+        except Exception as exc:
+            raise (input_rejection(exc, self.session.path.name) or exc) from exc
 
     def _start_states(self, batch: int) -> StateBuffers:
         if self._states is not None:
