@@ -193,6 +193,7 @@ class Session:
             tuple(pairs.items()), self.inputs, self.outputs
         )
         self._data_inputs: tuple[tuple[Any, ...], list[Any]] | None = None
+        self._layout_fits: tuple[Any, ...] | None = None
         self._unnamed_states: tuple[tuple[Any, ...], list[tuple[str, str]]] | None = None
         self.feeds = self._resolve_feeds(feeds or {})
         self.unpaired_states: tuple[StateInput, ...] = self._unpaired_states()
@@ -468,8 +469,13 @@ class Session:
                 nonfinite=self.nonfinite, batch_first=self.batch_major,
             )  # fmt: skip
             if index == 0:
-                self.check_layout_decided(array, label)
-                self._check_layout_fits(array, label)
+                # The layout checks depend on the shape alone, so a stream of chunks of one
+                # shape checks it once.
+                fitted = (array.shape, self._inputs_key())
+                if fitted != self._layout_fits:
+                    self.check_layout_decided(array, label)
+                    self._check_layout_fits(array, label)
+                    self._layout_fits = fitted
                 array = self._normalize(array)
             feed[info.name] = array
         if len(data_inputs) > 1:
