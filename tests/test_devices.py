@@ -716,3 +716,53 @@ def test_predict_warns_above_error_goal(capsys, two_architectures):
     assert [w for w in prediction["warnings"] if "misses the goal" in w] == [
         warnings[0].removeprefix("WARNING: ")
     ]
+
+
+@pytest.mark.parametrize("provider", ["cpu", "CPU", "cpuexecutionprovider", "auto", "arm"])
+def test_predict_accepts_rnnedge_provider_names(capsys, two_architectures, provider):
+    code, out, err = _predict(
+        capsys, two_architectures, "--hidden-size", "12", "--seq-len", "20", "--provider", provider
+    )
+    assert code == 0, err
+    assert "(CPUExecutionProvider, fp32, 1 thread)" in out
+
+
+@pytest.mark.parametrize(
+    ("provider", "named"),
+    [
+        ("cuda", "provider 'cuda' (CUDAExecutionProvider)"),
+        ("CUDAExecutionProvider", "provider CUDAExecutionProvider"),
+        ("tensorrt", "provider 'tensorrt' (TensorrtExecutionProvider)"),
+    ],
+)
+def test_predict_unmeasured_provider(capsys, two_architectures, provider, named):
+    code, out, err = _predict(
+        capsys, two_architectures, "--hidden-size", "12", "--provider", provider
+    )
+    lines = err.strip().splitlines()
+    assert code == 2
+    assert out == ""
+    assert len(lines) == 1
+    assert lines[0] == (
+        f"error: device 'x86-64' has no fp32 lstm measurements on {named}; pass --provider "
+        "with a measured provider: cpu (CPUExecutionProvider)"
+    )
+
+
+def test_predict_unknown_provider(capsys, two_architectures):
+    code, _, err = _predict(capsys, two_architectures, "--hidden-size", "12", "--provider", "npu")
+    assert code == 2
+    assert (
+        err.strip()
+        == "error: unknown provider 'npu'; choose one of: auto, cpu, cuda, tensorrt, arm"
+    )
+
+
+def test_predict_unmeasured_threads(capsys, two_architectures):
+    code, out, err = _predict(capsys, two_architectures, "--hidden-size", "12", "--threads", "3")
+    assert code == 2
+    assert out == ""
+    assert err.strip() == (
+        "error: device 'x86-64' has no fp32 lstm measurements on CPUExecutionProvider with 3 "
+        "threads; pass --threads with a measured thread count: 1"
+    )

@@ -231,8 +231,8 @@ def plot_command(
 )
 @click.option(
     "--provider",
-    help="Execution provider name as stored, e.g. CPUExecutionProvider "
-    "[default: the most measured].",
+    help="Execution provider of the measurements to fit: cpu, cuda, tensorrt, arm or a "
+    "stored name such as CPUExecutionProvider [default: the most measured].",
 )
 @click.option("--threads", type=int, help="Threads [default: the most measured].")
 @_DEVICES_DIR

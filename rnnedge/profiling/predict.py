@@ -48,6 +48,15 @@ import numpy as np
 
 from rnnedge.errors import InputError
 from rnnedge.profiling.catalog import DeviceProfile
+from rnnedge.runtime.providers import (
+    ACL_EP,
+    CPU_EP,
+    CUDA_EP,
+    TENSORRT_EP,
+    XNNPACK_EP,
+    Provider,
+    parse_provider,
+)
 
 GATES = {"lstm": 4, "gru": 3}
 _CELL_NAMES = {"lstm": "an LSTM", "gru": "a GRU"}
@@ -264,28 +273,84 @@ def group_samples(
             f"with 'rnnedge export'{convert}, then measure each with 'rnnedge profile "
             f"MODEL.onnx --device {profile.name} --sweep seq-len=1,10,100'"
         )
+    stored_providers = Counter(e.get("provider") for e, _ in candidates)
     if provider is None:
-        provider = Counter(e.get("provider") for e, _ in candidates).most_common(1)[0][0]
+        provider = stored_providers.most_common(1)[0][0]
+    else:
+        provider = _stored_provider(profile.name, cell, precision, provider, stored_providers)
+    stored_threads = Counter(
+        e.get("threads") for e, _ in candidates if e.get("provider") == provider
+    )
     if threads is None:
-        threads = Counter(
-            e.get("threads") for e, _ in candidates if e.get("provider") == provider
-        ).most_common(1)[0][0]
+        threads = stored_threads.most_common(1)[0][0]
     repeats: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for entry, arch in candidates:
         if entry.get("provider") == provider and entry.get("threads") == threads:
             repeats.setdefault((arch, entry["batch"], entry["seq_len"]), []).append(entry)
     group = {"cell": cell, "precision": precision, "provider": provider, "threads": threads}
     if not repeats:
+        measured = ", ".join(str(t) for t in sorted(stored_threads, key=str))
         raise InputError(
             f"device {profile.name!r} has no {precision} {cell} measurements on {provider} with "
-            f"{threads} thread{'' if threads == 1 else 's'}; choose another --provider or "
-            "--threads"
+            f"{threads} thread{'' if threads == 1 else 's'}; pass --threads with a measured "
+            f"thread count: {measured}"
         )
     samples = [
         Sample(arch, batch, seq_len, uncontended_p50(entries))
         for (arch, batch, seq_len), entries in repeats.items()
     ]
     return samples, group
+
+
+def _stored_provider(
+    device: str, cell: str, precision: str, requested: str, stored: Counter[Any]
+) -> str:
+    """Map a --provider value to the ONNX Runtime provider name the measurements store.
+
+    Accepts a stored name in any case and the rnnedge names (auto, cpu, cuda, tensorrt,
+    arm). arm maps to the first of ACL, XNNPACK and the CPU provider that has
+    measurements, because `rnnedge profile --provider arm` runs on the CPU provider where
+    the build has neither. auto maps to the most measured provider.
+
+    Raises:
+        InputError: the name is unknown, or no measurement of the group ran on it.
+    """
+    by_lowercase = {str(name).lower(): name for name in stored if name is not None}
+    if requested.strip().lower() in by_lowercase:
+        return by_lowercase[requested.strip().lower()]
+    parsed = parse_provider(requested)
+    if parsed is Provider.AUTO:
+        return stored.most_common(1)[0][0]
+    for name in _STORED_PROVIDERS[parsed]:
+        if name in stored:
+            return name
+    requested_label = " or ".join(_STORED_PROVIDERS[parsed])
+    if requested_label.lower() != requested.strip().lower():
+        requested_label = f"{requested!r} ({requested_label})"
+    measured = ", ".join(_provider_label(name) for name in sorted(stored, key=str))
+    raise InputError(
+        f"device {device!r} has no {precision} {cell} measurements on provider "
+        f"{requested_label}; pass --provider with a measured provider: {measured}"
+    )
+
+
+# The stored providers each --provider name selects, in order of preference. TensorRT's
+# run falls back to the CUDA provider, but a CUDA measurement is no TensorRT latency, so
+# tensorrt selects TensorRT measurements only.
+_STORED_PROVIDERS: dict[Provider, tuple[str, ...]] = {
+    Provider.CPU: (CPU_EP,),
+    Provider.CUDA: (CUDA_EP,),
+    Provider.TENSORRT: (TENSORRT_EP,),
+    Provider.ARM: (ACL_EP, XNNPACK_EP, CPU_EP),
+}
+
+
+def _provider_label(stored: Any) -> str:
+    """Name a stored provider with the --provider name that selects it, where one does."""
+    for member in (Provider.CPU, Provider.CUDA, Provider.TENSORRT):
+        if _STORED_PROVIDERS[member] == (stored,):
+            return f"{member.value} ({stored})"
+    return str(stored)
 
 
 def uncontended_p50(entries: Sequence[dict[str, Any]]) -> float:
