@@ -535,6 +535,20 @@ class Session:
             logger.warning("%s", self._override_warning)
             self._override_warning = ""
 
+    def check_layout_fits(
+        self, sequence: np.ndarray, label: str, *, warn_override: bool = True
+    ) -> None:
+        """Run the check of `prepare_inputs` that the layout reads the batch from the axis
+        that the state inputs match, for a caller that builds its own feed.
+
+        Raises the InputError of `_check_layout_fits`. Where the check passes, it logs the
+        warning that --layout overrides the layout read from the model, unless
+        `warn_override` is False, for a caller that has warned about this model already.
+        """
+        if not warn_override:
+            self._override_warning = ""
+        self._check_layout_fits(sequence, label)
+
     def _batched_state_names(self) -> list[str]:
         """Name the state inputs whose batch a run takes from the sequence input: paired,
         unpaired, constant-filled or given in the input file."""
