@@ -203,6 +203,16 @@ CASES = [
     case("run-state-batch", "run {foreign_gru} -i {state_batch_npz} -o {tmp}/y.npz", 2,
          "state_batch.npz[h_in] has shape (1, 4, 16), a state for a batch of 4",
          "has a batch of 10 on axis 1 (time-major); give h_in the shape (1, 10, 16)"),
+    case("run-feed-state-shape", "run {foreign_gru} -i {x} --feed h_in=1,2", 2,
+         "--feed h_in=1,2: value float32[2] min=1 max=2 for input 'h_in' does not fit its "
+         "shape [1, 'batch', 16]", "give one value, which fills it"),
+    case("run-feed-integer-state", "run {foreign_gru} -i {x} --feed h_in={int_state}", 2,
+         "--feed h_in=", "int_state.npy: value int64[1, 10, 16]",
+         "convert it with array.astype('float32')"),
+    case("run-feed-paired-state", "run {foreign_gru} -i {x} --state h_in=h_out --feed h_in=0",
+         2, "--feed h_in=0: input 'h_in' is a state input, paired by --state h_in=h_out",
+         "give array 'h_in' in an .npz input file",
+         "or drop --state h_in=h_out to give it as a constant with --feed"),
     case("run-unknown-state", "run {m} -i {x} --state a=b", 2,
          "state input 'a' is not an input", "fix the name in --state"),
     case("run-unknown-nonfinite-policy", "run {m} -i {x} --nonfinite ignore", 2,
@@ -636,6 +646,7 @@ def places(models, mounts, exported, tmp_path, rng) -> dict[str, Path | str]:
     # For the time-major foreign GRU, x is 2 steps of a batch of 10.
     files["state_batch_npz"] = tmp_path / "state_batch.npz"
     np.savez(files["state_batch_npz"], x=x, h_in=np.zeros((1, 4, FOREIGN_HIDDEN), np.float32))
+    files["int_state"] = _save(tmp_path / "int_state.npy", np.zeros((1, 10, 16), np.int64))
     files["misnamed_npz"] = tmp_path / "misnamed.npz"
     np.savez(files["misnamed_npz"], feats=x)
     files["decimal_comma_csv"] = tmp_path / "decimal.csv"

@@ -487,7 +487,7 @@ def test_run_states_time_major_layout(capsys, foreign_gru, rng, tmp_path):
     args = ["run", path, "-i", tmp_path / "x.npy", "--state", "h_in=h_out"]
     code, out, err = run_cli(capsys, *args)
     assert code == 0, err
-    assert "input x: (3, 20, 6) read as (time, batch, features), the model's layout\n" in out
+    assert "input x: (3, 20, 6) read as (time, batch, features), from the axis names\n" in out
     code, out, err = run_cli(capsys, *args, "--json")
     assert code == 0, err
     assert json.loads(out)["layout"] == "time-major"
@@ -501,7 +501,9 @@ def test_run_states_batch_major_layout(capsys, exported, rng, tmp_path):
     args = ["run", exported["gru"], "-i", tmp_path / "x.npy"]
     code, out, err = run_cli(capsys, *args)
     assert code == 0, err
-    assert "input input: (2, 9, 6) read as (batch, time, features), the model's layout\n" in out
+    assert "input input: (2, 9, 6) read as (batch, time, features), as recorded in the model\n" in (
+        out
+    )
     code, out, err = run_cli(capsys, *args, "--json")
     assert code == 0, err
     assert json.loads(out)["layout"] == "batch-major"
@@ -533,8 +535,8 @@ def test_ort_shape_rejection_is_usage_error(capsys, tmp_path, stream):
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((20, 3, FEATURES), np.float32))
     extra = ["--stream", "--chunk", "4"] if stream else []
-    code, out, err = run_cli(capsys, "run", path, "-i", x, "--state", "h0=hn",
-                             "--layout", "batch-major", *extra)  # fmt: skip
+    code, _, err = run_cli(capsys, "run", path, "-i", x, "--state", "h0=hn",
+                           "--layout", "batch-major", *extra)  # fmt: skip
     assert code == 2, err
     assert err.startswith("error: ONNX Runtime rejected the inputs of auto.onnx: GRU node")
     assert "initial_h must have shape" in err

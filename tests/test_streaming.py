@@ -331,6 +331,9 @@ def test_layout_from_fixed_state_size(tmp_path, rng, caplog):
     assert not session.batch_major
     assert "fixed.onnx: time-major layout from the batch axis 2 of a state input" in caplog.text
     x = sequence(rng, batch=2, length=4, time_major=True)
+    assert session.describe_layout(x) == (
+        "input x: (4, 2, 5) read as (time, batch, features), from the state's batch axis"
+    )
     expected = _gru_reference(model, x, np.zeros((2, 2, HIDDEN), np.float32))
     np.testing.assert_allclose(session.run(x)["y"], expected, atol=TORCH_ATOL, rtol=0)
 
@@ -741,7 +744,7 @@ def test_cli_feed_beyond_float32_range(capsys, streaming_models, rng, tmp_path):
         code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy", "--feed",
                                  "gain=1e60", "--provider", "cpu")  # fmt: skip
     assert code == 2, err
-    assert err.startswith("error: the value of input 'gain' reaches 1e+60"), err
+    assert err.startswith("error: --feed gain=1e60: the value of input 'gain' reaches 1e+60"), err
     assert out == ""
 
 
@@ -1199,8 +1202,8 @@ def test_feed_state_checked_against_its_shape(streaming_models, tmp_path, rng):
     with pytest.raises(InputError) as raised:
         Session(streaming_models["lstm-no-pairs"][0], provider="cpu", feeds={"h0": "1,2"})
     assert str(raised.value) == (
-        "value float32[2] min=1 max=2 for input 'h0' does not fit its shape [2, 'batch', 16]; "
-        "give one value, which fills it, or a .npy array of that shape"
+        "--feed h0=1,2: value float32[2] min=1 max=2 for input 'h0' does not fit its shape "
+        "[2, 'batch', 16]; give one value, which fills it, or a .npy array of that shape"
     )
     np.save(tmp_path / "gain.npy", np.array([2]))
     with pytest.raises(InputError) as raised:
@@ -1210,8 +1213,8 @@ def test_feed_state_checked_against_its_shape(streaming_models, tmp_path, rng):
             feeds={"gain": str(tmp_path / "gain.npy")},
         )
     assert str(raised.value) == (
-        "value int64[1] min=2 max=2 for input 'gain' is an int64 array, but the input takes "
-        "float32; convert it with array.astype('float32')"
+        f"--feed gain={tmp_path / 'gain.npy'}: value int64[1] min=2 max=2 for input 'gain' is "
+        "an int64 array, but the input takes float32; convert it with array.astype('float32')"
     )
 
 
@@ -1413,3 +1416,138 @@ def test_cli_layout_option_against_state(capsys, tmp_path, rng):
             "1; pass --layout time-major\n"
         )
         assert not (tmp_path / "out.npz").exists()
+
+
+def test_layout_checked_before_fixed_chunk(capsys, tmp_path, rng):
+    """x [4, 2, 5] with h0 [2, 2, 16], read batch-major, would take 2 time steps per call,
+    so the --layout error comes before the error about the chunk size."""
+    path, model = export_auto_named(tmp_path / "fixed.onnx", fixed=True)
+    x = sequence(rng, batch=2, length=12, time_major=True)
+    streaming = StreamingSession(path, provider="cpu", state_pairs=[("h0", "hn")],
+                                 layout="batch-major")  # fmt: skip
+    with pytest.raises(InputError) as raised:
+        streaming.run(x, chunk=4)
+    assert str(raised.value) == (
+        "input has shape (12, 2, 5), read batch-major by --layout as a batch of 12, but state "
+        "input 'h0' [2, 2, 16] takes a batch of 2, which is axis 1; pass --layout time-major"
+    )
+    np.save(tmp_path / "x.npy", x)
+    args = ["run", path, "-i", tmp_path / "x.npy", "--state", "h0=hn", "--stream", "--chunk",
+            "4", "-o", tmp_path / "out.npz"]  # fmt: skip
+    code, out, err = run_cli(capsys, *args, "--layout", "batch-major")
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("error: input x.npy has shape (12, 2, 5), read batch-major by --layout")
+    assert not (tmp_path / "out.npz").exists()
+    code, out, err = run_cli(capsys, *args, "--layout", "time-major")
+    assert code == 0, err
+    expected = _gru_reference(model, x, np.zeros((2, 2, HIDDEN), np.float32))
+    np.testing.assert_allclose(np.load(tmp_path / "out.npz")["y"], expected, atol=TORCH_ATOL,
+                               rtol=0)  # fmt: skip
+
+
+def test_role_states_stream_names_likely_pairs(role_state_models):
+    """A model from rnnedge export whose forward takes h0 cannot be exported with
+    --streaming, so the error names the --state pairs only."""
+    path, _ = role_state_models["gru"]
+    with pytest.raises(InputError) as raised:
+        StreamingSession(path, provider="cpu")
+    assert str(raised.value) == (
+        "gru.onnx records no state pairs in its metadata, so it cannot stream; name each pair "
+        "with --state IN=OUT, here likely --state h0=output_1 (inputs: input, h0; outputs: "
+        "output, output_1)"
+    )
+    path, _ = role_state_models["lstm"]
+    with pytest.raises(InputError) as raised:
+        StreamingSession(path, provider="cpu")
+    assert "here likely --state h0=output_1 --state c0=output_2 (inputs: " in str(raised.value)
+    assert "--streaming" not in str(raised.value)
+
+
+def test_layout_option_logged_as_the_rule(tmp_path, caplog):
+    path, _ = export_auto_named(tmp_path / "auto.onnx")
+    with caplog.at_level(logging.DEBUG, logger="rnnedge"):
+        Session(path, provider="cpu", state_pairs=[("h0", "hn")], layout="time-major")
+    assert "auto.onnx: time-major layout from --layout" in caplog.text
+    assert "by default" not in caplog.text
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".csv"])
+def test_cli_rank2_input_guessed_layout(capsys, tmp_path, rng, suffix):
+    """A (10, 5) file is one sequence. Where the layout is a guess, the error describes the
+    file as given and names --layout, because the layout decides where its batch axis goes."""
+    path, model = export_auto_named(tmp_path / "auto.onnx")
+    x = sequence(rng, batch=1, length=10, time_major=True)[:, 0]
+    data = tmp_path / f"seq{suffix}"
+    if suffix == ".csv":
+        np.savetxt(data, x, delimiter=",")
+    else:
+        np.save(data, x)
+    args = ["run", path, "-i", data, "--state", "h0=hn", "-o", tmp_path / "out.npz"]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2
+    assert out == ""
+    assert err == (
+        f"error: input seq{suffix} has shape (10, 5), one sequence of 10 time steps, which "
+        "runs as a batch of 1. The model records no layout and its axis names do not decide "
+        "it, so the batch axis may go before the time axis (batch-major) or after it "
+        "(time-major). State input 'h0' takes a state for the batch; pass --layout "
+        "batch-major or --layout time-major\n"
+    )
+    code, out, err = run_cli(capsys, *args, "--layout", "time-major")
+    assert code == 0, err
+    expected = _gru_reference(model, x[:, np.newaxis], np.zeros((2, 1, HIDDEN), np.float32))
+    np.testing.assert_allclose(np.load(tmp_path / "out.npz")["y"], expected, atol=TORCH_ATOL,
+                               rtol=0)  # fmt: skip
+
+
+def test_feed_of_paired_state_names_start_state(streaming_models):
+    with pytest.raises(InputError) as raised:
+        Session(streaming_models["gru"][0], provider="cpu", feeds={"h0": "0"})
+    assert str(raised.value) == (
+        "--feed h0=0: input 'h0' is a state input, paired with output 'hn' in the model's "
+        "metadata, so it starts at zero; to start it from other values, give array 'h0' in an "
+        ".npz input file, with or without --stream"
+    )
+    pairs = [("h0", "hn"), ("c0", "cn")]
+    with pytest.raises(InputError) as raised:
+        Session(streaming_models["lstm-no-pairs"][0], provider="cpu", state_pairs=pairs,
+                feeds={"h0": "0.5"})  # fmt: skip
+    assert str(raised.value) == (
+        "--feed h0=0.5: input 'h0' is a state input, paired by --state h0=hn, so it starts at "
+        "zero; to start it from other values, give array 'h0' in an .npz input file, with or "
+        "without --stream, or drop --state h0=hn to give it as a constant with --feed "
+        "(without --stream)"
+    )
+    # The second fix in the message runs.
+    session = Session(streaming_models["lstm-no-pairs"][0], provider="cpu",
+                      state_pairs=[("c0", "cn")], feeds={"h0": "0.5"})  # fmt: skip
+    outputs = session.run(sequence(np.random.default_rng(0), batch=2, length=3))
+    assert outputs["y"].shape == (2, 3, OUTPUTS)
+
+
+def test_cli_stream_npy_output_notes_state(capsys, streaming_models, rng, tmp_path):
+    """-o y.npy keeps the first output only, so under --stream a note names the final state
+    that it leaves out."""
+    path, _ = streaming_models["gru"]
+    x = sequence(rng, batch=2, length=10)
+    np.save(tmp_path / "x.npy", x)
+    args = ["run", path, "-i", tmp_path / "x.npy", "--provider", "cpu"]
+    code, _, err = run_cli(capsys, *args, "--stream", "--chunk", "5", "-o", tmp_path / "y.npy")
+    assert code == 0, err
+    assert err == (
+        "note: y.npy holds output 'y' only, so the final state (hn) was not written; -o y.npz "
+        "writes it too, for a later run to resume from\n"
+    )
+    assert np.load(tmp_path / "y.npy").shape == (2, 10, OUTPUTS)
+    code, _, err = run_cli(capsys, *args, "--stream", "--chunk", "5", "-o", tmp_path / "y.npz")
+    assert code == 0, err
+    assert err == ""
+    assert sorted(np.load(tmp_path / "y.npz")) == ["hn", "y"]
+    code, _, err = run_cli(capsys, *args, "-o", tmp_path / "y.npy")
+    assert code == 0, err
+    assert err == ""
+    code, _, err = run_cli(capsys, *args, "--stream", "-o", tmp_path / "y.npy", "-q")
+    assert code == 0, err
+    assert err == ""

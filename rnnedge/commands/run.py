@@ -14,6 +14,7 @@ from rnnedge.commands._common import (
     layout_option,
     state_and_feed_arguments,
     state_and_feed_options,
+    verbosity,
     verbosity_options,
 )
 from rnnedge.errors import InputError
@@ -128,6 +129,8 @@ def run_command(model: Path, input_path: Path, output: Path | None, provider: st
         outputs = session.run(data, source=source)
     if output is not None:
         save_outputs(output, outputs)
+        if stream and output.suffix.lower() == ".npy" and verbosity() >= 0:
+            click.echo(_dropped_states_note(output, session), err=True)
     summary = summarize_predictions(session, outputs)
     placement = session.placement.as_dict() if session.placement else {}
     layout = session.describe_layout(data)
@@ -154,6 +157,18 @@ def run_command(model: Path, input_path: Path, output: Path | None, provider: st
         )
     if output is not None:
         click.echo(f"wrote {output}")
+
+
+def _dropped_states_note(output: Path, session) -> str:
+    """Build the note that an .npy output of a stream contains the first output only, so
+    the final state, from which a later run resumes, is not written."""
+    first = session.output_names[0]
+    states = ", ".join(pair.output for pair in session.state_pairs)
+    return (
+        f"note: {output.name} holds output {first!r} only, so the final state ({states}) was "
+        f"not written; -o {output.with_suffix('.npz').name} writes it too, for a later run "
+        "to resume from"
+    )
 
 
 def _same_file(first: Path, second: Path) -> bool:

@@ -59,8 +59,9 @@ def constant_feed(
     an input of shape [1]).
     """
     target = ORT_TO_NUMPY.get(ort_type)
+    option = feed_label(name, value)
     if target is None:
-        raise InputError(f"input {name!r} has type {ort_type}, which --feed cannot fill")
+        raise InputError(f"{option}: input {name!r} has type {ort_type}, which --feed cannot fill")
     dtype = np.dtype(target)
     from_array = not isinstance(value, str) or value.lower().endswith(".npy")
     array = _parse_value_text(value, name, dtype) if isinstance(value, str) else np.asarray(value)
@@ -68,18 +69,27 @@ def constant_feed(
         if from_array and array.ndim > 0 and array.dtype.kind in "iub":
             # As for --input: an integer array for a float input is usually the wrong file.
             raise InputError(
-                f"value {describe(array)} for input {name!r} is an {array.dtype} array, but "
-                f"the input takes {dtype.name}; convert it with array.astype('{dtype.name}')"
+                f"{option}: value {describe(array)} for input {name!r} is an {array.dtype} "
+                f"array, but the input takes {dtype.name}; convert it with "
+                f"array.astype('{dtype.name}')"
             )
-        converted = _to_float(array, name, dtype, nonfinite)
+        converted = _to_float(array, name, dtype, nonfinite, option)
     elif np.issubdtype(dtype, np.integer):
-        converted = _to_integer(array, name, dtype)
+        converted = _to_integer(array, name, dtype, option)
     else:
-        converted = _to_bool(array, name)
-    return np.ascontiguousarray(_fit_shape(converted, name, shape))
+        converted = _to_bool(array, name, option)
+    return np.ascontiguousarray(_fit_shape(converted, name, shape, option))
 
 
-def _fit_shape(value: np.ndarray, name: str, shape: Sequence[Any]) -> np.ndarray:
+def feed_label(name: str, value: Any) -> str:
+    """Name a constant in messages: as the `--feed NAME=TEXT` option that gave it, or for
+    an array from Python, as its entry in `feeds`."""
+    if isinstance(value, str):
+        return f"--feed {name}={value}"
+    return f"feeds[{name!r}]"
+
+
+def _fit_shape(value: np.ndarray, name: str, shape: Sequence[Any], option: str) -> np.ndarray:
     """Check a constant against the declared shape of its input; return it in that shape
     where the shape is fully fixed.
 
@@ -99,7 +109,7 @@ def _fit_shape(value: np.ndarray, name: str, shape: Sequence[Any]) -> np.ndarray
         kind = " (a scalar)" if not shape else ""
         expected = "one value" if count == 1 else f"one value, which fills it, or {count} values"
         raise InputError(
-            f"value {describe(value)} for input {name!r} does not fit its shape "
+            f"{option}: value {describe(value)} for input {name!r} does not fit its shape "
             f"{list(shape)}{kind}; give {expected}"
         )
     fits = value.ndim == len(shape) and all(
@@ -109,7 +119,7 @@ def _fit_shape(value: np.ndarray, name: str, shape: Sequence[Any]) -> np.ndarray
     if value.size == 1 or fits:
         return value
     raise InputError(
-        f"value {describe(value)} for input {name!r} does not fit its shape "
+        f"{option}: value {describe(value)} for input {name!r} does not fit its shape "
         f"{list(shape)}; give one value, which fills it, or a .npy array of that shape"
     )
 
@@ -128,30 +138,38 @@ def fill_constant(value: np.ndarray, shape: Sequence[Any], batch: int) -> np.nda
     return np.full(filled, value.reshape(()), dtype=value.dtype)
 
 
-def _to_float(array: np.ndarray, name: str, dtype: np.dtype, nonfinite: str) -> np.ndarray:
-    """Cast integer or float values to the float type `dtype` after a range check."""
+def _to_float(
+    array: np.ndarray, name: str, dtype: np.dtype, nonfinite: str, option: str
+) -> np.ndarray:
+    """Cast integer or float values to the float type `dtype` after a range check.
+
+    Args:
+        option: the name of the constant in messages (see `feed_label`).
+    """
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
         raise InputError(
-            f"value of dtype {array.dtype} for input {name!r} cannot become {dtype.name}; "
-            "give numbers"
+            f"{option}: value of dtype {array.dtype} for input {name!r} cannot become "
+            f"{dtype.name}; give numbers"
         )
     values = array.astype(np.float64) if np.issubdtype(array.dtype, np.integer) else array
     finite = np.isfinite(values)
     limit = np.finfo(dtype).max
     if finite.any() and np.abs(values[finite]).max() > limit:
         raise InputError(
-            f"the value of input {name!r} reaches {np.abs(values[finite]).max():.3g}, "
-            f"beyond the {dtype.name} range ({limit:.3g}); give a smaller value"
+            f"{option}: the value of input {name!r} reaches "
+            f"{np.abs(values[finite]).max():.3g}, beyond the {dtype.name} range "
+            f"({limit:.3g}); give a smaller value"
         )
     bad = int(values.size - np.count_nonzero(finite))
     if bad:
         if nonfinite != "warn":
             raise InputError(
-                f"the value of input {name!r} contains {bad} NaN or infinite values; give finite "
-                "values, or pass --nonfinite warn to run anyway"
+                f"{option}: the value of input {name!r} contains {bad} NaN or infinite "
+                "values; give finite values, or pass --nonfinite warn to run anyway"
             )
         logger.warning(
-            "the value of input %r contains %d NaN or infinite values; %s",
+            "%s: the value of input %r contains %d NaN or infinite values; %s",
+            option,
             name,
             bad,
             NONFINITE_EFFECT,
@@ -159,12 +177,12 @@ def _to_float(array: np.ndarray, name: str, dtype: np.dtype, nonfinite: str) -> 
     return values.astype(dtype)
 
 
-def _to_integer(array: np.ndarray, name: str, dtype: np.dtype) -> np.ndarray:
+def _to_integer(array: np.ndarray, name: str, dtype: np.dtype, option: str) -> np.ndarray:
     """Cast whole numbers to the integer type `dtype` after a range check."""
     if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
         raise InputError(
-            f"value of dtype {array.dtype} for input {name!r} cannot become {dtype.name}; "
-            "give whole numbers"
+            f"{option}: value of dtype {array.dtype} for input {name!r} cannot become "
+            f"{dtype.name}; give whole numbers"
         )
     limits = np.iinfo(dtype)
     if np.issubdtype(array.dtype, np.floating):
@@ -172,8 +190,8 @@ def _to_integer(array: np.ndarray, name: str, dtype: np.dtype) -> np.ndarray:
         whole = finite.all() and bool(np.all(np.mod(array, 1) == 0))
         if not whole:
             raise InputError(
-                f"input {name!r} takes whole numbers ({dtype.name}); got {array.dtype} values "
-                "with a fraction, NaN or infinity"
+                f"{option}: input {name!r} takes whole numbers ({dtype.name}); got "
+                f"{array.dtype} values with a fraction, NaN or infinity"
             )
         # float(limits.max) rounds up to a power of two, which is itself out of range.
         out_of_range = array.size and (
@@ -183,18 +201,20 @@ def _to_integer(array: np.ndarray, name: str, dtype: np.dtype) -> np.ndarray:
         out_of_range = array.size and (array.min() < limits.min or array.max() > limits.max)
     if out_of_range:
         raise InputError(
-            f"the value of input {name!r} ranges from {array.min():.6g} to "
+            f"{option}: the value of input {name!r} ranges from {array.min():.6g} to "
             f"{array.max():.6g}, beyond the {dtype.name} range; give values from "
             f"{limits.min} to {limits.max}"
         )
     return array.astype(dtype)
 
 
-def _to_bool(array: np.ndarray, name: str) -> np.ndarray:
+def _to_bool(array: np.ndarray, name: str, option: str) -> np.ndarray:
     if array.dtype == np.bool_:
         return array
     if not np.issubdtype(array.dtype, np.number) or not np.isin(array, (0, 1)).all():
-        raise InputError(f"input {name!r} takes booleans; give 0, 1, true or false for each value")
+        raise InputError(
+            f"{option}: input {name!r} takes booleans; give 0, 1, true or false for each value"
+        )
     return array.astype(np.bool_)
 
 

@@ -63,7 +63,10 @@ def is_time_major(
 
 
 def decide_layout(
-    data_shape: Sequence[Any], state_shapes: Sequence[Sequence[Any]] = (), model: str = "model"
+    data_shape: Sequence[Any],
+    state_shapes: Sequence[Sequence[Any]] = (),
+    model: str = "model",
+    log: bool = True,
 ) -> LayoutRule:
     """Infer whether a sequence input of declared shape `data_shape` is (time, batch, ...).
 
@@ -78,7 +81,7 @@ def decide_layout(
        with a [1, 3, 16] state is time-major);
     3. batch-major, the layout of `rnnedge export` and of `batch_first=True`.
 
-    The deciding rule is logged at debug level.
+    With `log`, the deciding rule is logged at debug level.
     """
     if len(data_shape) < 3:
         return LayoutRule(False, BY_DEFAULT)
@@ -86,10 +89,11 @@ def decide_layout(
     by_names = _decide(axis_kind(first) == "time" or axis_kind(second) == "batch",
                        axis_kind(first) == "batch" or axis_kind(second) == "time")  # fmt: skip
     if by_names is not None:
-        logger.debug(
-            "%s: %s layout from the axis names %s of its sequence input",
-            model, _layout_name(by_names), list(data_shape[:2]),
-        )  # fmt: skip
+        if log:
+            logger.debug(
+                "%s: %s layout from the axis names %s of its sequence input",
+                model, _layout_name(by_names), list(data_shape[:2]),
+            )  # fmt: skip
         return LayoutRule(by_names, BY_AXIS_NAMES)
     for state_shape in state_shapes:
         batch_dim = _state_batch_dim(state_shape)
@@ -98,18 +102,20 @@ def decide_layout(
         by_state = _decide(second == batch_dim and first != batch_dim,
                            first == batch_dim and second != batch_dim)  # fmt: skip
         if by_state is not None:
-            logger.debug(
-                "%s: %s layout from the batch axis %r of a state input, which is axis %d "
-                "of the sequence input %s",
-                model, _layout_name(by_state), batch_dim, 1 if by_state else 0,
-                list(data_shape),
-            )  # fmt: skip
+            if log:
+                logger.debug(
+                    "%s: %s layout from the batch axis %r of a state input, which is axis "
+                    "%d of the sequence input %s",
+                    model, _layout_name(by_state), batch_dim, 1 if by_state else 0,
+                    list(data_shape),
+                )  # fmt: skip
             return LayoutRule(by_state, BY_STATE_INPUT)
-    logger.debug(
-        "%s: batch-major layout by default: neither the axis names %s nor a state input "
-        "decide it",
-        model, list(data_shape),
-    )  # fmt: skip
+    if log:
+        logger.debug(
+            "%s: batch-major layout by default: neither the axis names %s nor a state input "
+            "decide it",
+            model, list(data_shape),
+        )  # fmt: skip
     return LayoutRule(False, BY_DEFAULT)
 
 

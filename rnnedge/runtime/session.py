@@ -15,7 +15,7 @@ import onnxruntime as ort
 from rnnedge.errors import InputError
 from rnnedge.host import cpu_info
 from rnnedge.runtime.external_data import check_external_data, is_ort_format
-from rnnedge.runtime.feeds import constant_feed, fill_constant
+from rnnedge.runtime.feeds import constant_feed, feed_label, fill_constant
 from rnnedge.runtime.inputs import (
     LENGTHS_INPUT,
     check_lengths,
@@ -26,6 +26,7 @@ from rnnedge.runtime.inputs import (
 from rnnedge.runtime.layout import (
     BY_AXIS_NAMES,
     BY_DEFAULT,
+    BY_STATE_INPUT,
     axis_kind,
     decide_layout,
     state_batch_size,
@@ -187,6 +188,8 @@ class Session:
         self._inputs_by_name = {info.name: info for info in self.inputs}
         self._output_names = [o.name for o in self.outputs]
         pairs = dict(self.metadata.state_pairs)
+        # The pairs of the `state_pairs` argument (`--state`), named by `_fed_state_error`.
+        self._option_pairs = {str(a): str(b) for a, b in state_pairs or ()}
         check_distinct_pairs([(str(a), str(b)) for a, b in state_pairs or ()])
         pairs.update(state_pairs or ())
         self.state_pairs: tuple[StatePair, ...] = resolve_state_pairs(
@@ -269,8 +272,9 @@ class Session:
         return list(cached[1])
 
     def describe_layout(self, data: np.ndarray | Mapping[str, Any]) -> str | None:
-        """Describe how a run reads the sequence input in `data`, such as "input x: (3, 20, 8)
-        read as (time, batch, features), the model's layout".
+        """Describe how a run reads the sequence input in `data` and where that layout came
+        from, such as "input x: (3, 20, 8) read as (time, batch, features), from the axis
+        names".
 
         Returns None unless the sequence input, the first data input, is an array of
         rank 3 for an input declared with rank 3.
@@ -282,12 +286,13 @@ class Session:
         if not isinstance(array, np.ndarray) or array.ndim != 3:
             return None
         axes = "(batch, time, features)" if self.batch_major else "(time, batch, features)"
-        if self.layout_guessed:
-            how = "by default: the axis names do not decide it; pass --layout to set it"
-        elif self.layout_source == LAYOUT_OPTION:
-            how = "as --layout sets it"
-        else:
-            how = "the model's layout"
+        how = {
+            BY_DEFAULT: "by default: the axis names do not decide it; pass --layout to set it",
+            LAYOUT_OPTION: "as --layout sets it",
+            LAYOUT_METADATA: "as recorded in the model",
+            BY_AXIS_NAMES: "from the axis names",
+            BY_STATE_INPUT: "from the state's batch axis",
+        }[self.layout_source]
         return f"input {name}: {tuple(array.shape)} read as {axes}, {how}"
 
     def _inputs_key(self) -> tuple[Any, ...]:
@@ -469,13 +474,7 @@ class Session:
                 nonfinite=self.nonfinite, batch_first=self.batch_major,
             )  # fmt: skip
             if index == 0:
-                # The layout checks depend on the shape alone, so a stream of chunks of one
-                # shape checks it once.
-                fitted = (array.shape, self._inputs_key())
-                if fitted != self._layout_fits:
-                    self.check_layout_decided(array, label)
-                    self._check_layout_fits(array, label)
-                    self._layout_fits = fitted
+                self._check_layout_once(array, label, np.shape(data[info.name]))
                 array = self._normalize(array)
             feed[info.name] = array
         if len(data_inputs) > 1:
@@ -486,24 +485,68 @@ class Session:
                 feed[name] = data.get(name, value)
         return feed
 
-    def check_layout_decided(self, sequence: np.ndarray, label: str) -> None:
+    def check_layout(
+        self, data: np.ndarray | Mapping[str, np.ndarray], source: str = "input"
+    ) -> None:
+        """Run the layout checks of `prepare_inputs` on the sequence array in `data` alone.
+
+        A stream runs them before it checks the chunk size, because a wrong layout also
+        puts the fixed time size of a model on the wrong axis. Arrays that are not of
+        rank 3 are left to `prepare_inputs`, which adds their batch axis first.
+        """
+        data_inputs = self.data_inputs
+        if not data_inputs:
+            return
+        name = data_inputs[0].name
+        array = data if isinstance(data, np.ndarray) else data.get(name)
+        if not isinstance(array, np.ndarray) or array.ndim != 3:
+            return
+        label = source if len(data_inputs) == 1 else f"{source}[{name}]"
+        self._check_layout_once(array, label, array.shape)
+
+    def _check_layout_once(
+        self, sequence: np.ndarray, label: str, given_shape: tuple[int, ...]
+    ) -> None:
+        # The layout checks depend on the shape alone, so a stream of chunks of one shape
+        # checks it once.
+        fitted = (sequence.shape, self._inputs_key())
+        if fitted != self._layout_fits:
+            self.check_layout_decided(sequence, label, given_shape)
+            self._check_layout_fits(sequence, label)
+            self._layout_fits = fitted
+
+    def check_layout_decided(
+        self, sequence: np.ndarray, label: str, given_shape: tuple[int, ...] | None = None
+    ) -> None:
         """Raise InputError where the layout is batch-major only by default, a state's batch
         comes from the batch axis, and the sequence array has other sizes on axes 0 and 1.
 
         ONNX Runtime would otherwise report the state's batch from inside the recurrent
         node, as an internal error.
+
+        Args:
+            given_shape: the shape of the array as the caller gave it, where that is of
+                rank 2, one sequence to which `sequence` added a batch axis of 1.
         """
         if not self.layout_guessed or sequence.ndim != 3:
             return
         states = self._batched_state_names()
         if not states or sequence.shape[0] == sequence.shape[1]:
             return
+        state = f"State input {states[0]!r} takes a state for the batch"
+        fix = "pass --layout batch-major or --layout time-major"
+        if given_shape is not None and len(given_shape) == 2:
+            raise InputError(
+                f"{label} has shape {tuple(given_shape)}, one sequence of {given_shape[0]} "
+                "time steps, which runs as a batch of 1. The model records no layout and its "
+                "axis names do not decide it, so the batch axis may go before the time axis "
+                f"(batch-major) or after it (time-major). {state}; {fix}"
+            )
         first, second = sequence.shape[:2]
         raise InputError(
             f"{label} has shape {tuple(sequence.shape)}, a batch of {first} on axis 0 or of "
             f"{second} on axis 1: the model records no layout, and its axis names do not "
-            f"decide it. State input {states[0]!r} takes a state for the batch; pass "
-            "--layout batch-major or --layout time-major"
+            f"decide it. {state}; {fix}"
         )
 
     def _check_layout_fits(self, sequence: np.ndarray, label: str) -> None:
@@ -677,10 +720,7 @@ class Session:
                     f"{', '.join(by_name)})"
                 )
             if name in self.state_input_names:
-                raise InputError(
-                    f"input {name!r} is a state input; it starts at zero and is carried "
-                    "between calls, so do not give it in --feed"
-                )
+                raise self._fed_state_error(name, value)
             if name == sequence:
                 raise InputError(
                     f"{name!r} is the sequence input; it comes from --input, not --feed"
@@ -690,6 +730,26 @@ class Session:
                 value, name, info.shape, info.type, nonfinite=self.nonfinite
             )
         return resolved
+
+    def _fed_state_error(self, name: str, value: Any) -> InputError:
+        """Build the error for a constant given to a paired state input, naming the ways
+        to start that state from other values than zero."""
+        output = next(pair.output for pair in self.state_pairs if pair.input == name)
+        start = (
+            f"to start it from other values, give array {name!r} in an .npz input file, "
+            "with or without --stream"
+        )
+        prefix = f"{feed_label(name, value)}: input {name!r} is a state input"
+        if self._option_pairs.get(name) == output:
+            return InputError(
+                f"{prefix}, paired by --state {name}={output}, so it starts at zero; {start}, "
+                f"or drop --state {name}={output} to give it as a constant with --feed "
+                "(without --stream)"
+            )
+        return InputError(
+            f"{prefix}, paired with output {output!r} in the model's metadata, so it starts "
+            f"at zero; {start}"
+        )
 
     def _sequence_input_name(self) -> str | None:
         """Name the sequence input: by its role in the metadata, or else the first input
@@ -720,15 +780,21 @@ class Session:
                     f"--layout {requested.value} contradicts {self.path.name}, whose rnnedge "
                     f"metadata records {recorded.value}; drop --layout for this model"
                 )
+            logger.debug("%s: %s layout recorded in the model", self.path.name, recorded.value)
             return recorded is Layout.BATCH_MAJOR, LAYOUT_METADATA
+
         data_inputs = self.data_inputs
         if not data_inputs:
             batch_major = requested is not Layout.TIME_MAJOR
             return batch_major, BY_DEFAULT if requested is None else LAYOUT_OPTION
         states = [self._inputs_by_name[name].shape for name in self._batched_state_names()]
-        decided = decide_layout(data_inputs[0].shape, states, self.path.name)
+        # Under --layout, the inferred layout matters only where it differs, which the
+        # override warning reports, so its rule is not logged.
+        decided = decide_layout(data_inputs[0].shape, states, self.path.name, log=requested is None)
         if requested is None:
             return not decided.time_major, decided.rule
+
+        logger.debug("%s: %s layout from --layout", self.path.name, requested.value)
         if not decided.guessed and decided.time_major != (requested is Layout.TIME_MAJOR):
             evidence = "the axis names" if decided.rule == BY_AXIS_NAMES else "a state input"
             # Logged by the first run that passes `_check_layout_fits`, so that a run that

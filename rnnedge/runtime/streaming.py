@@ -96,13 +96,7 @@ class StreamingSession:
                 f"cannot stream; {fix}"
             )
         if not self.session.state_pairs:
-            raise InputError(
-                f"{self.session.path.name} records no state pairs in its metadata, so it "
-                "cannot stream; export it with rnnedge export --streaming, or name each "
-                "pair with --state IN=OUT (inputs: "
-                f"{', '.join(self.session.input_names)}; outputs: "
-                f"{', '.join(self.session.output_names)})"
-            )
+            raise self._no_pairs_error()
         if self.session.unpaired_states:
             # Streaming would restart such a state from zero on every chunk.
             names = [state.input for state in self.session.unpaired_states]
@@ -154,6 +148,31 @@ class StreamingSession:
         unnamed = session.unnamed_state_inputs()
         if unnamed:
             raise unnamed_states_error(unnamed, streaming=True)
+
+    def _no_pairs_error(self) -> InputError:
+        """Build the error for a model with possible state inputs but no state pair, naming
+        the likely pairs.
+
+        `rnnedge export --streaming` is no fix here: it rejects a model whose forward
+        takes state inputs, which is what the model's possible state inputs come from.
+        """
+        session = self.session
+        roles = {state.input for state in session.unpaired_states}
+        candidates = [info for info in session.inputs if info.name in roles]
+        candidates += [info for info in session.data_inputs[1:] if info.name not in roles]
+        likely = find_state_outputs(candidates, session.outputs)
+        found = {name for name, _ in likely}
+        pairs = [f"--state {name}={output}" for name, output in likely]
+        pairs += [f"--state {info.name}=OUT" for info in candidates if info.name in roles - found]
+        if pairs:
+            fix = f"name each pair with --state IN=OUT, here likely {' '.join(pairs)}"
+        else:
+            fix = "name each pair with --state IN=OUT"
+        return InputError(
+            f"{session.path.name} records no state pairs in its metadata, so it cannot "
+            f"stream; {fix} (inputs: {', '.join(session.input_names)}; outputs: "
+            f"{', '.join(session.output_names)})"
+        )
 
     def _find_fixed_step_outputs(self) -> dict[str, int]:
         """Find the per-step outputs with a fixed time size: the size by output name.
@@ -381,6 +400,9 @@ class StreamingSession:
             raise InputError(
                 f"chunk must be a whole number of time steps, at least 1; got {chunk!r}"
             )
+        # A layout that contradicts the states also misplaces a fixed time size, so its
+        # error comes before the chunk size check.
+        self.session.check_layout(data, source)
         self._check_chunk_length(chunk)
         # A fixed time size applies to each chunk, checked below, not to the whole input.
         feed = self.session.prepare_inputs(data, source, any_length=True)
