@@ -26,8 +26,18 @@ FEATURES = 4
 HIDDEN = 8
 
 
-def foreign_rnn(path: Path, cell: str = "GRU", state_axis: str = "batch") -> Path:
-    """Write a batch-major GRU or LSTM whose states are the inputs h_in (and c_in)."""
+def foreign_rnn(
+    path: Path,
+    cell: str = "GRU",
+    state_axis: str | int = "batch",
+    sequence_shape: tuple[str | int, str | int] = ("batch", "seq"),
+    with_states: bool = True,
+) -> Path:
+    """Write a batch-major GRU or LSTM whose states are the inputs h_in (and c_in).
+
+    `sequence_shape` is the declared (batch, time) of the input x. Without `with_states`,
+    the recurrent node starts at zero and the states are outputs only.
+    """
     gates = 3 if cell == "GRU" else 4
     rng = np.random.default_rng(0)
 
@@ -35,12 +45,16 @@ def foreign_rnn(path: Path, cell: str = "GRU", state_axis: str = "batch") -> Pat
         return numpy_helper.from_array(0.3 * rng.standard_normal(shape).astype(np.float32), name)
 
     state_names = ["h_in"] if cell == "GRU" else ["h_in", "c_in"]
+    if not with_states:
+        state_names = []
     output_names = ["h_out"] if cell == "GRU" else ["h_out", "c_out"]
     nodes = [
         helper.make_node("Transpose", ["x"], ["x_time_major"], perm=[1, 0, 2]),
         helper.make_node(
             cell,
-            ["x_time_major", "W", "R", "B", "", *state_names],
+            ["x_time_major", "W", "R", "B", "", *state_names]
+            if state_names
+            else ["x_time_major", "W", "R", "B"],
             ["y", *output_names],
             hidden_size=HIDDEN,
         ),
@@ -49,9 +63,13 @@ def foreign_rnn(path: Path, cell: str = "GRU", state_axis: str = "batch") -> Pat
     graph = helper.make_graph(
         nodes,
         f"foreign_{cell.lower()}",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", FEATURES])]
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [*sequence_shape, FEATURES])]
         + [helper.make_tensor_value_info(n, TensorProto.FLOAT, state_shape) for n in state_names],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["seq", 1, "batch", HIDDEN])]
+        [
+            helper.make_tensor_value_info(
+                "y", TensorProto.FLOAT, [sequence_shape[1], 1, sequence_shape[0], HIDDEN]
+            )
+        ]
         + [helper.make_tensor_value_info(n, TensorProto.FLOAT, state_shape) for n in output_names],
         initializer=[
             weight("W", 1, gates * HIDDEN, FEATURES),
@@ -217,4 +235,111 @@ def test_feed_npy_batch_mismatch(capsys, tmp_path):
     assert (
         "--feed h_in has shape [1, 1, 8], for a batch of 1, but the run has a batch of 3"
         in (errors[0])
+    )
+
+
+FAST = ["--runs", "2", "--warmup", "0", "--operators", "0"]
+
+
+def test_profile_layout_against_state(capsys, tmp_path):
+    model = foreign_rnn(tmp_path / "gru.onnx")
+    devices = tmp_path / "devices"
+    code, out, err = run_cli(capsys, "profile", model, "--state", "h_in=h_out", "--layout",
+                             "time-major", "--devices-dir", devices, *FAST)  # fmt: skip
+    assert code == 2
+    assert err == (
+        "error: synthetic input 'x' has shape (100, 1, 4), read time-major by --layout as a "
+        "batch of 1, but state input 'h_in' [1, 'batch', 8] takes a batch of 100, which is "
+        "axis 0; pass --layout batch-major\n"
+    )
+    assert out == ""
+    assert not devices.exists()
+
+
+def test_profile_sweep_layout_each_point(capsys, tmp_path):
+    """The first point (1, 1, 4) fits either layout; the second stops the sweep."""
+    model = foreign_rnn(tmp_path / "gru.onnx")
+    devices = tmp_path / "devices"
+    code, _, err = run_cli(capsys, "profile", model, "--state", "h_in=h_out", "--layout",
+                           "time-major", "--sweep", "seq-len=1,6", "--devices-dir", devices,
+                           *FAST)  # fmt: skip
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2
+    assert len(errors) == 1, err
+    assert errors[0].startswith("error: synthetic input 'x' has shape (6, 1, 4)")
+    assert errors[0].endswith("pass --layout batch-major")
+    assert not devices.exists()
+
+
+def test_profile_fixed_state_names_layout(capsys, tmp_path):
+    model = foreign_rnn(tmp_path / "gru.onnx", state_axis=3, sequence_shape=(3, 5))
+    code, _, err = run_cli(capsys, "profile", model, "--state", "h_in=h_out", "--layout",
+                           "time-major", "--no-store", *FAST)  # fmt: skip
+    assert code == 2
+    assert err == (
+        "error: synthetic input 'x' has shape (3, 5, 4), read time-major by --layout as a "
+        "batch of 5, but state input 'h_in' [1, 3, 8] takes a batch of 3, which is axis 0; "
+        "pass --layout batch-major\n"
+    )
+
+
+def test_convert_layout_against_state(capsys, tmp_path):
+    model = foreign_rnn(tmp_path / "gru.onnx")
+    code, out, err = run_cli(capsys, "convert", model, "--ort", "--state", "h_in=h_out",
+                             "--layout", "time-major")  # fmt: skip
+    assert code == 2
+    assert err == (
+        "error: the check run's synthetic input 'x' has shape (17, 2, 4), read time-major by "
+        "--layout as a batch of 2, but state input 'h_in' [1, 'batch', 8] takes a batch of "
+        "17, which is axis 0; pass --layout batch-major\n"
+    )
+    assert out == ""
+    assert not (tmp_path / "gru.ort").exists()
+
+
+OVERRIDE_WARNING = (
+    "WARNING: --layout time-major overrides the batch-major layout read from the axis names "
+    "of gru.onnx"
+)
+
+
+def test_profile_sweep_warns_override_once(capsys, tmp_path):
+    model = foreign_rnn(tmp_path / "gru.onnx", with_states=False)
+    code, _, err = run_cli(capsys, "profile", model, "--layout", "time-major", "--sweep",
+                           "seq-len=1,3", "--no-store", *FAST)  # fmt: skip
+    warnings = [line for line in err.splitlines() if "overrides" in line]
+    assert code == 0, err
+    assert warnings == [OVERRIDE_WARNING]
+
+
+def test_convert_warns_override(capsys, tmp_path):
+    model = foreign_rnn(tmp_path / "gru.onnx", with_states=False)
+    code, _, err = run_cli(capsys, "convert", model, "--ort", "--layout", "time-major")
+    warnings = [line for line in err.splitlines() if "overrides" in line]
+    assert code == 0, err
+    assert warnings == [OVERRIDE_WARNING]
+
+
+def test_guessed_layout_warning_names_use(capsys, tmp_path):
+    model = foreign_rnn(tmp_path / "gru.onnx", sequence_shape=(3, 5), with_states=False)
+    undecided = (
+        "WARNING: gru.onnx records no layout, and the axis names of input 'x' do not decide "
+        "whether it is (batch, time, features) or (time, batch, features); "
+    )
+    code, _, err = run_cli(capsys, "convert", model, "--ort")
+    assert code == 0, err
+    assert err == (
+        f"{undecided}the check run of the .ort file feeds it as batch-major, so pass --layout "
+        "time-major if the model takes time first\n"
+    )
+    # Another file: the warning is printed once per model file and process.
+    (tmp_path / "profiled").mkdir()
+    model = foreign_rnn(
+        tmp_path / "profiled" / "gru.onnx", sequence_shape=(3, 5), with_states=False
+    )
+    code, _, err = run_cli(capsys, "profile", model, "--no-store", *FAST)
+    assert code == 0, err
+    assert err == (
+        f"{undecided}measuring it as batch-major, so pass --layout time-major if the model "
+        "takes time first\n"
     )

@@ -36,6 +36,9 @@ SEQUENCE_TYPES = ("tensor(float)", "tensor(float16)", "tensor(double)")
 _AXIS_WORDS = {"batch": "batch size", "seq_len": "sequence length"}
 # The model files whose guessed layout has been warned about in this process.
 _WARNED_LAYOUT: set[Path] = set()
+# The model files whose --layout override has been warned about in this process: a sweep
+# opens a session for every point, and each session would warn again.
+_WARNED_OVERRIDE: set[Path] = set()
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,8 @@ def synthetic_input(
     seq_len: int,
     seed: int = 0,
     batch_fix: str = "profile with --batch {batch}",
+    *,
+    check_run: bool = False,
 ) -> dict[str, np.ndarray]:
     """Build a feed of the given batch and length for every input of the model.
 
@@ -166,19 +171,23 @@ def synthetic_input(
     Args:
         batch_fix: the other fix named when a constant for a state-shaped input has
             another batch; `{batch}` becomes that constant's batch.
+        check_run: the input is for the check run of `rnnedge convert --ort`, not for a
+            measurement, so that the warnings and errors name the check run.
 
     Raises:
         InputError: an input that the model's metadata does not name looks like a
             recurrent state (see `Session.unnamed_state_inputs`); another input that is
             neither a sequence nor the lengths has no value from `feeds`; `batch` or
-            `seq_len` contradicts a size that the model's inputs fix; or a constant for
-            a state-shaped input has another batch.
+            `seq_len` contradicts a size that the model's inputs fix; a constant for
+            a state-shaped input has another batch; or the layout reads the batch from
+            an axis that a state input's batch does not match (see
+            `Session.check_layout_fits`).
     """
     if batch < 1:
         raise InputError(f"batch must be at least 1, got {batch}")
     if seq_len < 1:
         raise InputError(f"sequence length must be at least 1, got {seq_len}")
-    check_inputs(session)
+    check_inputs(session, check_run=check_run)
     measured_sizes(session, batch, seq_len)
     check_run_memory(session, batch, seq_len)
     rng = np.random.default_rng(seed)
@@ -198,21 +207,37 @@ def synthetic_input(
             else:
                 shape.append(seq_len)
         feed[info.name] = rng.standard_normal(shape).astype(dtype)
+    _check_layout_fits(session, feed, check_run)
     feed.update(session.zero_states(batch))
     feed.update(session.constant_feeds(batch, batch_fix=batch_fix))
     return feed
 
 
-def check_inputs(session: Session) -> None:
+def _check_layout_fits(session: Session, feed: Mapping[str, np.ndarray], check_run: bool) -> None:
+    """Run the check of `rnnedge run` that the layout reads the batch from the axis that
+    the state inputs match, before the zero states take their batch from it."""
+    data_inputs = session.data_inputs
+    if not data_inputs or data_inputs[0].name not in feed:
+        return
+    name = data_inputs[0].name
+    label = (
+        f"the check run's synthetic input {name!r}" if check_run else f"synthetic input {name!r}"
+    )
+    warn_override = session.path not in _WARNED_OVERRIDE
+    session.check_layout_fits(feed[name], label, warn_override=warn_override)
+    _WARNED_OVERRIDE.add(session.path)
+
+
+def check_inputs(session: Session, *, check_run: bool = False) -> None:
     """Raise InputError naming the data inputs that a synthetic input cannot fill.
 
     Inputs that look like recurrent states but have no state pair are named first (see
     `Session.check_unnamed_states`). Then every input that is neither a rank-3 float
     sequence input nor the lengths input is named, because it needs a value from
-    `--feed`, as `rnnedge run` needs one.
+    `--feed`, as `rnnedge run` needs one. `check_run` is as for `synthetic_input`.
     """
     session.check_unnamed_states()
-    _check_layout_decided(session)
+    _check_layout_decided(session, check_run)
     unfilled = [
         info
         for info in session.data_inputs
@@ -236,7 +261,7 @@ def check_inputs(session: Session) -> None:
     )
 
 
-def _check_layout_decided(session: Session) -> None:
+def _check_layout_decided(session: Session, check_run: bool) -> None:
     """Raise InputError, or log a warning, where the layout of a synthesized sequence input
     is batch-major only because nothing decides it.
 
@@ -264,11 +289,11 @@ def _check_layout_decided(session: Session) -> None:
     if session.path in _WARNED_LAYOUT:
         return
     _WARNED_LAYOUT.add(session.path)
+    use = "the check run of the .ort file feeds it" if check_run else "measuring it"
     logger.warning(
-        "%s; measuring it as batch-major, so pass --layout time-major if the model takes "
-        "time first",
-        undecided,
-    )
+        "%s; %s as batch-major, so pass --layout time-major if the model takes time first",
+        undecided, use,
+    )  # fmt: skip
 
 
 def is_sequence_input(info: Any) -> bool:

@@ -175,10 +175,10 @@ def _compare(
 
     inputs = {"state_pairs": state_pairs, "feeds": feeds, "layout": layout}
     reference = Session(source, provider="cpu", threads=1, normalize=False, **inputs)
-    check_inputs(reference)
+    check_inputs(reference, check_run=True)
     batch, seq_len = measured_sizes(reference, default_batch=2, default_seq_len=17)
     candidate = Session(converted, provider="cpu", threads=1, normalize=False, **inputs)
-    feed = synthetic_input(reference, batch, seq_len)
+    feed = synthetic_input(reference, batch, seq_len, check_run=True)
     expected = reference.run_prepared(feed)
     actual = candidate.run_prepared(feed)
     error = 0.0
