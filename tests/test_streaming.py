@@ -1551,3 +1551,20 @@ def test_cli_stream_npy_output_notes_state(capsys, streaming_models, rng, tmp_pa
     code, _, err = run_cli(capsys, *args, "--stream", "-o", tmp_path / "y.npy", "-q")
     assert code == 0, err
     assert err == ""
+
+
+def test_crossed_state_pairs_warn(streaming_models, rng, caplog):
+    """h0=cn and c0=hn type-check, because h and c have one shape, so only the names show
+    the swap."""
+    path, _ = streaming_models["lstm-no-pairs"]
+    with caplog.at_level(logging.WARNING, logger="rnnedge"):
+        StreamingSession(path, provider="cpu", state_pairs=[("h0", "cn"), ("c0", "hn")])
+    assert caplog.text.count("each pair a hidden state with a cell state") == 1
+    assert (
+        "state pairs h0=cn and c0=hn each pair a hidden state with a cell state; if that is "
+        "not intended, pass --state h0=hn --state c0=cn"
+    ) in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rnnedge"):
+        StreamingSession(path, provider="cpu", state_pairs=[("h0", "hn"), ("c0", "cn")])
+    assert caplog.text == ""

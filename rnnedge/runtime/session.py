@@ -46,6 +46,7 @@ from rnnedge.runtime.state import (
     StateInput,
     StatePair,
     check_distinct_pairs,
+    crossed_pairs_hint,
     find_unnamed_states,
     resolve_state_pairs,
     shaped_like_state,
@@ -195,6 +196,9 @@ class Session:
         self.state_pairs: tuple[StatePair, ...] = resolve_state_pairs(
             tuple(pairs.items()), self.inputs, self.outputs
         )
+        crossed = crossed_pairs_hint(tuple(pairs.items()))
+        if crossed:
+            logger.warning("%s", crossed)
         self._data_inputs: tuple[tuple[Any, ...], list[Any]] | None = None
         self._layout_fits: tuple[Any, ...] | None = None
         self._unnamed_states: tuple[tuple[Any, ...], list[tuple[str, str]]] | None = None

@@ -9,6 +9,7 @@ that feeds it on the next call. rnnedge's exporter records the pairs in the mode
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,44 @@ class StatePair(StateInput):
     """A state input and the output that feeds it on the next call."""
 
     output: str
+
+
+# Name parts (runs of letters) that mark a hidden state or a cell state, as in h0, hn,
+# h_in, state_h, c0, cn, c_out, cell.
+_HIDDEN_PARTS = ("h", "hn", "hx", "hidden")
+_CELL_PARTS = ("c", "cn", "cx", "cell")
+
+
+def _state_kind(name: str) -> str | None:
+    """Return "h" or "c" where a part of `name` marks a hidden or a cell state, else None."""
+    for part in re.findall(r"[a-z]+", name.lower()):
+        if part in _HIDDEN_PARTS:
+            return "h"
+        if part in _CELL_PARTS:
+            return "c"
+    return None
+
+
+def crossed_pairs_hint(pairs: Sequence[tuple[str, str]]) -> str | None:
+    """Describe two state pairs whose names cross the hidden and cell states, such as
+    h_in=c_out and c_in=h_out, with the pairs that were likely intended; else None.
+
+    Both pairs type-check, because an LSTM's h and c states have one shape, so a swap
+    would only show as wrong outputs.
+    """
+    crossed = [
+        (state_in, state_out)
+        for state_in, state_out in pairs
+        if {_state_kind(state_in), _state_kind(state_out)} == {"h", "c"}
+    ]
+    if len(crossed) != 2 or _state_kind(crossed[0][0]) == _state_kind(crossed[1][0]):
+        return None
+    (first_in, first_out), (second_in, second_out) = crossed
+    return (
+        f"state pairs {first_in}={first_out} and {second_in}={second_out} each pair a hidden "
+        f"state with a cell state; if that is not intended, pass --state "
+        f"{first_in}={second_out} --state {second_in}={first_out}"
+    )
 
 
 def parse_state_pairs(specs: Iterable[str]) -> tuple[tuple[str, str], ...]:
