@@ -14,6 +14,7 @@ import yaml
 
 from rnnedge.cli import main
 from rnnedge.export import export_checkpoint
+from rnnedge.host import cpu_info
 from rnnedge.profiling.catalog import DeviceProfile, catalog_names, read_profile
 from rnnedge.profiling.compare import check_regression
 from rnnedge.profiling.plot import latency_series
@@ -637,6 +638,21 @@ def test_tables_note_throughput_from_mean(capsys, swept):
     assert code == 0
     assert "throughput_seq_per_s: batch / mean latency" in out
     assert "@" not in out  # one file per name: no sha256 suffix
+
+
+def test_sweep_threads_warning_with_its_point(capsys, exported):
+    too_many = cpu_info()["logical_cores"] + 1
+    code, _, err = run_cli(
+        capsys, "profile", exported["gru"], "--sweep", f"threads=1,{too_many}", "--no-store",
+        "--runs", "3", "--warmup", "0", "--operators", "0", "--provider", "cpu",
+    )  # fmt: skip
+    lines = err.splitlines()
+    warnings = [i for i, line in enumerate(lines) if f"{too_many} threads exceed" in line]
+    first_point = [i for i, line in enumerate(lines) if " 1/2 " in line]
+    assert code == 0, err
+    assert len(warnings) == 1, err
+    assert len(first_point) == 1, err
+    assert warnings[0] > first_point[0], err
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ which the synthetic input cannot make up.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,25 @@ def test_fixed_sizes_replace_defaults(capsys, models, tmp_path):
     (path,) = tmp_path.glob("*.yaml")
     (stored,) = yaml.safe_load(path.read_text())["measurements"]
     assert (stored["batch"], stored["seq_len"]) == (3, 5)
+
+
+def test_sweep_log_names_resolved_sizes(capsys, models):
+    code, _, err = run_cli(capsys, "-v", "profile", models["static"], "--state", "h0=hn",
+                           "--sweep", "threads=1,2", "--no-store", *QUICK)  # fmt: skip
+    logged = [line for line in err.splitlines() if line.startswith("INFO: sweep point")]
+    assert code == 0, err
+    assert logged == [
+        "INFO: sweep point 1/2: static.onnx batch 3 seq_len 5 threads 1",
+        "INFO: sweep point 2/2: static.onnx batch 3 seq_len 5 threads 2",
+    ]
+    code, _, err = run_cli(capsys, "-v", "profile", models["plain"], "--state", "h0=hn",
+                           "--no-store", *QUICK)  # fmt: skip
+    logged = [line for line in err.splitlines() if line.startswith("INFO: sweep point")]
+    assert code == 0, err
+    assert len(logged) == 1, err
+    assert re.fullmatch(
+        r"INFO: sweep point 1/1: plain\.onnx batch 1 seq_len 100 threads \d+", logged[0]
+    )
 
 
 @pytest.mark.parametrize(

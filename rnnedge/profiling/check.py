@@ -81,8 +81,8 @@ def check_points(
             logger.info(
                 "%s: p50 %.4f ms is %+.1f%% against the stored %.4f ms; measuring again "
                 "in %.1f s",
-                point.label(), outcome.new_p50_ms, outcome.change * 100,
-                outcome.baseline_p50_ms, delay_s,
+                point.label(result.measurement["threads"]), outcome.new_p50_ms,
+                outcome.change * 100, outcome.baseline_p50_ms, delay_s,
             )  # fmt: skip
             sleep(delay_s)
             repeat = _measure(point, profile, mismatch, options)

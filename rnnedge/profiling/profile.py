@@ -134,12 +134,15 @@ def measure_configuration(
     feeds: Mapping[str, Any] | None = None,
     size_options: Mapping[str, str] | None = None,
     layout: str | None = None,
+    progress: str | None = None,
 ) -> tuple[dict[str, Any], LatencyStats]:
     """Measure one configuration on this host; return the measurement and its statistics.
 
     The device profile supplies the provider preference and options; nothing is stored.
     `batch` and `seq_len` are as for `profile_model`, and `size_options` names the
-    command-line option that set each of them (see `measured_sizes`).
+    command-line option that set each of them (see `measured_sizes`). A `progress` text,
+    such as "sweep point 2/4", is logged at info level with the sizes and thread count
+    that the measurement uses, once they are resolved.
     """
     # NaN would pass a plain `<= 0` test and then time every run.
     if budget_s is not None and not (budget_s > 0 and math.isfinite(budget_s)):
@@ -160,6 +163,11 @@ def measure_configuration(
     created = time.perf_counter()
     check_inputs(session)
     batch, seq_len = measured_sizes(session, batch, seq_len, size_options=size_options)
+    if progress is not None:
+        logger.info(
+            "%s: %s batch %d seq_len %d threads %d",
+            progress, path.name, batch, seq_len, session.threads,
+        )  # fmt: skip
     feed = synthetic_input(session, batch, seq_len, batch_fix=constant_batch_fix(size_options))
     session.run_prepared(feed)
     cold_start_ms = (time.perf_counter() - started) * 1e3

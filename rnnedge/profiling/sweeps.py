@@ -7,10 +7,11 @@ quantizing needs the onnx package, which a board may not have.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from rnnedge.profiling.profile import (
 from rnnedge.profiling.store import add_measurements, check_user_dir
 from rnnedge.profiling.synthetic import check_inputs, measured_sizes, synthetic_input
 from rnnedge.profiling.timing import LatencyStats
-from rnnedge.runtime.session import open_model_file
+from rnnedge.runtime.session import Session, open_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +194,8 @@ def plan_points(
     for (model, threads), indices in groups.items():
         path = open_model_file(model)
         # One session at a time, so that a sweep of many models holds only one.
-        session = open_session(path, profile, threads=threads, **session_options)
+        with _session_logs_held_back():
+            session = open_session(path, profile, threads=threads, **session_options)
         check_inputs(session)
         sha256 = hashes.setdefault(path, file_sha256(path))
         for index in indices:
@@ -217,13 +219,33 @@ def plan_points(
     return [item for item in planned if item is not None]
 
 
+@contextlib.contextmanager
+def _session_logs_held_back() -> Iterator[None]:
+    """Hold back what opening a session logs below ERROR, such as the warning that the
+    threads exceed the logical cores.
+
+    A planned point's own session logs it again when the point is measured, so the
+    warning comes with the point it concerns rather than before the first point.
+    """
+    session_logger = logging.getLogger(Session.__module__)
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+    session_logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        session_logger.removeFilter(keep)
+
+
 def measure_point(
     point: SweepPoint,
     profile: DeviceProfile,
     host_mismatch: bool = False,
     **options: Any,
 ) -> tuple[dict[str, Any], LatencyStats]:
-    """Measure one point; `options` go to `measure_configuration`."""
+    """Measure one point; `options` go to `measure_configuration` (`progress` included)."""
     return measure_configuration(
         open_model_file(point.model),
         profile,
@@ -263,8 +285,9 @@ def run_sweep(
     if not points:
         return []
     total = len(points)
-    logger.info("sweep point 1/%d: %s", total, points[0].label())
-    first = measure_point(points[0], profile, mismatch, **options)
+    first = measure_point(
+        points[0], profile, mismatch, progress=f"sweep point 1/{total}", **options
+    )
     # The other points are checked after the first is measured, because the process would
     # reuse the freed memory of the check's sessions and so lower the first point's memory
     # figures. They are checked before the first point is stored, so a bad one stores nothing.
@@ -274,8 +297,10 @@ def run_sweep(
         if index == 1:
             measurement, stats = first
         else:
-            logger.info("sweep point %d/%d: %s", index, total, point.label())
-            measurement, stats = measure_point(point, profile, mismatch, **options)
+            progress = f"sweep point {index}/{total}"
+            measurement, stats = measure_point(
+                point, profile, mismatch, progress=progress, **options
+            )
         written = add_measurements(profile, [measurement], user_dir) if store else None
         result = ProfileResult(profile.name, measurement, stats, written)
         results.append(result)
