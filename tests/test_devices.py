@@ -605,9 +605,38 @@ def test_compare_model_missing_path(capsys, swept, tmp_path):
 def test_compare_model_path_without_measurements(capsys, exported, tmp_path):
     lone = tmp_path / "lone.onnx"
     lone.write_bytes(exported["gru"].read_bytes())
-    code, out, _ = run_cli(capsys, "devices", "compare", "--model", lone, "--devices-dir", tmp_path)
-    assert code == 0
-    assert out.startswith(f"no measurements of {lone} (sha256 {file_sha256(lone)[:8]})")
+    code, out, err = run_cli(
+        capsys, "devices", "compare", "--model", lone, "--devices-dir", tmp_path, "x86-64"
+    )
+    assert code == 2
+    assert out == ""
+    assert err.startswith(f"error: no measurements of {lone} (sha256 {file_sha256(lone)[:8]}); ")
+    assert "no model is measured yet; record measurements with rnnedge profile " in err
+
+
+@pytest.mark.parametrize("json_option", [[], ["--json"]], ids=["table", "json"])
+def test_compare_unknown_model_lists_stored(capsys, swept, json_option):
+    code, out, err = run_cli(
+        capsys, "devices", "compare", "--model", "zzz", "--devices-dir", swept, *json_option
+    )
+    assert code == 2
+    assert out == ""
+    assert err == (
+        "error: no measurements of model 'zzz' (a file name or sha256 prefix); the stored "
+        "models are lstm.onnx; pass one of them to --model, or record measurements with "
+        "rnnedge profile MODEL\n"
+    )
+
+
+def test_plot_unknown_model_lists_stored(capsys, swept, tmp_path):
+    output = tmp_path / "latency.png"
+    code, out, err = run_cli(
+        capsys, "devices", "plot", "--model", "zzz", "-o", output, "--devices-dir", swept
+    )
+    assert code == 2
+    assert out == ""
+    assert "the stored models are lstm.onnx; pass one of them to --model" in err
+    assert not output.exists()
 
 
 def test_tables_tell_same_name_models_apart(capsys, swept, same_name_models):

@@ -164,17 +164,21 @@ _MEASUREMENT_COLUMNS = [
 def compare_command(
     names: tuple[str, ...], model: str | None, devices_dir: Path, as_json: bool
 ) -> None:
-    """Compare the latest measurements of devices (all known devices by default)."""
+    """Compare the latest measurements of devices (all known devices by default).
+
+    A --model that matches no measurement is an error (exit code 2) that lists the stored
+    model names.
+    """
+    from rnnedge.errors import InputError
     from rnnedge.profiling.compare import ModelFilter, compare_rows, load_profiles
 
     selected = ModelFilter.parse(model) if model is not None else None
     profiles = load_profiles(names, devices_dir)
     rows = compare_rows(profiles, selected)
+    if not rows and selected is not None:
+        raise InputError(selected.describe_miss(profiles))
     if as_json:
         emit_json(rows)
-        return
-    if not rows and selected is not None:
-        click.echo(selected.describe_miss(profiles))
         return
     if not rows:
         click.echo("no measurements; record some with rnnedge profile MODEL")

@@ -28,6 +28,8 @@ CONFIG_FIELDS = ("model_sha256", "precision", "provider", "batch", "seq_len", "t
 DEFAULT_TOLERANCE = 0.10
 # Hex digits of the sha256 that tell apart different files of one name in tables and plots.
 SHA256_LABEL_DIGITS = 8
+# The stored model names that an error for a --model matching nothing lists.
+MAX_NAMES_SHOWN = 10
 
 
 def config_key(measurement: dict[str, Any]) -> tuple[Any, ...]:
@@ -161,11 +163,21 @@ class ModelFilter:
         return entry.get("model") == self.text or (bool(self.text) and sha256.startswith(self.text))
 
     def describe_miss(self, profiles: Sequence[DeviceProfile]) -> str:
-        """Explain why no measurement of `profiles` matches, with the fix."""
+        """Explain why no measurement of `profiles` matches, naming the stored models and
+        the fix."""
+        stored = stored_model_names(profiles)
+        shown = ", ".join(stored[:MAX_NAMES_SHOWN])
+        if len(stored) > MAX_NAMES_SHOWN:
+            shown += f" and {len(stored) - MAX_NAMES_SHOWN} more"
+        choices = (
+            f"the stored models are {shown}; pass one of them to --model, or record measurements"
+            if stored
+            else "no model is measured yet; record measurements"
+        )
         if self.sha256 is None:
             return (
                 f"no measurements of model {self.text!r} (a file name or sha256 prefix); "
-                "record some with rnnedge profile MODEL"
+                f"{choices} with rnnedge profile MODEL"
             )
         name = Path(self.text).name
         others = sorted({
@@ -176,7 +188,7 @@ class ModelFilter:
         })  # fmt: skip
         text = (
             f"no measurements of {self.text} (sha256 {self.sha256[:SHA256_LABEL_DIGITS]}); "
-            f"record some with rnnedge profile {self.text}"
+            f"{choices} with rnnedge profile {self.text}"
         )
         if others:
             text += (
@@ -184,6 +196,16 @@ class ModelFilter:
                 f"other files named {name}"
             )
         return text
+
+
+def stored_model_names(profiles: Sequence[DeviceProfile]) -> list[str]:
+    """Return the sorted file names of the models measured on `profiles`."""
+    return sorted({
+        str(entry["model"])
+        for profile in profiles
+        for entry in profile.measurements
+        if entry.get("model")
+    })  # fmt: skip
 
 
 def as_model_filter(model: str | ModelFilter | None) -> ModelFilter | None:

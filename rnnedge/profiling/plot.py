@@ -35,10 +35,15 @@ def plot_latency(
     `ModelFilter`).
 
     Raises:
-        InputError: no stored measurement matches, or `model` is a path to no file.
+        InputError: no stored measurement matches (where `model` matches none at any
+            batch, the message lists the stored models), or `model` is a path to no file.
         MissingDependencyError: matplotlib is not installed (the `plot` extra).
     """
     selected = as_model_filter(model)
+    if selected is not None and not any(
+        selected.matches(entry) for profile in profiles for entry in profile.measurements
+    ):
+        raise InputError(selected.describe_miss(profiles))
     series = latency_series(profiles, selected, batch)
     if not series:
         names = ", ".join(p.name for p in profiles) or "none"
