@@ -28,7 +28,8 @@ CONFIG_FIELDS = ("model_sha256", "precision", "provider", "batch", "seq_len", "t
 DEFAULT_TOLERANCE = 0.10
 # Hex digits of the sha256 that tell apart different files of one name in tables and plots.
 SHA256_LABEL_DIGITS = 8
-# The stored model names that an error for a --model matching nothing lists.
+# The maximum number of stored model names listed by the error for a --model that
+# matches no measurement.
 MAX_NAMES_SHOWN = 10
 
 
@@ -166,14 +167,15 @@ class ModelFilter:
         """Explain why no measurement of `profiles` matches, naming the stored models and
         the fix."""
         stored = stored_model_names(profiles)
-        shown = ", ".join(stored[:MAX_NAMES_SHOWN])
+        listed_names = ", ".join(stored[:MAX_NAMES_SHOWN])
         if len(stored) > MAX_NAMES_SHOWN:
-            shown += f" and {len(stored) - MAX_NAMES_SHOWN} more"
+            listed_names += f" and {len(stored) - MAX_NAMES_SHOWN} more"
         choices = (
-            f"the stored models are {shown}; pass one of them to --model, or record measurements"
+            f"the stored models are {listed_names}; pass one of them to --model, or record measurements"
             if stored
             else "no model is measured yet; record measurements"
         )
+
         if self.sha256 is None:
             return (
                 f"no measurements of model {self.text!r} (a file name or sha256 prefix); "
