@@ -170,11 +170,13 @@ class ModelFilter:
         listed_names = ", ".join(stored[:MAX_NAMES_SHOWN])
         if len(stored) > MAX_NAMES_SHOWN:
             listed_names += f" and {len(stored) - MAX_NAMES_SHOWN} more"
-        choices = (
-            f"the stored models are {listed_names}; pass one of them to --model, or record measurements"
-            if stored
-            else "no model is measured yet; record measurements"
-        )
+        if stored:
+            choices = (
+                f"the stored models are {listed_names}; pass one of them to --model, or "
+                "record measurements"
+            )
+        else:
+            choices = "no model is measured yet; record measurements"
 
         if self.sha256 is None:
             return (
