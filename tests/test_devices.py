@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from rnnedge.cli import main
+from rnnedge.errors import InputError
 from rnnedge.export import export_checkpoint
 from rnnedge.host import cpu_info
 from rnnedge.profiling.catalog import DeviceProfile, catalog_names, read_profile
@@ -368,6 +369,47 @@ def test_group_samples_repeats(entries, expected):
     assert by_batch[1] == expected
     assert by_batch[4] == 5.0
     assert group["threads"] == 1
+
+
+def _on(provider, threads, batch):
+    return {**_stored(1.0, batch=batch), "provider": provider, "threads": threads}
+
+
+def test_group_samples_provider_names():
+    measurements = [
+        *(_on("CPUExecutionProvider", 2, batch) for batch in (1, 2, 3)),
+        _on("CUDAExecutionProvider", 1, 1),
+        _on("XnnpackExecutionProvider", 1, 1),
+    ]
+    profile = DeviceProfile(name="x86-64", data={}, measurements=measurements)
+    for requested, stored in [
+        ("cpu", "CPUExecutionProvider"),
+        ("cuda", "CUDAExecutionProvider"),
+        ("CUDAEXECUTIONPROVIDER", "CUDAExecutionProvider"),
+        ("arm", "XnnpackExecutionProvider"),
+        ("auto", "CPUExecutionProvider"),
+    ]:
+        _, group = group_samples(profile, "lstm", "fp32", provider=requested)
+        assert group["provider"] == stored, requested
+    with pytest.raises(InputError) as raised:
+        group_samples(profile, "lstm", "fp32", provider="tensorrt")
+    assert str(raised.value).endswith(
+        "pass --provider with a measured provider: cpu (CPUExecutionProvider), cuda "
+        "(CUDAExecutionProvider), XnnpackExecutionProvider"
+    )
+
+
+def test_group_samples_threads_pick_provider():
+    measurements = [
+        *(_on("CPUExecutionProvider", 2, batch) for batch in (1, 2, 3)),
+        _on("CUDAExecutionProvider", 1, 1),
+    ]
+    profile = DeviceProfile(name="x86-64", data={}, measurements=measurements)
+    _, group = group_samples(profile, "lstm", "fp32", threads=1)
+    assert group["provider"] == "CUDAExecutionProvider"
+    _, group = group_samples(profile, "lstm", "fp32")
+    assert group["provider"] == "CPUExecutionProvider"
+    assert group["threads"] == 2
 
 
 def test_predict_from_measurements(capsys, exported, tmp_path):

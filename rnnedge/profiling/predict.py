@@ -247,8 +247,9 @@ def group_samples(
 ) -> tuple[list[Sample], dict[str, Any]]:
     """Select the device's measurements for one fit, and return them with their group.
 
-    Provider and threads default to the most common among the matching measurements. A
-    configuration measured more than once contributes one sample, its `uncontended_p50`.
+    Provider and threads default to the most common among the matching measurements (the
+    provider among those of the given thread count, where one is given). A configuration
+    measured more than once contributes one sample, its `uncontended_p50`.
     """
     candidates = []
     for entry in profile.measurements:
@@ -274,8 +275,10 @@ def group_samples(
             f"MODEL.onnx --device {profile.name} --sweep seq-len=1,10,100'"
         )
     stored_providers = Counter(e.get("provider") for e, _ in candidates)
+    with_threads = Counter(e.get("provider") for e, _ in candidates if e.get("threads") == threads)
     if provider is None:
-        provider = stored_providers.most_common(1)[0][0]
+        # Given --threads, the default is the most measured provider with that count.
+        provider = (with_threads or stored_providers).most_common(1)[0][0]
     else:
         provider = _stored_provider(profile.name, cell, precision, provider, stored_providers)
     stored_threads = Counter(
