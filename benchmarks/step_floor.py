@@ -257,7 +257,9 @@ def bench(cell: str, folder: Path, runs: int) -> dict[str, float]:
     onnx.save(fewest, str(fewest_path))
     operator = StreamingSession(path, provider="cpu", threads=1, state_pairs=pairs)
     cells = StreamingSession(rewritten, provider="cpu", threads=1, state_pairs=pairs)
-    small = StreamingSession(fewest_path, provider="cpu", threads=1, state_pairs=fewest_pairs)
+    small = StreamingSession(
+        fewest_path, provider="cpu", threads=1, state_pairs=fewest_pairs, layout="batch-major"
+    )
     rng = np.random.default_rng(0)
     sequence = rng.standard_normal((1, STEPS, FEATURES)).astype(np.float32)
 
