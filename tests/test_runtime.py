@@ -514,32 +514,3 @@ def test_run_rank2_input_has_no_layout_line(capsys, exported, rng, tmp_path):
     code, out, err = run_cli(capsys, "run", exported["gru"], "-i", tmp_path / "x.npy")
     assert code == 0, err
     assert "read as" not in out
-
-
-def _export_auto_named_gru(path) -> None:
-    """Export a time-major GRU with torch's generated axis names, which link no axes."""
-    torch.manual_seed(0)
-    gru = torch.nn.GRU(FEATURES, FOREIGN_HIDDEN).eval()
-    example = (torch.randn(5, 2, FEATURES), torch.zeros(1, 2, FOREIGN_HIDDEN))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(gru, example, str(path), input_names=["x", "h0"],
-                          output_names=["y", "hn"], dynamic_axes={"x": [0, 1], "h0": [1]},
-                          opset_version=17, dynamo=False)  # fmt: skip
-
-
-@pytest.mark.parametrize("stream", [False, True], ids=["batch", "stream"])
-def test_ort_shape_rejection_is_usage_error(capsys, tmp_path, stream):
-    path = tmp_path / "auto.onnx"
-    _export_auto_named_gru(path)
-    x = tmp_path / "x.npy"
-    np.save(x, np.zeros((20, 3, FEATURES), np.float32))
-    extra = ["--stream", "--chunk", "4"] if stream else []
-    code, _, err = run_cli(capsys, "run", path, "-i", x, "--state", "h0=hn",
-                           "--layout", "batch-major", *extra)  # fmt: skip
-    assert code == 2, err
-    assert err.startswith("error: ONNX Runtime rejected the inputs of auto.onnx: GRU node")
-    assert "initial_h must have shape" in err
-    assert "--layout batch-major or time-major" in err
-    assert "internal error" not in err
-    assert "Traceback" not in err

@@ -322,6 +322,22 @@ def export_auto_named(path: Path, fixed: bool = False) -> tuple[Path, StatefulRN
     return path, model
 
 
+
+@pytest.mark.parametrize("stream", [False, True], ids=["batch", "stream"])
+def test_ort_shape_rejection_is_usage_error(capsys, tmp_path, stream):
+    """A wrong --layout that no declared name can catch is ONNX Runtime's to reject; that is
+    one line naming the node and --layout, exit 2, not an internal error."""
+    path, _ = export_auto_named(tmp_path / "auto.onnx")
+    np.save(tmp_path / "x.npy", np.zeros((20, 3, FEATURES), np.float32))
+    extra = ["--stream", "--chunk", "4"] if stream else []
+    code, _, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy", "--state", "h0=hn",
+                           "--layout", "batch-major", *extra)  # fmt: skip
+    assert code == 2, err
+    assert err.startswith("error: ONNX Runtime rejected the inputs of auto.onnx: GRU node")
+    assert "initial_h must have shape" in err
+    assert "--layout batch-major or time-major" in err
+    assert err.count("\n") == 1
+
 def test_layout_from_fixed_state_size(tmp_path, rng, caplog):
     """A fixed [4, 2, 5] sequence with a fixed [2, 2, 16] state is time-major: the state's
     batch of 2 is axis 1 of the sequence."""
