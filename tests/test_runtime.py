@@ -514,3 +514,14 @@ def test_run_rank2_input_has_no_layout_line(capsys, exported, rng, tmp_path):
     code, out, err = run_cli(capsys, "run", exported["gru"], "-i", tmp_path / "x.npy")
     assert code == 0, err
     assert "read as" not in out
+
+
+def test_constant_feeds_kept_per_batch(foreign_gru):
+    path, _ = foreign_gru
+    session = Session(path, provider="cpu", feeds={"h_in": "0.5"})
+    first = session.constant_feeds(3)["h_in"]
+    assert first.shape == (1, 3, FOREIGN_HIDDEN)
+    assert session.constant_feeds(3)["h_in"] is first
+    assert session.constant_feeds(4)["h_in"].shape == (1, 4, FOREIGN_HIDDEN)
+    session.feeds = {"h_in": np.full((1, 3, FOREIGN_HIDDEN), 2.0, np.float32)}
+    assert float(session.constant_feeds(3)["h_in"][0, 0, 0]) == 2.0

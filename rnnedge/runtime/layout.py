@@ -54,14 +54,6 @@ def axis_kind(dim: Any) -> str | None:
     return None
 
 
-def is_time_major(
-    data_shape: Sequence[Any], state_shapes: Sequence[Sequence[Any]] = (), model: str = "model"
-) -> bool:
-    """Infer whether a sequence input of declared shape `data_shape` is (time, batch, ...),
-    by the rules of `decide_layout`."""
-    return decide_layout(data_shape, state_shapes, model).time_major
-
-
 def decide_layout(
     data_shape: Sequence[Any],
     state_shapes: Sequence[Sequence[Any]] = (),

@@ -201,6 +201,9 @@ class Session:
             logger.warning("%s", crossed)
         self._data_inputs: tuple[tuple[Any, ...], list[Any]] | None = None
         self._layout_fits: tuple[Any, ...] | None = None
+        self._constants: tuple[tuple[Any, ...], tuple[Any, ...], dict[str, np.ndarray]] | None = (
+            None
+        )
         self._unnamed_states: tuple[tuple[Any, ...], list[tuple[str, str]]] | None = None
         self.feeds = self._resolve_feeds(feeds or {})
         self.unpaired_states: tuple[StateInput, ...] = self._unpaired_states()
@@ -339,6 +342,17 @@ class Session:
             InputError: a constant for an input shaped like a state [n, batch, hidden]
                 has another batch on axis 1.
         """
+        # Kept per batch, because a stream prepares every chunk with the same constants. The
+        # key keeps the values themselves, compared by identity, so a replaced value misses.
+        key = (batch, batch_fix, tuple(self.feeds))
+        values = tuple(self.feeds.values())
+        cached = self._constants
+        if (
+            cached is not None
+            and cached[0] == key
+            and all(old is new for old, new in zip(cached[1], values, strict=True))
+        ):
+            return dict(cached[2])
         constants = {}
         for name, value in self.feeds.items():
             info = self._inputs_by_name[name]
@@ -351,7 +365,8 @@ class Session:
                     f"(such as --feed {name}=0), which fills any batch, or {fix}"
                 )
             constants[name] = filled
-        return constants
+        self._constants = (key, values, constants)
+        return dict(constants)
 
     def zero_states(self, batch: int) -> dict[str, np.ndarray]:
         """Return a zero value for every state input, paired or not, for `batch` sequences."""
