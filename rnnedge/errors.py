@@ -50,7 +50,7 @@ class ProviderError(RnnedgeError):
 
 
 class RunInterruptedError(RnnedgeError):
-    """The user interrupted a run (Ctrl-C); the message says what was kept."""
+    """An interrupted run (Ctrl-C), whose message names the results that were stored."""
 
     exit_code = 130
 

@@ -844,8 +844,8 @@ class TimeMajorGruHead(nn.Module):
 
 
 def test_dynamo_second_export_in_process(tmp_path):
-    # torch 2.13 caches the Python-loop GRU kernel during the first dynamo export; without
-    # rnnedge clearing that cache, the second export fixes the time axis and falls back.
+    # torch 2.13 caches the Python-loop GRU kernel during the first dynamo export. Unless
+    # rnnedge clears that cache, the second export fixes the time axis and falls back.
     exporters = []
     for hidden in (12, 8):
         torch.manual_seed(0)

@@ -30,6 +30,7 @@ def test_interrupted_sweep_reports_kept_points(exported, tmp_path, as_json):
     devices = tmp_path / "devices"
     command = shutil.which("rnnedge")
     argv = [command] if command else [sys.executable, "-m", "rnnedge"]
+
     lengths = ",".join(str(n) for n in range(1, POINTS + 1))
     # Each point times runs for half a second, so the sweep is still running after the
     # first point is stored, however fast the host.
@@ -38,6 +39,7 @@ def test_interrupted_sweep_reports_kept_points(exported, tmp_path, as_json):
             "--provider", "cpu", "--devices-dir", str(devices)]  # fmt: skip
     if as_json:
         args.append("--json")
+
     process = subprocess.Popen([*argv, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, cwd=tmp_path)  # fmt: skip
     try:
@@ -48,6 +50,7 @@ def test_interrupted_sweep_reports_kept_points(exported, tmp_path, as_json):
     finally:
         if process.poll() is None:
             process.kill()
+
     lines = err.strip().splitlines()
     stored = _stored_count(devices)  # also checks that the file still parses
     match = re.fullmatch(
@@ -55,6 +58,7 @@ def test_interrupted_sweep_reports_kept_points(exported, tmp_path, as_json):
         r"stored in (.+)",
         lines[-1],
     )
+
     assert process.returncode == 130, err
     assert match, lines[-1]
     assert int(match.group(1)) == stored

@@ -363,7 +363,7 @@ def export_foreign_gru(path) -> torch.nn.GRU:
             "y": {0: "seq", 1: "batch"}, "h_out": {1: "batch"}}  # fmt: skip
     with warnings.catch_warnings():
         # The TorchScript-based exporter warns that a GRU exported without its state
-        # input may not run at other batch sizes; this GRU has its state as an input.
+        # input may not run at other batch sizes. This GRU has its state as an input.
         warnings.simplefilter("ignore")
         torch.onnx.export(gru, example, str(path), input_names=["x", "h_in"],
                           output_names=["y", "h_out"], dynamic_axes=axes, opset_version=17,

@@ -322,11 +322,10 @@ def export_auto_named(path: Path, fixed: bool = False) -> tuple[Path, StatefulRN
     return path, model
 
 
-
 @pytest.mark.parametrize("stream", [False, True], ids=["batch", "stream"])
 def test_ort_shape_rejection_is_usage_error(capsys, tmp_path, stream):
-    """A wrong --layout that no declared name can catch is ONNX Runtime's to reject; that is
-    one line naming the node and --layout, exit 2, not an internal error."""
+    """A wrong --layout that no declared name can catch is left to ONNX Runtime to reject.
+    Its rejection is one line naming the node and --layout, exit 2, not an internal error."""
     path, _ = export_auto_named(tmp_path / "auto.onnx")
     np.save(tmp_path / "x.npy", np.zeros((20, 3, FEATURES), np.float32))
     extra = ["--stream", "--chunk", "4"] if stream else []
@@ -337,6 +336,7 @@ def test_ort_shape_rejection_is_usage_error(capsys, tmp_path, stream):
     assert "initial_h must have shape" in err
     assert "--layout batch-major or time-major" in err
     assert err.count("\n") == 1
+
 
 def test_layout_from_fixed_state_size(tmp_path, rng, caplog):
     """A fixed [4, 2, 5] sequence with a fixed [2, 2, 16] state is time-major: the state's
@@ -877,7 +877,7 @@ def test_nonfinite_warn_or_error(streaming_models, rng, caplog):
 
 
 def test_lstm_turns_nan_into_finite_values(streaming_models, rng, caplog):
-    """The LSTM, too, returns finite values after a NaN input, as the warning says."""
+    """The LSTM, too, returns finite values after a NaN input, as the warning states."""
     path, _ = streaming_models["lstm"]
     x = sequence(rng, batch=1, length=6)
     clean = Session(path, provider="cpu").run(x)["y"]

@@ -108,7 +108,7 @@ def is_catalog_folder(folder: str | os.PathLike[str]) -> bool:
     """Return whether `folder` is a shipped device catalog: this installation's, or the
     `devices/` folder at the root of any rnnedge source checkout.
 
-    A clone of the repository holds its own copy of the catalog, which an rnnedge installed
+    A clone of the repository contains its own copy of the catalog, which an rnnedge installed
     from elsewhere would otherwise take for a folder of measurements.
     """
     path = Path(folder).resolve()

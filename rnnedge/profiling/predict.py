@@ -425,7 +425,7 @@ def predict_latency(
 def _check_hidden_sizes(device: str, samples: Sequence[Sample], group: dict[str, Any]) -> None:
     """Raise InputError where the samples cover fewer than two hidden sizes.
 
-    With one hidden size, the costs that grow with it cannot be told apart from the fixed
+    With one hidden size, the costs that grow with it cannot be separated from the fixed
     costs, and no architecture can be held out to estimate the error.
     """
     sizes = {s.arch.hidden_size for s in samples}

@@ -175,13 +175,15 @@ def synthetic_input(
             measurement, so that the warnings and errors name the check run.
 
     Raises:
-        InputError: an input that the model's metadata does not name looks like a
-            recurrent state (see `Session.unnamed_state_inputs`); another input that is
-            neither a sequence nor the lengths has no value from `feeds`; `batch` or
-            `seq_len` contradicts a size that the model's inputs fix; a constant for
-            a state-shaped input has another batch; or the layout reads the batch from
-            an axis that a state input's batch does not match (see
-            `Session.check_layout_fits`).
+        InputError: in each of these cases.
+            - An input that the model's metadata does not name looks like a recurrent
+              state (see `Session.unnamed_state_inputs`).
+            - Another input that is neither a sequence nor the lengths has no value from
+              `feeds`.
+            - `batch` or `seq_len` contradicts a size that the model's inputs fix.
+            - A constant for a state-shaped input has another batch.
+            - The layout reads the batch from an axis that a state input's batch does not
+              match (see `Session.check_layout_fits`).
     """
     if batch < 1:
         raise InputError(f"batch must be at least 1, got {batch}")

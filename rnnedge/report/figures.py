@@ -52,7 +52,8 @@ def latency_series(
 ) -> tuple[int | None, dict[str, dict[int, tuple[float, float]]]]:
     """Group measurements at one batch size by device, model file, precision and provider.
 
-    Files of one name with different contents are told apart as `model_labels` names them.
+    Files of one name with different contents are kept apart, under the labels of
+    `model_labels`.
 
     Returns:
         the batch size plotted (1 where measured, else the smallest) and, per label, the

@@ -18,9 +18,9 @@ logger = logging.getLogger(__name__)
 
 # The name `rnnedge export` gives the input that contains the lengths of a padded batch.
 LENGTHS_INPUT = "lengths"
-# What a NaN or infinite input does to the outputs, for the `--nonfinite warn` warning.
-# Seen with onnxruntime 1.32 (tests/test_streaming.py): its LSTM and GRU kernels do not
-# pass a NaN on but return finite values for the later steps.
+# The effect of a NaN or infinite input on the outputs, for the `--nonfinite warn` warning.
+# With onnxruntime 1.32, its LSTM and GRU kernels do not pass a NaN on but return finite
+# values for the later steps (tests/test_streaming.py checks both).
 NONFINITE_EFFECT = (
     "ONNX Runtime's LSTM and GRU return finite but wrong values for it instead of NaN, "
     "so the outputs are unreliable"

@@ -2,9 +2,9 @@
 
 rnnedge's exporter records the layout (`rnnedge.layout`). A model exported elsewhere, such
 as by `torch.onnx.export` of an `nn.GRU` with `batch_first=False`, records none. Its layout
-is then read from the names of its dynamic axes. Where those say nothing, the batch axis of
-a state input decides, because a recurrent state shares it with the sequence input: by its
-axis name, or for shapes that the exporter fixed, by its size.
+is then read from the names of its dynamic axes. Where the names decide nothing, the batch
+axis of a state input decides, because a recurrent state shares it with the sequence input.
+That axis is found by its name, or by its size where the exporter fixed the shapes.
 """
 
 from __future__ import annotations
@@ -67,10 +67,10 @@ def decide_layout(
     1. the names of the first two axes: a time name (`time`, `seq`, `sequence`, `length`,
        `steps`) first or a batch name (`batch`, `N`) second means time-major, and the
        reverse means batch-major;
-    2. the batch axis of a state input in `state_shapes` found at exactly one of the first
-       two axes of the sequence input: its one dynamic axis by name, or, for a state of
-       fixed shape [n, batch, hidden], its axis 1 by size (a fixed [5, 3, 8] sequence
-       with a [1, 3, 16] state is time-major);
+    2. the batch axis of a state input in `state_shapes`, found at exactly one of the first
+       two axes of the sequence input. A dynamic batch axis is matched by name. For a state
+       of fixed shape [n, batch, hidden], axis 1 is matched by size, so a fixed [5, 3, 8]
+       sequence with a [1, 3, 16] state is time-major;
     3. batch-major, the layout of `rnnedge export` and of `batch_first=True`.
 
     With `log`, the deciding rule is logged at debug level.
@@ -119,8 +119,11 @@ def _decide(time_major: bool, batch_major: bool) -> bool | None:
 
 
 def _state_batch_dim(shape: Sequence[Any]) -> Any:
-    """Return the batch axis of a state input: the name of its one dynamic axis, or the
-    size of axis 1 of a fixed [n, batch, hidden] shape; else None."""
+    """Return the batch axis of a state input, or None where the shape does not show it.
+
+    That is the name of its one dynamic axis, or the size of axis 1 of a fixed
+    [n, batch, hidden] shape.
+    """
     dynamic = [dim for dim in shape if not (isinstance(dim, int) and dim > 0)]
     if len(dynamic) == 1 and isinstance(dynamic[0], str) and dynamic[0]:
         return dynamic[0]
