@@ -24,7 +24,10 @@ import yaml
 
 from rnnedge.cli import main
 from rnnedge.profiling.catalog import catalog_dir, read_profile
+from rnnedge.profiling.check import MAX_REPEAT_DELAY_S, MIN_REPEAT_DELAY_S
 from rnnedge.profiling.profile import file_sha256
+from rnnedge.profiling.remote import check_remote
+from rnnedge.profiling.ssh import RemoteTarget
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 VENV_RNNEDGE = str(Path(sys.executable).with_name("rnnedge"))
@@ -357,11 +360,10 @@ def test_remote_check_within_tolerance(capsys, remote_sweep, board, exported, tm
     assert (devices / "x86-64.yaml").read_text() == before
 
 
-def test_remote_check_detects_regression(capsys, remote_sweep, board, exported, tmp_path):
-    devices = _copy_devices(remote_sweep["devices"], tmp_path / "devices")
-    # Stored latencies a million times lower. The threshold grows with the spread of the
-    # 5 runs, and on a busy machine one slow run can make that spread 1000 times the median.
-    path = devices / "x86-64.yaml"
+def _shrink_baselines(path: Path) -> None:
+    """Make the stored latencies a million times lower. The threshold grows with the spread
+    of the 5 runs, and on a busy machine one slow run can make that spread 1000 times the
+    median."""
     data = yaml.safe_load(path.read_text())
     for measurement in data["measurements"]:
         latency = measurement["latency_ms"]
@@ -369,6 +371,11 @@ def test_remote_check_detects_regression(capsys, remote_sweep, board, exported, 
             if key.endswith("_ms") and value is not None:
                 latency[key] = value / 1e6
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_remote_check_detects_regression(capsys, remote_sweep, board, exported, tmp_path):
+    devices = _copy_devices(remote_sweep["devices"], tmp_path / "devices")
+    _shrink_baselines(devices / "x86-64.yaml")
     code, out, err = _check_on_board(capsys, board, exported, devices, "--json")
     assert code == 3, err
     checks = [d["check"] for d in json.loads(out)]
@@ -376,6 +383,39 @@ def test_remote_check_detects_regression(capsys, remote_sweep, board, exported, 
     # Each regression is confirmed by a second measurement on the board.
     assert [len(c["measured_p50s_ms"]) for c in checks] == [2, 2]
     assert "latency regressed in 2 of 2 configurations" in err
+
+
+def test_remote_check_pauses_once(remote_sweep, board, exported, tmp_path):
+    devices = _copy_devices(remote_sweep["devices"], tmp_path / "devices")
+    _shrink_baselines(devices / "x86-64.yaml")
+    target = RemoteTarget(board["address"], None, VENV_RNNEDGE, board["config"])
+    pauses: list[float] = []
+    checked = check_remote(
+        [exported["gru"]], target, ["seq-len=5,10"], "x86-64", user_dir=devices,
+        sleep=pauses.append, provider="cpu", runs=5, warmup=1, operators=0,
+    )  # fmt: skip
+    # One pause for the whole request, not one per regressed point.
+    assert len(pauses) == 1
+    assert MIN_REPEAT_DELAY_S <= pauses[0] <= MAX_REPEAT_DELAY_S
+    assert [len(outcome.measured_p50s_ms) for _, outcome in checked] == [2, 2]
+
+
+def test_remote_check_baseline_before_connecting(capsys, remote_sweep, board, exported, tmp_path):
+    # The stored baselines are of the GRU only, and the board cannot be reached: the
+    # missing baseline is reported, not the connection.
+    devices = _copy_devices(remote_sweep["devices"], tmp_path / "devices")
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        board["config"].read_text().replace(f"Port {board['port']}", f"Port {_free_port()}")
+    )
+    code, out, err = run_cli(
+        capsys, "profile", exported["lstm"], "--remote", board["address"],
+        "--device", "x86-64", "--devices-dir", devices, "--check", "--ssh-config", config,
+    )  # fmt: skip
+    assert code == 2
+    assert out == ""
+    assert "has no measurement of lstm.onnx; profile it without --check first" in err
+    assert "cannot reach" not in err
 
 
 def test_remote_sweep_rejected_by_board(capsys, board, exported, tmp_path):

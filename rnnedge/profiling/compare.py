@@ -339,15 +339,60 @@ def stored_baseline(
         InputError: no baseline is stored; the message names the user's profile file, or
             the folder that has no profile of the device yet.
     """
+    missing = f"{measurement.get('model')} with {describe_configuration(measurement)}"
+    path = _user_profile_path(profile, user_dir, missing)
+    return baseline_for(measurement, profile.measurements, shown_path(path))
+
+
+def require_measured_model(
+    name: str,
+    sha256: str,
+    profile: DeviceProfile,
+    user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
+) -> None:
+    """Check that the user's profile of the device has a measurement of the model file with
+    this name and sha256, in any configuration.
+
+    A check on a board gets each point's full configuration (its thread count, for one)
+    only from the board's output, so this is the check that can run before connecting.
+
+    Raises:
+        InputError: as `stored_baseline` does.
+    """
+    path = _user_profile_path(profile, user_dir, name)
+    stored = [m for m in profile.measurements if "latency_ms" in m]
+    if any(m.get("model_sha256") == sha256 for m in stored):
+        return
+    same_name = [m for m in stored if m.get("model") == name]
+    if same_name:
+        raise InputError(
+            f"{shown_path(path)} has measurements of {name} only from a different model "
+            f"(sha256 {str(same_name[-1].get('model_sha256'))[:12]}, now {sha256[:12]}); "
+            "profile the new model without --check first to record a baseline"
+        )
+    raise InputError(
+        f"{shown_path(path)} has no measurement of {name}; profile it without --check first "
+        "to record a baseline"
+    )
+
+
+def _user_profile_path(
+    profile: DeviceProfile, user_dir: str | os.PathLike[str], missing: str
+) -> Path:
+    """Return the file of the user's profile of the device, which contains its baselines.
+
+    Raises:
+        InputError: the device has no profile in the user's folder; `missing` names the
+            baseline that is missing.
+    """
     path = profile.path
     if path is None or is_catalog_folder(path.parent):
         raise InputError(
             f"no profile of {profile.name} in {shown_path(user_dir)} yet, so no baseline of "
-            f"{measurement.get('model')} with {describe_configuration(measurement)}; profile "
-            "it without --check first to record one (or pass --devices-dir with the folder "
-            "that has the baselines)"
+            f"{missing}; profile it without --check first to record one (or pass --devices-dir "
+            "with the folder that has the baselines)"
         )
-    return baseline_for(measurement, profile.measurements, shown_path(path))
+    return path
 
 
 def describe_configuration(measurement: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,13 @@ from rnnedge.profiling.catalog import (
     load_device,
     validate,
 )
-from rnnedge.profiling.check import confirm_regression
+from rnnedge.profiling.check import confirm_regression, repeat_delay_s
 from rnnedge.profiling.compare import (
     DEFAULT_TOLERANCE,
     CheckResult,
     check_regression,
     config_key,
+    require_measured_model,
     stored_baseline,
 )
 from rnnedge.profiling.profile import ProfileResult, file_sha256
@@ -133,6 +135,8 @@ def check_remote(
     tolerance: float = DEFAULT_TOLERANCE,
     user_dir: str | os.PathLike[str] = USER_DEVICES_DIR,
     on_progress: Callable[[int, int, str], None] | None = None,
+    *,
+    sleep: Callable[[float], Any] = time.sleep,
     **options: Any,
 ) -> list[tuple[ProfileResult, CheckResult]]:
     """Re-measure on the board and compare each point with its stored measurements.
@@ -140,22 +144,39 @@ def check_remote(
     The comparison is the one `rnnedge profile --check` makes on this host (see
     `rnnedge.profiling.compare.check_regression`); nothing is stored. As on this host, a
     point over its threshold counts as regressed only if a second measurement is over too
-    (`rnnedge.profiling.check.confirm_regression`). The board measures the whole request
-    again once when any point is over, because it takes the points of a sweep together.
+    (`rnnedge.profiling.check.confirm_regression`), taken after a pause as long as the
+    first (`repeat_delay_s`, spent in `sleep`). The board measures the whole request again,
+    because it takes the points of a sweep together.
+
+    Where `device` names the local profile, each model must have a stored measurement in
+    it before anything is copied to the board; the full configuration of each point is
+    compared with the stored ones after the board returns its measurements.
 
     Raises:
         InputError: a point has no stored baseline in the local device profile.
     """
+    local = load_device(device, user_dir) if isinstance(device, str) else device
+    if local is not None:
+        for model in models:
+            path = open_model_file(model)
+            require_measured_model(path.name, file_sha256(path), local, user_dir)
+    started = time.perf_counter()
     profile, measurements = measure_remote(
-        models, target, sweep, device, user_dir, on_progress, **options
+        models, target, sweep, local, user_dir, on_progress, **options
     )
+    elapsed_s = time.perf_counter() - started
     baselines = [stored_baseline(m, profile, user_dir) for m in measurements]
     outcomes = [
         check_regression(m, baseline, tolerance)
         for m, baseline in zip(measurements, baselines, strict=True)
     ]
     if any(outcome.regressed for outcome in outcomes):
-        logger.info("%s: a point is over its threshold; measuring again", target.address)
+        delay_s = repeat_delay_s(elapsed_s)
+        logger.info(
+            "%s: a point is over its threshold; measuring again in %.1f s",
+            target.address, delay_s,
+        )  # fmt: skip
+        sleep(delay_s)
         _, repeats = measure_remote(
             models, target, sweep, profile, user_dir, on_progress, **options
         )
