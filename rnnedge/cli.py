@@ -108,8 +108,10 @@ def _run(argv: list[str] | None) -> int:
         cli.main(args=argv, prog_name="rnnedge", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.Abort:
-        click.echo("error: aborted", err=True)
+    except click.Abort as exc:
+        # click turns Ctrl-C into Abort; an Abort of its own (a declined prompt) is rare.
+        reason = "interrupted" if isinstance(exc.__cause__, KeyboardInterrupt) else "aborted"
+        click.echo(f"error: {reason}", err=True)
         return 130
     except click.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "rnnedge"
@@ -124,6 +126,11 @@ def _run(argv: list[str] | None) -> int:
         click.echo("error: interrupted", err=True)
         return 130
     except Exception as exc:  # the last resort for bugs: one line unless -v
+        if _interrupted(exc):
+            # Ctrl-C inside the import of a compiled module, such as onnxruntime's, comes
+            # out as an ImportError caused by the KeyboardInterrupt.
+            click.echo("error: interrupted", err=True)
+            return 130
         if verbosity() > 0:
             traceback.print_exc()
         first_line = str(exc).splitlines()[0] if str(exc) else ""
@@ -134,6 +141,18 @@ def _run(argv: list[str] | None) -> int:
         )
         return 1
     return 0
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Return whether a KeyboardInterrupt caused `exc`, directly or further down its chain."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _one_line(message: str) -> str:

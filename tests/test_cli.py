@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from rnnedge.cli import main
+from rnnedge.runtime.session import MAX_THREADS_PER_CORE
 from tests.conftest import FEATURES, LABELS
 
 
@@ -371,6 +372,22 @@ def test_threads_above_logical_cores_warn(capsys, exported, tmp_path, rng):
     assert code == 0, err
     assert f"WARNING: {threads} threads exceed the {os.cpu_count()} logical cores" in err
     assert f"pass --threads {os.cpu_count()} or fewer" in err
+
+
+@pytest.mark.parametrize("command", ["run", "profile"])
+def test_threads_far_above_cores_rejected(capsys, exported, tmp_path, rng, command):
+    np.save(tmp_path / "x.npy", rng.standard_normal((1, 5, FEATURES)).astype(np.float32))
+    threads = MAX_THREADS_PER_CORE * (os.cpu_count() or 1) + 1
+    args = ["-i", tmp_path / "x.npy"] if command == "run" else ["--no-store"]
+    code, out, err = run_cli(capsys, command, exported["lstm"], *args, "--threads", threads,
+                             "--provider", "cpu")  # fmt: skip
+    assert code == 2
+    assert out == ""
+    assert err == (
+        f"error: --threads {threads} is more than {MAX_THREADS_PER_CORE} times the "
+        f"{os.cpu_count()} logical cores of this host; pass --threads {os.cpu_count()} or "
+        "fewer\n"
+    )
 
 
 def test_log_handler_follows_stderr(monkeypatch):

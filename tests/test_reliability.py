@@ -132,3 +132,40 @@ def test_closed_stdout_pipe_keeps_the_sweep_going(exported, tmp_path):
     assert "Traceback" not in err
     assert "error" not in err
     assert len(read_profile(devices / "x86-64.yaml").measurements) == 4
+
+
+# A meta path finder that fails the import of one module the way Ctrl-C does: at the
+# entry point a plain KeyboardInterrupt, inside onnxruntime's compiled module an
+# ImportError caused by it (pybind11 wraps a failed module initialization so).
+INTERRUPTED_IMPORT = """
+import sys
+name, wrapped = sys.argv[1], sys.argv[2] == "wrapped"
+class Interrupt:
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == name:
+            if wrapped:
+                raise ImportError("initialization failed") from KeyboardInterrupt()
+            raise KeyboardInterrupt
+        return None
+sys.meta_path.insert(0, Interrupt())
+from rnnedge.__main__ import entry
+sys.argv = ["rnnedge", *sys.argv[3:]]
+sys.exit(entry())
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "wrapped"),
+    [("rnnedge.cli", False), ("onnxruntime", True)],
+    ids=["entry-point", "onnxruntime"],
+)
+def test_interrupt_during_imports(exported, tmp_path, rng, module, wrapped):
+    np.save(tmp_path / "x.npy", rng.standard_normal((1, 5, FEATURES)).astype(np.float32))
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_IMPORT, module, "wrapped" if wrapped else "plain",
+         "run", str(exported["lstm"]), "-i", str(tmp_path / "x.npy")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 130, done.stderr
+    assert done.stdout == ""
+    assert done.stderr == "error: interrupted\n"

@@ -1584,3 +1584,113 @@ def test_crossed_state_pairs_warn(streaming_models, rng, caplog):
     with caplog.at_level(logging.WARNING, logger="rnnedge"):
         StreamingSession(path, provider="cpu", state_pairs=[("h0", "hn"), ("c0", "cn")])
     assert caplog.text == ""
+
+
+def test_feed_and_input_file_both_give_constant(capsys, streaming_models, rng, tmp_path):
+    path, _ = streaming_models["gru-gain"]
+    x = sequence(rng, batch=1, length=5)
+    np.savez(tmp_path / "in.npz", x=x, gain=np.array([0.5], np.float32))
+    code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "in.npz", "--feed", "gain=2")
+    assert code == 2
+    assert out == ""
+    assert err == (
+        "error: input 'gain' is given twice, by input in.npz and as a constant "
+        "(--feed gain); remove it from one of them\n"
+    )
+
+
+@pytest.mark.parametrize("rank", [0, 1], ids=["scalar", "vector"])
+def test_feed_integer_npy_for_float_rejected(tmp_path, rank):
+    path = _scaled_model(tmp_path / "scaled.onnx", 1, (1,) * rank)
+    np.save(tmp_path / "g.npy", np.array(2 if rank == 0 else [2], np.int32))
+    with pytest.raises(InputError, match=r"is an int32 array, but the input takes float32"):
+        Session(path, provider="cpu", feeds={"scale": str(tmp_path / "g.npy")})
+
+
+def test_feed_pickled_npy_named_like_input(tmp_path):
+    path = _scaled_model(tmp_path / "scaled.onnx", 1)
+    np.save(tmp_path / "g.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(InputError) as raised:
+        Session(path, provider="cpu", feeds={"scale": str(tmp_path / "g.npy")})
+    assert str(raised.value).startswith(f"--feed scale={tmp_path / 'g.npy'}: cannot read ")
+    assert "contains an object array (pickled data)" in str(raised.value)
+
+
+def test_state_pairs_as_mapping(streaming_models, rng):
+    path, _ = streaming_models["lstm-no-pairs"]
+    x = sequence(rng)
+    by_mapping = StreamingSession(path, provider="cpu", state_pairs={"h0": "hn", "c0": "cn"})
+    by_pairs = StreamingSession(path, provider="cpu", state_pairs=[("h0", "hn"), ("c0", "cn")])
+    assert by_mapping.state_pairs == by_pairs.state_pairs
+    np.testing.assert_array_equal(by_mapping.run(x, chunk=5)["y"], by_pairs.run(x, chunk=5)["y"])
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [("h0", "hn"), ["h0=hn"], [("h0", "hn", "x")], [("h0", 1)]],
+    ids=["one-pair", "text", "triple", "number"],
+)
+def test_state_pairs_of_wrong_form(streaming_models, pairs):
+    path, _ = streaming_models["lstm-no-pairs"]
+    with pytest.raises(InputError, match=r"^state_pairs takes \(state input, state output\) name"):
+        StreamingSession(path, provider="cpu", state_pairs=pairs)
+
+
+class BidirectionalWithState(torch.nn.Module):
+    def __init__(self, cell: str):
+        super().__init__()
+        rnn = torch.nn.LSTM if cell == "lstm" else torch.nn.GRU
+        self.rnn = rnn(FEATURES, HIDDEN, batch_first=True, bidirectional=True)
+
+    def forward(self, x, h0):
+        y, state = self.rnn(x, h0)
+        return y, state if isinstance(state, torch.Tensor) else state[0]
+
+
+def test_bidirectional_model_cannot_stream(capsys, tmp_path, rng):
+    torch.manual_seed(0)
+    path = tmp_path / "bigru.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(BidirectionalWithState("gru").eval(),
+                          (torch.randn(2, 4, FEATURES), torch.zeros(2, 2, HIDDEN)), str(path),
+                          input_names=["x", "h0"], output_names=["y", "hn"],
+                          dynamic_axes={"x": {0: "batch", 1: "sequence"}, "h0": {1: "batch"}},
+                          opset_version=17, dynamo=False)  # fmt: skip
+    with pytest.raises(InputError) as raised:
+        StreamingSession(path, provider="cpu", state_pairs=[("h0", "hn")])
+    assert re.fullmatch(
+        r"bigru\.onnx has a bidirectional GRU node '.+', whose backward pass starts at the "
+        r"last time step, so it cannot run chunk by chunk; run it without --stream, on the "
+        r"whole sequence",
+        str(raised.value),
+    ), raised.value
+    x = sequence(rng, batch=1, length=6)
+    np.save(tmp_path / "x.npy", x)
+    code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy", "--stream",
+                             "--chunk", "3", "--state", "h0=hn")  # fmt: skip
+    assert code == 2
+    assert out == ""
+    assert "has a bidirectional GRU node" in err
+    code, _, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy", "--state", "h0=hn")
+    assert code == 0, err
+
+
+def test_bidirectional_export_not_told_to_stream(capsys, tmp_path):
+    # rnnedge's own export of a bidirectional model records no state pairs; its stream
+    # error must not suggest export --streaming, which rejects bidirectional models.
+    torch.manual_seed(0)
+    path = tmp_path / "bilstm.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch.nn.LSTM(FEATURES, HIDDEN, batch_first=True, bidirectional=True),
+                          (torch.randn(2, 4, FEATURES),), str(path), input_names=["x"],
+                          output_names=["y", "hn", "cn"], opset_version=17, dynamo=False,
+                          dynamic_axes={"x": {0: "batch", 1: "sequence"}})  # fmt: skip
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, {"rnnedge.cell": "lstm", "rnnedge.layout": "batch-major"})
+    onnx.save(proto, str(path))
+    with pytest.raises(InputError) as raised:
+        StreamingSession(path, provider="cpu")
+    assert "bidirectional LSTM node" in str(raised.value)
+    assert "--streaming" not in str(raised.value)

@@ -17,7 +17,7 @@ import numpy as np
 
 from rnnedge.errors import InputError
 from rnnedge.runtime.inputs import _ORT_TO_NUMPY as ORT_TO_NUMPY
-from rnnedge.runtime.inputs import NONFINITE_EFFECT, describe
+from rnnedge.runtime.inputs import NONFINITE_EFFECT, describe, load_array_file
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,10 @@ def constant_feed(
     from_array = not isinstance(value, str) or value.lower().endswith(".npy")
     array = _parse_value_text(value, name, dtype) if isinstance(value, str) else np.asarray(value)
     if np.issubdtype(dtype, np.floating):
-        if from_array and array.ndim > 0 and array.dtype.kind in "iub":
+        # A number from Python (`feeds={"gain": 2}`) is a 0-d integer array here, which is
+        # accepted. An integer .npy file is rejected, whatever its rank.
+        from_file = isinstance(value, str) and value.lower().endswith(".npy")
+        if from_array and (array.ndim > 0 or from_file) and array.dtype.kind in "iub":
             # As for --input: an integer array for a float input is usually the wrong file.
             raise InputError(
                 f"{option}: value {describe(array)} for input {name!r} is an {array.dtype} "
@@ -225,9 +228,12 @@ def _parse_value_text(text: str, name: str, dtype: np.dtype) -> np.ndarray:
         if not path.is_file():
             raise InputError(f"--feed {name}={text}: file not found; pass an existing .npy file")
         try:
-            return np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise InputError(f"--feed {name}={text}: cannot read the .npy file: {exc}") from exc
+            # The checks and messages of --input: the magic string, pickled arrays.
+            loaded = load_array_file(path)
+        except InputError as exc:
+            raise InputError(f"--feed {name}={text}: {exc}") from exc
+        assert isinstance(loaded, np.ndarray)  # a .npy file contains one array
+        return loaded
     parts = [part.strip() for part in text.split(",")]
     if np.issubdtype(dtype, np.floating):
         array = np.asarray([_parse_float(part, name, text, dtype) for part in parts])

@@ -43,6 +43,7 @@ class NodeInfo:
     # The `hidden_size` and `direction` attributes of LSTM, GRU and RNN nodes.
     hidden_size: int | None = None
     directions: int = 1
+    direction: str = "forward"
 
 
 @dataclass
@@ -122,8 +123,9 @@ def _node(buf: memoryview, parent: str | None, out: list[NodeInfo]) -> None:
         elif number == 5 and not isinstance(value, int):
             attributes.append(value)
     domain = "" if domain == "ai.onnx" else domain
-    hidden_size, directions = _recurrent_attributes(attributes)
-    out.append(NodeInfo(name, op_type, domain, parent, hidden_size, directions))
+    hidden_size, direction = _recurrent_attributes(attributes)
+    directions = 2 if direction == "bidirectional" else 1
+    out.append(NodeInfo(name, op_type, domain, parent, hidden_size, directions, direction))
     label = name or op_type
     inner = f"{parent}/{label}" if parent else label
     for attribute in attributes:
@@ -132,17 +134,16 @@ def _node(buf: memoryview, parent: str | None, out: list[NodeInfo]) -> None:
                 _graph_nodes(value, inner, out)
 
 
-def _recurrent_attributes(attributes: list[memoryview]) -> tuple[int | None, int]:
-    hidden_size, directions = None, 1
+def _recurrent_attributes(attributes: list[memoryview]) -> tuple[int | None, str]:
+    hidden_size, direction = None, "forward"
     for attribute in attributes:
         fields = list(_fields(attribute))
         names = [_text(value) for number, value in fields if number == 1]
         if names == ["hidden_size"]:
             hidden_size = next((v for n, v in fields if n == 3 and isinstance(v, int)), None)
         elif names == ["direction"]:
-            text = next((_text(v) for n, v in fields if n == 4), "")
-            directions = 2 if text == "bidirectional" else 1
-    return hidden_size, directions
+            direction = next((_text(v) for n, v in fields if n == 4), "") or "forward"
+    return hidden_size, direction
 
 
 def parse_model(data: bytes) -> ModelInfo:

@@ -56,6 +56,10 @@ from rnnedge.runtime.state import (
 logger = logging.getLogger(__name__)
 
 NONFINITE_POLICIES = ("error", "warn")
+# The maximum number of intra-op threads per logical core that a session accepts. Above
+# the core count a session still starts, with a warning, because a thread sweep may go a
+# step beyond it.
+MAX_THREADS_PER_CORE = 4
 # Values of `Session.layout_source` that name where the layout came from, beside the
 # rules of `rnnedge.runtime.layout.decide_layout`.
 LAYOUT_METADATA = "metadata"
@@ -102,7 +106,8 @@ class Session:
             the device profile's preference.
         feeds: constant inputs by name (a number, a list, an array, or the text of
             `--feed`), fed on every run.
-        state_pairs: (state input, state output) names, added to the pairs in the
+        state_pairs: (state input, state output) names, as a sequence of pairs such as
+            `[("h0", "hn")]` or a mapping such as `{"h0": "hn"}`, added to the pairs in the
             model's metadata; a pair replaces the metadata's pair of the same state
             input. A state input that a run does not feed starts at zero, and so does
             an input that the model's metadata gives a state role (`state_h`, `state_c`)
@@ -129,7 +134,7 @@ class Session:
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
         preference: Sequence[str] | None = None,
         feeds: Mapping[str, Any] | None = None,
-        state_pairs: Sequence[tuple[str, str]] | None = None,
+        state_pairs: Sequence[tuple[str, str]] | Mapping[str, str] | None = None,
         nonfinite: str = "error",
         layout: Layout | str | None = None,
         report_placement: bool = False,
@@ -148,6 +153,18 @@ class Session:
         host_cpu = cpu_info()
         settings = cpu_settings(options.get("cpu", {}), threads, host_cpu["physical_cores"] or 1)
         logical = host_cpu["logical_cores"]
+        if logical and settings.intra_op_threads > MAX_THREADS_PER_CORE * logical:
+            # ONNX Runtime starts every thread at session creation, which takes minutes
+            # for thousands of threads: a typo such as 4000 for 4 would look like a hang.
+            setting = (
+                f"--threads {threads}"
+                if threads is not None
+                else f"intra_op_num_threads {settings.intra_op_threads} in the device profile"
+            )
+            raise InputError(
+                f"{setting} is more than {MAX_THREADS_PER_CORE} times the {logical} logical "
+                f"cores of this host; pass --threads {logical} or fewer"
+            )
         if logical and settings.intra_op_threads > logical:
             logger.warning(
                 "%d threads exceed the %d logical cores of this host; the threads then share "
@@ -189,10 +206,11 @@ class Session:
         self._inputs_by_name = {info.name: info for info in self.inputs}
         self._output_names = [o.name for o in self.outputs]
         pairs = dict(self.metadata.state_pairs)
+        given_pairs = _name_pairs(state_pairs)
         # The pairs of the `state_pairs` argument (`--state`), named by `_fed_state_error`.
-        self._option_pairs = {str(a): str(b) for a, b in state_pairs or ()}
-        check_distinct_pairs([(str(a), str(b)) for a, b in state_pairs or ()])
-        pairs.update(state_pairs or ())
+        self._option_pairs = dict(given_pairs)
+        check_distinct_pairs(given_pairs)
+        pairs.update(given_pairs)
         self.state_pairs: tuple[StatePair, ...] = resolve_state_pairs(
             tuple(pairs.items()), self.inputs, self.outputs
         )
@@ -500,8 +518,13 @@ class Session:
             self._check_state_batches(feed, data_inputs, source)
         self._check_lengths(feed, data_inputs, source)
         if self.feeds:
-            for name, value in self.constant_feeds(self.batch_size(feed)).items():
-                feed[name] = data.get(name, value)
+            twice = sorted(set(self.feeds) & set(data))
+            if twice:
+                raise InputError(
+                    f"input {twice[0]!r} is given twice, by {source} and as a constant "
+                    f"(--feed {twice[0]}); remove it from one of them"
+                )
+            feed.update(self.constant_feeds(self.batch_size(feed)))
         return feed
 
     def check_layout(
@@ -952,6 +975,34 @@ def _create_session(
                 "(rnnedge export and torch.onnx.export both write layout=0)"
             ) from exc
         raise InputError(f"onnxruntime cannot load {str(path)!r}: {text[:300]}") from exc
+
+
+def _name_pairs(pairs: Any) -> list[tuple[str, str]]:
+    """Return the `state_pairs` argument as a list of (state input, state output) names.
+
+    Raises:
+        InputError: `pairs` is neither a mapping of names nor a sequence of name pairs.
+    """
+    if pairs is None:
+        return []
+    if isinstance(pairs, Mapping):
+        items = list(pairs.items())
+    elif isinstance(pairs, str | bytes) or not isinstance(pairs, Sequence):
+        items = [pairs]
+    else:
+        items = list(pairs)
+    for item in items:
+        if (
+            isinstance(item, str | bytes)
+            or not isinstance(item, Sequence)
+            or len(item) != 2
+            or not all(isinstance(name, str) for name in item)
+        ):
+            raise InputError(
+                f"state_pairs takes (state input, state output) name pairs, such as "
+                f"[('h0', 'hn')] or {{'h0': 'hn'}}; got {item!r} in {pairs!r}"
+            )
+    return [(str(a), str(b)) for a, b in items]
 
 
 def _starts_like_ort(path: Path) -> bool:

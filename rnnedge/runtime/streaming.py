@@ -16,13 +16,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rnnedge.errors import InputError
 from rnnedge.runtime.binding import BoundStep, StateBuffers
+from rnnedge.runtime.external_data import is_ort_format
 from rnnedge.runtime.layout import axis_kind
+from rnnedge.runtime.onnx_proto import parse_model
 from rnnedge.runtime.ort_errors import input_rejection
 from rnnedge.runtime.providers import CUDA_EP, TENSORRT_EP, Provider
 from rnnedge.runtime.session import Session
@@ -39,6 +42,8 @@ logger = logging.getLogger(__name__)
 # A chunk shape seen once more than this many times apart is rebound; a stream has one
 # chunk shape plus the shorter last chunk, so a small cache holds all of them.
 _MAX_BOUND_SHAPES = 4
+# The operators with a `direction` attribute: ONNX's and ONNX Runtime's quantized LSTM.
+_RECURRENT = frozenset({"LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"})
 
 
 class StreamingSession:
@@ -48,7 +53,8 @@ class StreamingSession:
         path: the `.onnx` file; the other arguments up to `normalize` are those of
             `Session`.
         state_pairs: (state input, state output) names, for a model whose metadata does
-            not record them.
+            not record them: pairs such as `[("h0", "hn")]` or a mapping such as
+            `{"h0": "hn"}`.
         feeds: constant inputs by name, as for `Session`.
         layout: `batch-major` or `time-major` for a model whose metadata records no
             layout, as for `Session`; streaming a model whose layout is only batch-major
@@ -72,7 +78,7 @@ class StreamingSession:
         threads: int | None = None,
         normalize: bool = True,
         *,
-        state_pairs: Sequence[tuple[str, str]] | None = None,
+        state_pairs: Sequence[tuple[str, str]] | Mapping[str, str] | None = None,
         feeds: Mapping[str, Any] | None = None,
         layout: str | None = None,
         io_binding: bool = True,
@@ -84,6 +90,7 @@ class StreamingSession:
             threads=threads, normalize=normalize, state_pairs=state_pairs, feeds=feeds,
             layout=layout, **session_kwargs,
         )  # fmt: skip
+        _check_one_way(self.session.path)
         self._check_states_carried()
         if not self.session.state_pairs and not self._has_possible_state():
             fix = "run it without --stream"
@@ -543,6 +550,28 @@ class StreamingSession:
             array.shape[self.time_axis] == steps and array.shape[self._batch_axis] == batch
             for array, steps in zip(arrays, lengths, strict=True)
         )
+
+
+def _check_one_way(path: Path) -> None:
+    """Raise InputError where a recurrent node of the model runs backward in time.
+
+    A bidirectional or reverse LSTM, GRU or RNN starts its backward pass at the last step
+    of its input. Run over chunks, it would start again at the end of every chunk, so the
+    outputs would differ from those of a run over the whole sequence.
+    """
+    data = path.read_bytes()
+    if is_ort_format(data):
+        # NOTE: the graph of an .ort file is not read, so a bidirectional model in the
+        # ONNX Runtime format streams without this check.
+        return
+    for node in parse_model(data).nodes:
+        if node.op_type in _RECURRENT and node.direction != "forward":
+            raise InputError(
+                f"{path.name} has a {node.direction} {node.op_type} node "
+                f"{node.name or node.op_type!r}, whose backward pass starts at the last time "
+                "step, so it cannot run chunk by chunk; run it without --stream, on the "
+                "whole sequence"
+            )
 
 
 def _state_device(
