@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from rnnedge.commands._common import emit_json, verbosity_options
+from rnnedge.commands._common import emit_json, layout_option, verbosity_options
 from rnnedge.errors import InputError
 from rnnedge.quantize.modes import CalibrationMethod, GruInt8, QuantMode
 
@@ -90,6 +90,7 @@ from rnnedge.quantize.modes import CalibrationMethod, GruInt8, QuantMode
     show_default=True,
     help="Timed batch-1 calls per model for the latency change; 0 skips it.",
 )
+@layout_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @verbosity_options
 def quantize_command(
@@ -107,6 +108,7 @@ def quantize_command(
     eval_path: Path | None,
     max_metric_drop: float | None,
     latency_runs: int,
+    layout: str | None,
     as_json: bool,
 ) -> None:
     """Quantize an exported model and report operators, size, drift, metric and latency."""
@@ -132,6 +134,7 @@ def quantize_command(
         max_metric_drop=max_metric_drop,
         target=target,
         latency_runs=latency_runs,
+        layout=layout,
     )
     if as_json:
         emit_json(report.as_dict())
@@ -206,7 +209,8 @@ def _print_report(report) -> None:
             f"p50 latency (batch 1, one thread, this host): {report.p50_ms_before:.3f} -> "
             f"{report.p50_ms_after:.3f} ms ({ratio:.2f}x)"
         )
-    for note in report.notes:
+    # The nodes left float have their FLOAT RECURRENT lines above.
+    for note in report.other_notes:
         click.echo(f"note: {note}")
 
 

@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from rnnedge.errors import InputError
 from rnnedge.profiling.timing import measure
-from rnnedge.quantize.feeds import build_feed
+from rnnedge.quantize.feeds import BATCH_MAJOR, DataLayout, build_feed
 from rnnedge.quantize.report import Drift
 
 # Sequences per session call when running a data set; bounds memory for long data sets.
@@ -47,13 +47,17 @@ def open_session(model: bytes | str, quiet: bool = False) -> ort.InferenceSessio
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def first_output(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
-    """The first output over all sequences of `x`, run in batches of `EVAL_BATCH`."""
+def first_output(
+    session: ort.InferenceSession, x: np.ndarray, layout: DataLayout = BATCH_MAJOR
+) -> np.ndarray:
+    """Return the first output over all sequences of the (batch, time, features) array `x`,
+    with the batch axis first. The sequences run in batches of `EVAL_BATCH`, in the model's
+    `layout`."""
     inputs = session.get_inputs()
     parts = []
     for start in range(0, x.shape[0], EVAL_BATCH):
-        feed = build_feed(inputs, x[start : start + EVAL_BATCH])
-        parts.append(session.run(None, feed)[0])
+        feed = build_feed(inputs, x[start : start + EVAL_BATCH], layout)
+        parts.append(layout.from_model(session.run(None, feed)[0]))
     return np.concatenate(parts, axis=0)
 
 
@@ -116,8 +120,11 @@ def _check_labels(y: np.ndarray, classes: int) -> None:
         )
 
 
-def p50_latency_ms(session: ort.InferenceSession, x: np.ndarray, runs: int) -> float:
-    """Median latency of one call on `x`, after a short warm-up."""
-    feed = build_feed(session.get_inputs(), x)
+def p50_latency_ms(
+    session: ort.InferenceSession, x: np.ndarray, runs: int, layout: DataLayout = BATCH_MAJOR
+) -> float:
+    """Return the median latency of one call on the (batch, time, features) array `x`, fed
+    in the model's `layout`, after a short warm-up."""
+    feed = build_feed(session.get_inputs(), x, layout)
     stats, _ = measure(lambda: session.run(None, feed), warmup=5, runs=runs, budget_s=2.0)
     return stats.p50_ms

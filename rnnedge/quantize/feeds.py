@@ -1,22 +1,36 @@
 """Input feeds for drift checks, calibration and evaluation, from one sequence array.
 
-Exported models take one (batch, time, features) input. Models from elsewhere may take
-more: recurrent state, sequence lengths, flags. The sequence array goes to the first
-float input of rank 3. Every other input gets a neutral value: zeros for float inputs (an
-empty initial state), the full sequence length for integer inputs whose name contains "len",
-and zeros for other integer and boolean inputs.
+Quantize reads every sequence array as (batch, time, features), whatever the model's
+layout. `DataLayout` transposes it to (time, batch, features) for a time-major model, and
+moves the batch axis of the model's output to axis 0. The layout comes from
+`rnnedge.runtime.Session`, as `rnnedge run` reads it (see `read_layout`).
+
+Exported models take one sequence input. Models from elsewhere may take more: recurrent
+state, sequence lengths, flags. The sequence array goes to the first float input of rank 3.
+Every other input gets a neutral value: zeros for float inputs (an empty initial state),
+the full sequence length for integer inputs whose name contains "len", and zeros for other
+integer and boolean inputs.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from rnnedge.errors import InputError
 from rnnedge.runtime.inputs import describe
-from rnnedge.runtime.metadata import ModelMetadata
+from rnnedge.runtime.layout import axis_kind
+from rnnedge.runtime.metadata import Layout, ModelMetadata
+from rnnedge.runtime.session import Session
+
+logger = logging.getLogger(__name__)
 
 _NUMPY_TYPES = {
     "tensor(float)": np.float32,
@@ -28,8 +42,115 @@ _NUMPY_TYPES = {
 }
 
 
+@dataclass(frozen=True)
+class DataLayout:
+    """The axis orders for feeding (batch, time, features) arrays to a model and reading its
+    first output.
+
+    Attributes:
+        batch_major: whether the model's sequence input is (batch, time, features); a
+            time-major model gets each array transposed to (time, batch, features).
+        output_batch_axis: the batch axis of the model's first output, moved to axis 0 so
+            that output rows line up with the sequences and their labels.
+    """
+
+    batch_major: bool = True
+    output_batch_axis: int = 0
+
+    @property
+    def name(self) -> str:
+        return (Layout.BATCH_MAJOR if self.batch_major else Layout.TIME_MAJOR).value
+
+    def to_model(self, x: np.ndarray) -> np.ndarray:
+        """Return a (batch, time, features) array in the model's layout."""
+        if self.batch_major or x.ndim != 3:
+            return x
+        return x.transpose(1, 0, 2)
+
+    def declared(self, shape: Sequence[Any] | None) -> list[Any]:
+        """Return the declared shape of the sequence input as (batch, time, features)."""
+        dims = list(shape or [])
+        if not self.batch_major and len(dims) == 3:
+            dims[0], dims[1] = dims[1], dims[0]
+        return dims
+
+    def from_model(self, output: np.ndarray) -> np.ndarray:
+        """Return the model's first output with its batch axis first."""
+        axis = self.output_batch_axis
+        if axis == 0 or output.ndim <= axis:
+            return output
+        return np.moveaxis(output, axis, 0)
+
+
+BATCH_MAJOR = DataLayout()
+
+
+def read_layout(
+    model: str | os.PathLike[str], layout: Layout | str | None = None
+) -> tuple[DataLayout, Session]:
+    """Read the layout of `model`'s sequence input as `rnnedge run` does.
+
+    The layout comes from the model's metadata (`rnnedge.layout`), else from `layout`
+    (`--layout`), else from the axis names or a state input (see
+    `rnnedge.runtime.layout.decide_layout`). Where nothing decides it, the model is fed
+    batch-major with a warning, as `rnnedge profile` does. A model with a state input then
+    raises `InputError` instead, because a wrong guess gives the state the wrong batch.
+
+    Returns the layout and the runtime session that read it, whose `check_layout_fits`
+    checks an array in the model's layout against the batch of the state inputs.
+
+    Raises:
+        InputError: `layout` contradicts the metadata, or the layout of a model with a
+            state input is undecided.
+    """
+    session = Session(model, provider="cpu", threads=1, normalize=False, layout=layout)
+    if session.sequence_layout is None:
+        return BATCH_MAJOR, session
+    sequence = session.data_inputs[0]
+    if session.layout_guessed:
+        states = [*session.state_input_names, *(s.input for s in session.unpaired_states)]
+        states += [name for name, _ in session.unnamed_state_inputs()]
+        undecided = (
+            f"{Path(model).name} records no layout, and the axis names of input "
+            f"{sequence.name!r} do not decide whether it takes (batch, time, features) or "
+            "(time, batch, features)"
+        )
+        if states:
+            raise InputError(
+                f"{undecided}, but state input {states[0]!r} needs the batch size; pass "
+                "--layout batch-major or --layout time-major"
+            )
+        logger.warning(
+            "%s; quantize feeds it batch-major, so pass --layout time-major if the model "
+            "takes time first",
+            undecided,
+        )
+    batch_major = session.batch_major
+    axis = _output_batch_axis(session.outputs, sequence, batch_major)
+    return DataLayout(batch_major, axis), session
+
+
+def _output_batch_axis(outputs: Sequence[Any], sequence: Any, batch_major: bool) -> int:
+    """Return the batch axis of the first output.
+
+    That is axis 0 for a batch-major model or an output of rank 1 or 2. For a time-major
+    model it is the one axis named like the sequence input's batch axis (or `batch`), else
+    axis 1, as in (time, batch, classes).
+    """
+    shape = list(outputs[0].shape or []) if outputs else []
+    if batch_major or len(shape) < 3:
+        return 0
+    batch_dim = (sequence.shape or [None, None])[1]
+    named = [
+        axis
+        for axis, dim in enumerate(shape)
+        if isinstance(dim, str) and (dim == batch_dim or axis_kind(dim) == "batch")
+    ]
+    return named[0] if len(named) == 1 else 1
+
+
 def sequence_input(inputs: Sequence[ort.NodeArg]) -> ort.NodeArg:
-    """Return the input that takes the (batch, time, features) sequence."""
+    """Return the input that takes the sequence array."""
     for info in inputs:
         if info.type == "tensor(float)" and len(info.shape or []) == 3:
             return info
@@ -38,11 +159,14 @@ def sequence_input(inputs: Sequence[ort.NodeArg]) -> ort.NodeArg:
     return inputs[0]
 
 
-def build_feed(inputs: Sequence[ort.NodeArg], x: np.ndarray) -> dict[str, np.ndarray]:
-    """Build a feed for every model input, with `x` as the sequence input."""
+def build_feed(
+    inputs: Sequence[ort.NodeArg], x: np.ndarray, layout: DataLayout = BATCH_MAJOR
+) -> dict[str, np.ndarray]:
+    """Build a feed for every model input, with the (batch, time, features) array `x`, in
+    the model's `layout`, as the sequence input."""
     primary = sequence_input(inputs)
     batch, steps = int(x.shape[0]), int(x.shape[1]) if x.ndim > 1 else 1
-    feed = {primary.name: np.ascontiguousarray(x, dtype=np.float32)}
+    feed = {primary.name: np.ascontiguousarray(layout.to_model(x), dtype=np.float32)}
     for info in inputs:
         if info.name == primary.name:
             continue

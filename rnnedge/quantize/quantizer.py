@@ -22,7 +22,13 @@ from rnnedge.errors import CheckFailedError, InputError, require
 from rnnedge.quantize import evaluate
 from rnnedge.quantize._graph import iter_graphs
 from rnnedge.quantize.dynamic import DEFAULT_GRU_INT8_MIN_HIDDEN, quantize_dynamic_int8
-from rnnedge.quantize.feeds import build_feed, normalize, sequence_input
+from rnnedge.quantize.feeds import (
+    DataLayout,
+    build_feed,
+    normalize,
+    read_layout,
+    sequence_input,
+)
 from rnnedge.quantize.fp16 import convert_fp16
 from rnnedge.quantize.gru_int8 import GruRewrite
 from rnnedge.quantize.modes import CalibrationMethod, GruInt8, QuantMode, check_options_apply
@@ -41,6 +47,7 @@ from rnnedge.quantize.report import (
     count_ops,
     count_qdq_compute,
     float_loop_bodies,
+    float_note,
 )
 from rnnedge.quantize.static import CALIBRATION_BATCH, quantize_static_int8
 from rnnedge.quantize.weight_only import quantize_weights
@@ -82,8 +89,13 @@ def quantize_model(
     max_metric_drop: float | None = None,
     target: Any = None,
     latency_runs: int = LATENCY_RUNS,
+    layout: str | None = None,
 ) -> QuantizeReport:
     """Quantize `model` into `output` and report sizes, operators, drift, metric and latency.
+
+    Every data array (`samples`, `calibration`, the `x` of `eval_data`) is (batch, time,
+    features), whatever the model's layout. A time-major model gets each array transposed
+    to (time, batch, features), and the batch axis of its output is moved first again.
 
     Args:
         mode: `dynamic-int8`, `static-int8`, `fp16` or `weight-int8`; None takes the
@@ -105,6 +117,9 @@ def quantize_model(
             worse by more than this (accuracy lost, or mean squared error gained).
         target: a device profile or its name; its preset fills the unset settings.
         latency_runs: timed batch-1 calls per model for the latency change; 0 skips it.
+        layout: `batch-major` or `time-major`, the layout of the sequence input of a model
+            whose metadata records none; None reads it from the axis names or a state
+            input, as `rnnedge run` does, and else takes batch-major with a warning.
 
     Raises:
         InputError: an input is invalid, `output` does not end in .onnx, or a setting is
@@ -142,17 +157,27 @@ def quantize_model(
     })  # fmt: skip
     settings = _settings(mode, reduce_range, per_channel, calibration_method, gru_int8,
                          gru_int8_min_hidden, preset)  # fmt: skip
+    data_layout, layout_session = read_layout(source, layout)
+    if layout_session.sequence_layout is not None:
+        settings["layout"] = data_layout.name
     reference = evaluate.open_session(str(source))
     classification = metadata.task is Task.CLASSIFICATION
-    calibration_x = _model_inputs(calibration, reference, metadata, "--calibration")
+    calibration_x = _model_inputs(calibration, reference, metadata, "--calibration", data_layout)
     if mode is QuantMode.STATIC_INT8 and calibration_x is None:
         raise InputError(
             "static-int8 needs calibration data; pass --calibration data.npy with raw inputs "
             "shaped (batch, time, features)"
         )
+    drift_x = _drift_inputs(float_model, metadata, samples, calibration_x, reference, data_layout)
+    # The data is (batch, time, features). In the model's layout its batch must match the
+    # batch of the state inputs, which `rnnedge run` checks the same way.
+    for array, label in ((calibration_x, "--calibration"), (drift_x, "the drift input")):
+        if array is not None:
+            label = f"{label} in the model's {data_layout.name} layout"
+            layout_session.check_layout_fits(data_layout.to_model(array), label)
 
     quantized, rewrite, stored = _run_pass(
-        mode, source, float_model, settings, calibration_x, reference
+        mode, source, float_model, settings, calibration_x, reference, data_layout
     )
     _set_props(quantized, {
         "rnnedge.precision": mode.precision,
@@ -164,10 +189,9 @@ def quantize_model(
     data = quantized.SerializeToString()
     candidate = evaluate.open_session(data, quiet=True)
 
-    drift_x = _drift_inputs(float_model, metadata, samples, calibration_x, reference)
-    expected = evaluate.first_output(reference, drift_x)
+    expected = evaluate.first_output(reference, drift_x, data_layout)
     try:
-        actual = evaluate.first_output(candidate, drift_x)
+        actual = evaluate.first_output(candidate, drift_x, data_layout)
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise CheckFailedError(
             f"ONNX Runtime {evaluate.ort.__version__} fails to run the {mode.value} model "
@@ -175,7 +199,7 @@ def quantize_model(
             "another --mode"
         ) from exc
     drift = evaluate.drift(expected, actual, classification)
-    metrics = _metrics(eval_data, reference, candidate, metadata)
+    metrics = _metrics(eval_data, reference, candidate, metadata, data_layout)
     report_fields: dict[str, Any] = {}
     if metrics is not None:
         before, after = metrics
@@ -203,7 +227,7 @@ def quantize_model(
     _check_budget(report, max_metric_drop)
     if latency_runs > 0:
         one = drift_x[:1]
-        report = _with_latency(report, reference, candidate, one, latency_runs)
+        report = _with_latency(report, reference, candidate, one, latency_runs, data_layout)
     write_bytes_atomic(output, data)
     return report
 
@@ -326,7 +350,7 @@ def _parse_method(value: CalibrationMethod | str) -> CalibrationMethod:
         ) from None
 
 
-def _run_pass(mode, source, float_model, settings, calibration_x, reference):
+def _run_pass(mode, source, float_model, settings, calibration_x, reference, data_layout):
     """Run one mode's pass.
 
     Returns the quantized model, what happened to GRU nodes, and the weights stored in int8
@@ -348,7 +372,7 @@ def _run_pass(mode, source, float_model, settings, calibration_x, reference):
         batch = CALIBRATION_BATCH if method is CalibrationMethod.MINMAX else 1
         inputs = reference.get_inputs()
         feeds = [
-            build_feed(inputs, calibration_x[start : start + batch])
+            build_feed(inputs, calibration_x[start : start + batch], data_layout)
             for start in range(0, calibration_x.shape[0], batch)
         ]
         quantized, stored = quantize_static_int8(
@@ -374,8 +398,13 @@ def _model_inputs(
     session,
     metadata: ModelMetadata,
     option: str,
+    data_layout: DataLayout,
 ) -> np.ndarray | None:
-    """Check raw (batch, time, features) data against the model and normalize it."""
+    """Check raw (batch, time, features) data against the model and normalize it.
+
+    The data stays (batch, time, features) and is checked against the model's declared
+    shape in that order. `build_feed` transposes it for a time-major model.
+    """
     if data is None:
         return None
     info = sequence_input(session.get_inputs())
@@ -383,8 +412,14 @@ def _model_inputs(
         data = _pick_array(data, info.name, option)
     array = np.asarray(data)
     _check_finite(array, option)
-    array = check_sequence_input(array, info.name, info.shape, info.type, option)
+    array = _check_sequence(array, info, option, data_layout)
     return normalize(array, metadata)
+
+
+def _check_sequence(array: np.ndarray, info, option: str, data_layout: DataLayout) -> np.ndarray:
+    """Check a (batch, time, features) array against the sequence input `info`."""
+    shape = data_layout.declared(info.shape)
+    return check_sequence_input(array, info.name, shape, info.type, option, batch_first=True)
 
 
 def _check_finite(array: np.ndarray, option: str) -> None:
@@ -408,13 +443,17 @@ def _pick_array(arrays: Mapping[str, np.ndarray], input_name: str, option: str) 
     )
 
 
-def _drift_inputs(float_model, metadata, samples, calibration_x, session) -> np.ndarray:
+def _drift_inputs(
+    float_model, metadata, samples, calibration_x, session, data_layout: DataLayout
+) -> np.ndarray:
+    """Return the (batch, time, features) drift inputs: the samples, else the calibration
+    data, else random inputs of the model's fixed sizes or `SAMPLE_SHAPE`."""
+    info = sequence_input(session.get_inputs())
     if samples is not None:
         # Samples are model inputs, already normalized: checked, never normalized again.
-        info = sequence_input(session.get_inputs())
         array = np.asarray(samples)
         _check_finite(array, "--samples")
-        array = check_sequence_input(array, info.name, info.shape, info.type, "--samples")
+        array = _check_sequence(array, info, "--samples", data_layout)
         return np.ascontiguousarray(array, dtype=np.float32)
     if calibration_x is not None:
         return calibration_x
@@ -426,26 +465,43 @@ def _drift_inputs(float_model, metadata, samples, calibration_x, session) -> np.
         raise InputError(
             "the model's feature count is unknown; pass sample inputs for the drift check"
         )
+    # A batch or time axis of fixed size keeps its size.
+    declared = data_layout.declared(info.shape)
+    sizes = [
+        dim if isinstance(dim, int) and dim > 0 else default
+        for dim, default in zip(declared[:2], SAMPLE_SHAPE, strict=False)
+    ]
+    shape = (*sizes, features) if len(declared) == 3 else (*SAMPLE_SHAPE, features)
     rng = np.random.default_rng(0)
-    return rng.standard_normal((*SAMPLE_SHAPE, features)).astype(np.float32)
+    return rng.standard_normal(shape).astype(np.float32)
 
 
-def _metrics(eval_data, reference, candidate, metadata: ModelMetadata):
+def _metrics(eval_data, reference, candidate, metadata: ModelMetadata, data_layout: DataLayout):
     if eval_data is None:
         return None
     x, y = eval_data
-    x = _model_inputs(x, reference, metadata, "--eval x")
+    x = _model_inputs(x, reference, metadata, "--eval x", data_layout)
     y = np.asarray(y)
     if y.shape[:1] != x.shape[:1]:
+        labels = y.shape[0] if y.ndim else 0
+        fix = "pass one label or target per sequence"
+        if x.ndim == 3 and labels == x.shape[1]:
+            # The labels match axis 1, so x is most likely (time, batch, features).
+            fix = (
+                "x is read as (batch, time, features) whatever the model's layout, so pass "
+                "x.transpose(1, 0, 2)"
+            )
         raise InputError(
-            f"--eval has {x.shape[0]} sequences in x but {y.shape[0] if y.ndim else 0} "
-            "labels in y; pass one label or target per sequence"
+            f"--eval has {x.shape[0]} sequences in x {tuple(x.shape)} but {labels} labels "
+            f"in y; {fix}"
         )
     classification = metadata.task is Task.CLASSIFICATION or (
         metadata.task is None and np.issubdtype(y.dtype, np.integer)
     )
-    before = evaluate.task_metric(evaluate.first_output(reference, x), y, classification)
-    after = evaluate.task_metric(evaluate.first_output(candidate, x), y, classification)
+    before = evaluate.first_output(reference, x, data_layout)
+    after = evaluate.first_output(candidate, x, data_layout)
+    before = evaluate.task_metric(before, y, classification)
+    after = evaluate.task_metric(after, y, classification)
     return before, after
 
 
@@ -460,11 +516,11 @@ def _check_budget(report: QuantizeReport, max_metric_drop: float | None) -> None
     )
 
 
-def _with_latency(report, reference, candidate, x, runs) -> QuantizeReport:
+def _with_latency(report, reference, candidate, x, runs, data_layout) -> QuantizeReport:
     from dataclasses import replace
 
-    before = evaluate.p50_latency_ms(reference, x, runs)
-    after = evaluate.p50_latency_ms(candidate, x, runs)
+    before = evaluate.p50_latency_ms(reference, x, runs, data_layout)
+    after = evaluate.p50_latency_ms(candidate, x, runs, data_layout)
     return replace(report, p50_ms_before=before, p50_ms_after=after)
 
 
@@ -537,7 +593,7 @@ def _float_reason(
 
 
 def _notes(mode: QuantMode, left_float: list[tuple[str, str]], stored: list[str]) -> list[str]:
-    notes = [f"{node} stays float: {reason}" for node, reason in left_float]
+    notes = [float_note(node, reason) for node, reason in left_float]
     if stored:
         notes.append(
             f"{len(stored)} weight tensors stored in int8 for float compute, dequantized by "

@@ -88,6 +88,16 @@ class QuantizeReport:
         return ops
 
     @property
+    def other_notes(self) -> tuple[str, ...]:
+        """The notes that `recurrent_left_float` does not state already.
+
+        `notes` keeps a `float_note` for each node left float, because scripts and reports
+        may read the notes alone. A printed report gives that fact once.
+        """
+        stated = {float_note(node, reason) for node, reason in self.recurrent_left_float}
+        return tuple(note for note in self.notes if note not in stated)
+
+    @property
     def size_ratio(self) -> float:
         return self.size_before / self.size_after if self.size_after else float("inf")
 
@@ -129,6 +139,11 @@ class QuantizeReport:
             "settings": dict(self.settings),
             "notes": list(self.notes),
         }
+
+
+def float_note(node: str, reason: str) -> str:
+    """Return the note that names a recurrent node or loop body left float, with the reason."""
+    return f"{node} stays float: {reason}"
 
 
 def count_ops(model) -> dict[str, int]:
