@@ -288,7 +288,9 @@ def test_csv_keeps_every_time_step(tmp_path, text, expected):
             "line 4 has 2 fields, but the first row has 3",
             id="ragged-shorter",
         ),
-        pytest.param("1,2,3,\n", "line 1: field '' is not a number", id="trailing-comma"),
+        pytest.param(
+            "1,2,3,\n4,5,6\n", "line 1: field 4 of 4 is empty", id="trailing-comma-one-row"
+        ),
         pytest.param("1_000,2\n", "line 1: field '1_000' is not a number", id="underscore"),
         pytest.param("", "contains no numbers", id="empty"),
         pytest.param("ax,ay\n", "contains no numbers", id="header-only"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ from rnnedge.commands._common import (
     verbosity,
     verbosity_options,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @click.command("profile")
@@ -199,8 +203,11 @@ def profile_command(
         **inputs,
     }
     progress = _progress if len(points) > 1 and progress_shown else None
+    # Read before the first timed run, so that the load does not count the measurement, but
+    # logged beside the first result, so that an input error is not preceded by it.
+    load_warning = _host_load_warning()
     if check:
-        _check(points, device, tolerance, devices_dir, progress, as_json, options)
+        _check(points, device, tolerance, devices_dir, progress, as_json, options, load_warning)
         return
     from rnnedge.profiling.sweeps import run_sweep
 
@@ -209,6 +216,8 @@ def profile_command(
     def on_point(done: int, total: int, point: Any, result: Any) -> None:
         # Each point is printed as it completes, so an interrupted sweep shows its results.
         measured.append(result)
+        if load_warning is not None and done == 1:
+            logger.warning("%s", load_warning)
         if not as_json:
             _print_result(result)
         if progress is not None:
@@ -227,6 +236,26 @@ def profile_command(
     if as_json:
         documents = [_document(r) for r in measured]
         emit_json(documents if as_list else documents[0])
+
+
+def _host_load_warning() -> str | None:
+    """Return a warning where the 1-minute load average exceeds the logical cores, else None.
+
+    Other processes then compete with the timed runs for the CPU, which inflates the tail
+    of the latency distribution far more than the median. The load is read as `rnnedge
+    doctor` reads it, from `rnnedge.host.load_average_1min`.
+    """
+    from rnnedge.host import load_average_1min
+
+    load = load_average_1min()
+    cores = os.cpu_count()  # logical cores, as `rnnedge.host.cpu_info` records them
+    if load is None or not cores or load <= cores:
+        return None
+    return (
+        f"load average {load:.2f} over the last minute exceeds the {cores} logical cores of "
+        "this host, so other processes compete for the CPU and inflate the tail latency "
+        "(p99, max); rerun on an idle host (rnnedge doctor checks the load)"
+    )
 
 
 def _interrupted(measured: list[Any], total: int) -> Exception:
@@ -365,6 +394,7 @@ def _check(
     progress: Any,
     as_json: bool,
     options: dict[str, Any],
+    load_warning: str | None = None,
 ) -> None:
     from rnnedge.errors import RunInterruptedError
     from rnnedge.profiling.check import check_points
@@ -375,6 +405,8 @@ def _check(
         raise RunInterruptedError(
             "interrupted; --check stores nothing, so the device profile is unchanged"
         ) from None
+    if load_warning is not None:
+        logger.warning("%s", load_warning)
     _report_checks(checked, as_json)
 
 
@@ -389,10 +421,21 @@ def _report_checks(checked: list[tuple[Any, Any]], as_json: bool) -> None:
             _print_check(result, outcome)
     failed = [r for r, c in checked if c.regressed]
     if failed:
-        raise CheckFailedError(
-            f"latency regressed in {len(failed)} of {len(checked)} configurations beyond the "
-            "recorded noise; see the lines above"
-        )
+        raise CheckFailedError(_regression_message(len(failed), len(checked), as_json))
+
+
+def _regression_message(regressed: int, total: int, as_json: bool) -> str:
+    """Describe a failed check and where its details are: the REGRESSED lines printed
+    above, or under --json the configurations on stdout whose check.regressed is true."""
+    where = (
+        'see the configurations with "regressed": true under "check" in the JSON output'
+        if as_json
+        else "see the REGRESSED lines above"
+    )
+    return (
+        f"latency regressed in {regressed} of {total} configurations beyond the recorded "
+        f"noise; {where}"
+    )
 
 
 def _check_document(result: Any, outcome: Any) -> dict[str, Any]:
@@ -491,7 +534,4 @@ def _profile_fleet(
             + (f"; latency regressed in {regressed} configurations" if regressed else "")
         )
     if regressed:
-        raise CheckFailedError(
-            f"latency regressed in {regressed} of {len(results)} configurations beyond the "
-            "recorded noise; see the lines above"
-        )
+        raise CheckFailedError(_regression_message(regressed, len(results), as_json))

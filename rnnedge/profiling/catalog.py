@@ -129,14 +129,20 @@ def _names_rnnedge(pyproject: Path) -> bool:
     return re.search(r'^name\s*=\s*"rnnedge"\s*$', text, re.MULTILINE) is not None
 
 
-def validate(data: Any, source: str) -> DeviceProfile:
-    """Check a parsed YAML document against the schema; return the profile."""
+def validate(data: Any, source: str, *, from_file: bool = False) -> DeviceProfile:
+    """Check a parsed YAML document against the schema; return the profile.
+
+    Args:
+        from_file: `source` names a file that the user can edit or delete, which the
+            message for a missing field names as the fix.
+    """
     if not isinstance(data, dict):
         raise DeviceProfileError(f"{source}: a device profile must be a YAML mapping")
     for key, (kind, required) in _TOP_LEVEL.items():
         if key not in data:
             if required:
-                raise DeviceProfileError(f"{source}: missing required field {key!r}")
+                fix = _missing_field_fix(key) if from_file else ""
+                raise DeviceProfileError(f"{source}: missing required field {key!r}{fix}")
             continue
         if not isinstance(data[key], kind) or isinstance(data[key], bool):
             raise DeviceProfileError(
@@ -194,6 +200,15 @@ def validate(data: Any, source: str) -> DeviceProfile:
     # Migration on read: version 1 files become version 2 without further change.
     profile_data["schema_version"] = SCHEMA_VERSION
     return DeviceProfile(name=data["name"], data=profile_data, measurements=list(measurements))
+
+
+def _missing_field_fix(key: str) -> str:
+    """Return the fix for a device profile file that lacks the required field `key`."""
+    if key == "schema_version":
+        addition = f"add the line 'schema_version: {SCHEMA_VERSION}'"
+    else:
+        addition = f"add field {key!r}"
+    return f"; fix the file ({addition}) or delete it to start a new profile"
 
 
 def _check_remote(remote: dict[str, Any] | None, source: str) -> None:
@@ -268,7 +283,7 @@ def read_profile(path: Path) -> DeviceProfile:
             f"{path}: the device profile is empty; delete the file to start a new profile, or "
             "restore its content"
         )
-    profile = validate(data, str(path))
+    profile = validate(data, str(path), from_file=True)
     if profile.name != path.stem:
         raise DeviceProfileError(
             f"{path}: field 'name' is {profile.name!r} but the file is named {path.name!r}; "

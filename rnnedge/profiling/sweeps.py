@@ -77,9 +77,14 @@ def parse_sweep(specs: Sequence[str]) -> dict[str, list[Any]]:
             )
         if axis in axes:
             raise InputError(f"sweep axis {name!r} given twice; list all its values once")
-        items = [v.strip() for v in values.split(",") if v.strip()]
-        if not items:
+        items = [v.strip() for v in values.split(",")]
+        if not any(items):
             raise InputError(f"sweep {spec!r} lists no values; e.g. seq-len=1,10,100")
+        if not all(items):
+            fixed = f"{name.strip()}={','.join(item for item in items if item)}"
+            raise InputError(
+                f"sweep {spec!r} contains an empty value; remove the extra comma: {fixed}"
+            )
         if axis == "precision":
             axes[axis] = _distinct(items, spec)
             continue

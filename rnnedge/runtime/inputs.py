@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -105,13 +106,16 @@ def _load_csv(path: Path) -> np.ndarray:
     """Read a CSV of numbers: one row per time step, one column per feature.
 
     Fields are separated by commas, or by semicolons or tabs where the first row that is
-    not blank or a comment has those and no comma. A first row whose fields are all
-    non-numbers is taken as a header of column names and skipped. Blank lines and lines
-    starting with `#` are skipped. Any other field that is not a number, and a row with
-    another field count than the first, raise `InputError` naming the line.
+    not blank or a comment has those and no comma. A UTF-8 byte order mark is skipped. A
+    first row whose fields are all non-numbers is taken as a header of column names and
+    skipped. Blank lines and lines starting with `#` are skipped. A separator at the end of
+    every data row (one empty final field on each) is ignored. Any other field that is not
+    a number, and a row with another field count than the first, raise `InputError`
+    naming the line.
     """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig drops the byte order mark that Excel's "CSV UTF-8" writes.
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
         raise InputError(
             f"CSV file {str(path)!r} is not UTF-8 text (byte {exc.start}); write one row of "
@@ -121,6 +125,12 @@ def _load_csv(path: Path) -> np.ndarray:
         raise InputError(f"cannot read CSV file {str(path)!r}: {exc.strerror}") from exc
     delimiter = _csv_delimiter(path, lines)
     start = _first_data_line(lines, delimiter)
+    if not any(_is_csv_data(line) for line in lines[start:]):
+        _check_lone_row(path, lines, delimiter)
+    trimmed = _drop_trailing_separator(lines, start, delimiter)
+    if trimmed is not None:
+        logger.info("ignoring the separator at the end of every row of %s", path.name)
+        lines = trimmed
     with warnings.catch_warnings():
         # numpy warns about input without rows; the error below reports it in one line.
         warnings.filterwarnings("ignore", message=".*input contained no data")
@@ -163,32 +173,104 @@ def _csv_delimiter(path: Path, lines: Sequence[str]) -> str:
     return ","
 
 
+def _is_csv_data(line: str) -> bool:
+    """Return whether a CSV line contains fields: it is neither blank nor a `#` comment."""
+    text = line.strip()
+    return bool(text) and not text.startswith("#")
+
+
+def _csv_fields(line: str, delimiter: str) -> list[str]:
+    """Split a CSV line into fields without surrounding whitespace.
+
+    The line is split before it is stripped, so that a tab separator at either end of
+    the line still delimits an empty field.
+    """
+    return [field.strip() for field in line.split(delimiter)]
+
+
 def _first_data_line(lines: Sequence[str], delimiter: str = ",") -> int:
     """Return the index of the first line to parse: after a header row, if there is one."""
     for index, line in enumerate(lines):
-        text = line.strip()
-        if not text or text.startswith("#"):
+        if not _is_csv_data(line):
             continue
-        if all(_csv_number(field.strip()) is None for field in text.split(delimiter)):
+        if all(_csv_number(field) is None for field in _csv_fields(line, delimiter)):
             return index + 1
         return index
     return len(lines)
 
 
+def _drop_trailing_separator(lines: Sequence[str], start: int, delimiter: str) -> list[str] | None:
+    """Return `lines` without the final separator of each data row from `start` on, or
+    None unless every such row ends with one.
+
+    Some spreadsheet exports end every row with a separator. Where only some rows end
+    with one, the caller parses the lines unchanged and `_check_csv_lines` reports the
+    empty field.
+    """
+    trimmed = list(lines)
+    rows = 0
+    for index in range(start, len(lines)):
+        if not _is_csv_data(lines[index]):
+            continue
+        fields = _csv_fields(lines[index], delimiter)
+        if len(fields) < 2 or fields[-1]:
+            return None
+        trimmed[index] = delimiter.join(fields[:-1])
+        rows += 1
+    return trimmed if rows else None
+
+
+def _check_lone_row(path: Path, lines: Sequence[str], delimiter: str) -> None:
+    """Raise `InputError` where the only data row, taken as a header, is numbers in
+    another format: separated by spaces, or quoted.
+
+    A row of column names alone still gives the error that the file contains no numbers.
+    """
+    number, text = next(
+        ((n, line.strip()) for n, line in enumerate(lines, start=1) if _is_csv_data(line)),
+        (0, ""),
+    )
+    tokens = [token for token in re.split(r"[\s,;\"']+", text) if token]
+    if not tokens or any(_csv_number(token) is None for token in tokens):
+        return
+    where = f"CSV file {str(path)!r} line {number}: {text[:40]!r}"
+    if '"' in text or "'" in text:
+        raise InputError(
+            f"{where} contains numbers in quotes, which are not read as numbers; write the "
+            "numbers without quotes, one row per time step"
+        )
+    raise InputError(
+        f"{where} is not numbers separated by commas, semicolons or tabs; separate the "
+        "numbers with commas, one row per time step"
+    )
+
+
 def _check_csv_lines(path: Path, lines: Sequence[str], start: int, delimiter: str = ",") -> None:
-    """Raise `InputError` for the first field that is not a number or the first ragged row."""
+    """Raise `InputError` for the first field that is empty or not a number, or the first
+    ragged row."""
     width = None
     for number, line in enumerate(lines[start:], start=start + 1):
-        text = line.strip()
-        if not text or text.startswith("#"):
+        if not _is_csv_data(line):
             continue
-        fields = [field.strip() for field in text.split(delimiter)]
-        bad = next((field for field in fields if _csv_number(field) is None), None)
-        if bad is not None:
-            raise InputError(
-                f"CSV file {str(path)!r} line {number}: field {bad[:40]!r} is not a number; "
-                "write one number per field (only a first row of column names is skipped)"
-            )
+        fields = _csv_fields(line, delimiter)
+        for position, field in enumerate(fields, start=1):
+            if not field:
+                rule = (
+                    " (a separator at the end of a row is ignored only when every row ends "
+                    "with one)"
+                    if position == len(fields)
+                    else ""
+                )
+                raise InputError(
+                    f"CSV file {str(path)!r} line {number}: field {position} of "
+                    f"{len(fields)} is empty; write a number in every field{rule}"
+                )
+            if _csv_number(field) is None:
+                raise InputError(
+                    f"CSV file {str(path)!r} line {number}: field {field[:40]!r} is not a "
+                    "number; write one number per field (only a first row of column names "
+                    "is skipped)"
+                )
         if width is None:
             width = len(fields)
         elif len(fields) != width:

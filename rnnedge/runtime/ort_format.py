@@ -153,7 +153,10 @@ def _staging_folder(parent: Path) -> Iterator[Path]:
     try:
         folder = Path(tempfile.mkdtemp(prefix=".rnnedge-ort-", dir=parent))
     except OSError as exc:
-        raise InputError(f"cannot write to {str(parent)!r}: {exc.strerror}") from exc
+        raise InputError(
+            f"cannot write to {str(parent)!r}: {exc.strerror}; pass -o with an .ort path in "
+            "a writable folder"
+        ) from exc
     try:
         yield folder
     finally:

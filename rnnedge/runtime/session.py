@@ -56,6 +56,8 @@ from rnnedge.runtime.state import (
 logger = logging.getLogger(__name__)
 
 NONFINITE_POLICIES = ("error", "warn")
+# The fix for an .ort file that cannot be read.
+ORT_CONVERT_AGAIN = "convert the .onnx model again with rnnedge convert MODEL --ort"
 # The maximum number of intra-op threads per logical core that a session accepts. Above
 # the core count a session still starts, with a warning, because a thread sweep may go a
 # step beyond it.
@@ -80,8 +82,16 @@ def open_model_file(path: str | os.PathLike[str]) -> Path:
         raise InputError(f"model file {str(path)!r} not found; pass the path to an .onnx file")
     if not path.is_file():
         raise InputError(f"model path {str(path)!r} is not a file; pass the path to an .onnx file")
+    is_ort = path.suffix.lower() == ".ort"
     if path.stat().st_size == 0:
-        raise InputError(f"model file {str(path)!r} is empty; export the model again")
+        fix = ORT_CONVERT_AGAIN if is_ort else "export the model again"
+        raise InputError(f"model file {str(path)!r} is empty; {fix}")
+    if is_ort and not _starts_like_ort(path):
+        # Read as ONNX protobuf, such a file would get the fix of exporting it again.
+        raise InputError(
+            f"{str(path)!r} is not an ONNX Runtime (.ort) model (the file identifier 'ORTM' "
+            f"at bytes 4 to 8 is missing); {ORT_CONVERT_AGAIN}"
+        )
     check_external_data(path)
     return path
 
