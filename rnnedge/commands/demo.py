@@ -21,7 +21,8 @@ from rnnedge.errors import MissingDependencyError
 @click.option(
     "--output-dir",
     type=click.Path(path_type=Path),
-    help="Folder for the artifacts [default: a new rnnedge-demo-<time> folder].",
+    help="Folder for the artifacts, which must hold none of the files the demo writes "
+    "[default: a new rnnedge-demo-<time> folder].",
 )
 @click.option("--device", help="Device name for the profile [default: this host's].")
 @click.option("--epochs", type=int, default=60, show_default=True, callback=minimum_option(1),
@@ -48,18 +49,30 @@ def demo_command(output_dir: Path | None, device: str | None, epochs: int, runs:
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         raise MissingDependencyError(_missing_message(missing))
-    from rnnedge.demo import run_demo
+    from rnnedge.demo import DemoInterrupted, run_demo
+    from rnnedge.demo.pipeline import demo_file_names
+    from rnnedge.errors import RunInterruptedError
+    from rnnedge.report import write_demo_report
 
     def progress(message: str) -> None:
         if verbosity() >= 0:
             click.echo(message, err=True)
 
-    result = run_demo(output_dir=output_dir, device=device, epochs=epochs, runs=runs,
-                      user_dir=devices_dir, progress=progress,
-                      force_device=force_device)  # fmt: skip
-    from rnnedge.report import write_demo_report
-
-    report = write_demo_report(result.as_json(), result.output_dir, devices_dir)
+    # click turns a KeyboardInterrupt that leaves the command into a bare "aborted", so
+    # the interrupt is caught here and reported with what was kept.
+    try:
+        result = run_demo(output_dir=output_dir, device=device, epochs=epochs, runs=runs,
+                          user_dir=devices_dir, progress=progress,
+                          force_device=force_device)  # fmt: skip
+    except DemoInterrupted as exc:
+        raise RunInterruptedError(exc.describe()) from None
+    try:
+        report = write_demo_report(result.as_json(), result.output_dir, devices_dir)
+    except KeyboardInterrupt:
+        kept_files = [n for n in demo_file_names() if (result.output_dir / n).is_file()]
+        stopped = DemoInterrupted(result.output_dir, kept_files, len(result.rows), len(result.rows),
+                                  result.profile_path)  # fmt: skip
+        raise RunInterruptedError(stopped.describe()) from None
     if as_json:
         emit_json(result.as_json())
         return

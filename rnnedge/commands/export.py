@@ -68,6 +68,13 @@ from rnnedge.commands._common import emit_json, verbosity_options
     help="Load SOURCE or --weights with full unpickling (weights_only=False). DANGEROUS: "
     "unpickling runs any code the file contains; use it only for files you made or trust.",
 )
+@click.option(
+    "--labels",
+    metavar="NAME,NAME,...",
+    help="Class names of a classifier, comma-separated, in the order of the output's last "
+    "axis; recorded with task=classification, so that 'rnnedge run' prints a label per "
+    "sequence. An rnnedge checkpoint records its own.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @verbosity_options
 def export_command(
@@ -82,6 +89,7 @@ def export_command(
     atol: float,
     streaming: bool,
     trust_pickle: bool,
+    labels: str | None,
     as_json: bool,
 ) -> None:
     """Export SOURCE to ONNX and check parity with PyTorch.
@@ -120,6 +128,7 @@ def export_command(
         atol=atol,
         streaming=streaming,
         trust_pickle=trust_pickle,
+        labels=labels.split(",") if labels is not None else None,
     )
     if as_json:
         emit_json(report.to_dict())

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from rnnedge.demo.pipeline import DemoResult, DemoRow, run_demo
+from rnnedge.demo.pipeline import DemoInterrupted, DemoResult, DemoRow, run_demo
 
-__all__ = ["DemoResult", "DemoRow", "run_demo"]
+__all__ = ["DemoInterrupted", "DemoResult", "DemoRow", "run_demo"]

@@ -15,8 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnedge.errors import InputError
-from rnnedge.profiling.catalog import USER_DEVICES_DIR, DeviceProfile, default_device, load_device
+from rnnedge.errors import DeviceProfileError, InputError
+from rnnedge.profiling.catalog import (
+    USER_DEVICES_DIR,
+    DeviceProfile,
+    default_device,
+    describe_host,
+    describe_recognize,
+    host_matches,
+    load_device,
+    read_profile,
+)
 from rnnedge.profiling.isolated import profile_in_child
 from rnnedge.profiling.profile import UNKNOWN_DEVICE_HINT, confirm_host
 from rnnedge.profiling.store import check_user_dir
@@ -27,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 CELLS = ("lstm", "gru")
 DEFAULT_MODES = (QuantMode.DYNAMIC_INT8, QuantMode.FP16)
+# Written into the output folder by `rnnedge demo` (`rnnedge.report.write_demo_report`)
+# after the artifacts.
+REPORT_FILES = ("results.json", "report.html")
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,59 @@ class DemoResult:
 
     def as_json(self) -> dict[str, object]:
         return {"device": self.device, "rows": [asdict(row) for row in self.rows]}
+
+
+class DemoInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `run_demo`, with what the run had kept by then.
+
+    A KeyboardInterrupt, so code that catches Ctrl-C still catches it. `files` are the
+    names of the files this run wrote into `output_dir` and left there, `stored` the
+    measurements it appended to `profile_path`, out of `total`.
+    """
+
+    def __init__(self, output_dir: Path, files: Sequence[str], stored: int, total: int,
+                 profile_path: Path | None) -> None:  # fmt: skip
+        super().__init__()
+        self.output_dir = output_dir
+        self.files = tuple(files)
+        self.stored = stored
+        self.total = total
+        self.profile_path = profile_path
+
+    def describe(self) -> str:
+        """Return one line: how far the run got, and which files and measurements it kept."""
+        if self.stored == self.total:
+            done = f"interrupted after all {self.total} measurements, before the report was done"
+        else:
+            done = f"interrupted after {self.stored} of {self.total} measurements"
+        if self.files:
+            names = ", ".join(self.files)
+            verb = "is" if len(self.files) == 1 else "are"
+            kept = f"{names} {verb} kept in {self.output_dir}"
+        else:
+            kept = "no artifact was kept"
+        if self.stored == 0:
+            stored = "no measurement was stored"
+        else:
+            which = "that measurement is" if self.stored == 1 else f"those {self.stored} are"
+            stored = f"{which} stored in {self.profile_path}"
+        text = f"{done}; {kept}, and {stored}"
+        if self.files:
+            text += "; to run the demo again, pass another --output-dir or delete those files"
+        return text
+
+
+def demo_file_names(modes: Sequence[QuantMode] = DEFAULT_MODES) -> tuple[str, ...]:
+    """Return the names of the files the demo writes into its output folder, in that order."""
+    names = []
+    for cell in CELLS:
+        names += [f"{cell}.pt", f"{cell}.onnx"]
+        names += [f"{cell}.{_suffix(mode)}.onnx" for mode in modes]
+    return (*names, *REPORT_FILES)
+
+
+def _suffix(mode: QuantMode) -> str:
+    return "int8" if mode is QuantMode.DYNAMIC_INT8 else mode.precision
 
 
 def new_output_dir(base: Path = Path(".")) -> Path:
@@ -78,27 +143,60 @@ def run_demo(
 ) -> DemoResult:
     """Train an LSTM and a GRU on BasicMotions and compare every artifact on this host.
 
-    Every argument is checked before any work starts. The artifact folder is created
-    next, and removed again when the run fails before writing anything into it.
+    Every argument is checked before any work starts, and an output folder that already
+    holds a file the demo writes (see `demo_file_names`) is refused. The artifact folder is
+    created next, and removed again when the run fails before writing anything into it.
 
     Args:
         force_device: record under `device` even when this host does not match it (see
             `rnnedge.profiling.profile.confirm_host`).
+
+    Raises:
+        DemoInterrupted: Ctrl-C; it names the files and measurements kept so far.
     """
     say = progress or (lambda message: logger.info("%s", message))
     output_dir = None if output_dir is None else Path(output_dir)
     profile = check_demo_options(output_dir, device, epochs, hidden_size, runs, user_dir,
-                                 force_device)  # fmt: skip
+                                 force_device, modes)  # fmt: skip
     created = output_dir is None or not output_dir.exists()
     output_dir = _writable_output_dir(output_dir)
+    profile_path = check_user_dir(user_dir) / f"{profile.name}.yaml"
+    before = _measurement_count(profile_path)
+    reported: list[Path] = []  # the profile path of each measurement stored
     try:
         return _run_pipeline(output_dir, profile, epochs, hidden_size, runs, modes, user_dir,
-                             say, force_device)  # fmt: skip
+                             say, force_device, reported)  # fmt: skip
+    except KeyboardInterrupt as exc:
+        _remove_if_empty(output_dir, created)
+        after = _measurement_count(profile_path)
+        # The profile counts a measurement whose child process stored it just before the
+        # Ctrl-C reached this process; the list counts only those reported back.
+        stored = after - before if after is not None and before is not None else None
+        if stored is None or stored < 0:
+            stored = len(reported)
+        kept = [name for name in demo_file_names(modes) if (output_dir / name).is_file()]
+        raise DemoInterrupted(output_dir, kept, stored, len(CELLS) * (1 + len(modes)),
+                              profile_path) from exc  # fmt: skip
     except BaseException:
-        if created and output_dir.is_dir() and not any(output_dir.iterdir()):
-            logger.info("removing the empty demo folder %s", output_dir)
-            output_dir.rmdir()
+        _remove_if_empty(output_dir, created)
         raise
+
+
+def _remove_if_empty(output_dir: Path, created: bool) -> None:
+    if created and output_dir.is_dir() and not any(output_dir.iterdir()):
+        logger.info("removing the empty demo folder %s", output_dir)
+        output_dir.rmdir()
+
+
+def _measurement_count(path: Path) -> int | None:
+    """Count the measurements in the profile at `path`: 0 if it is missing, None if it
+    cannot be read."""
+    if not path.exists():
+        return 0
+    try:
+        return len(read_profile(path).measurements)
+    except (DeviceProfileError, OSError):
+        return None
 
 
 def check_demo_options(
@@ -109,15 +207,39 @@ def check_demo_options(
     runs: int,
     user_dir: str | os.PathLike[str],
     force_device: bool = False,
+    modes: Sequence[QuantMode] = DEFAULT_MODES,
 ) -> DeviceProfile:
-    """Check the demo's arguments without doing any work; return the device profile."""
+    """Check the demo's arguments without doing any work; return the device profile.
+
+    Raises:
+        InputError: an argument is out of range, or `output_dir` is a file or already
+            contains a file that the demo writes.
+        DeviceProfileError: `device` is unknown, or does not describe this host and
+            `force_device` is not set.
+    """
     for name, value in (("epochs", epochs), ("hidden size", hidden_size), ("run count", runs)):
         if value < 1:
             raise InputError(f"{name} must be at least 1, got {value}")
     check_user_dir(user_dir)
     if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"--output-dir {str(output_dir)!r} is a file; pass a folder")
+    if output_dir is not None and output_dir.is_dir():
+        taken = next((n for n in demo_file_names(modes) if (output_dir / n).exists()), None)
+        if taken is not None:
+            raise InputError(
+                f"--output-dir {str(output_dir)!r} already contains {taken}, which the demo "
+                "would overwrite; pass another --output-dir or an empty folder"
+            )
     profile = _resolve_device(device, user_dir)
+    if device is not None and not force_device and not host_matches(profile):
+        # confirm_host's fix names profiling on the device over SSH, which the demo lacks.
+        raise DeviceProfileError(
+            f"this host ({describe_host()}) does not look like device {profile.name!r}, "
+            f"whose recognize rules need {describe_recognize(profile)}; the demo measures "
+            "the host it runs on, so run it on that device, omit --device to record this "
+            "host under its own name, or pass --force-device (force_device=True from "
+            "Python) to record this host's measurements under it anyway"
+        )
     confirm_host(profile, device is not None, force_device, records=True)
     return profile
 
@@ -132,6 +254,7 @@ def _run_pipeline(
     user_dir: str | os.PathLike[str],
     say: Callable[[str], None],
     force_device: bool,
+    stored: list[Path],
 ) -> DemoResult:
     from rnnedge.demo.data import load_basic_motions
     from rnnedge.demo.train import train_classifier
@@ -153,8 +276,7 @@ def _run_pipeline(
         say(f"exported {float_path.name}: parity max abs error {report.parity.max_abs_error:.2g}")
         artifacts = [("fp32", float_path)]
         for mode in modes:
-            suffix = "int8" if mode is QuantMode.DYNAMIC_INT8 else mode.precision
-            target = output_dir / f"{cell}.{suffix}.onnx"
+            target = output_dir / f"{cell}.{_suffix(mode)}.onnx"
             quantized = quantize_model(float_path, target, mode, samples=_normalized(dataset))
             notes.extend(f"{cell} {mode.precision}: {note}" for note in quantized.notes)
             artifacts.append((mode.precision, target))
@@ -173,6 +295,8 @@ def _run_pipeline(
                 force_device=force_device,
             )
             profile_path = result.profile_path
+            if profile_path is not None:
+                stored.append(profile_path)
             say(f"{path.name}: accuracy {accuracy:.3f}, p50 {result.latency.p50_ms:.3f} ms")
             rows.append(DemoRow(
                 model=cell,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -90,6 +91,7 @@ def export_model(
     atol: float = DEFAULT_ATOL,
     streaming: bool = False,
     trust_pickle: bool = False,
+    labels: Sequence[str] | None = None,
 ) -> ExportReport:
     """Export a model from any source to ONNX and prove the export against PyTorch.
 
@@ -109,9 +111,14 @@ def export_model(
         atol: the max abs error allowed between PyTorch and ONNX Runtime.
         streaming: export the recurrent state as graph inputs and outputs.
         trust_pickle: load files that need full unpickling (this runs code from the file).
+        labels: the class names of a classifier, in the order of its output's last axis.
+            They are recorded with task=classification in the metadata, as an rnnedge
+            checkpoint's are, so `rnnedge run` prints a label per sequence. Their count
+            is checked against that axis before anything is written.
 
     Raises:
-        InputError: the source or an option is invalid, or the output does not end in .onnx.
+        InputError: the source or an option is invalid, the output does not end in .onnx,
+            or `labels` does not match the source's labels or the output's last axis.
         MissingDependencyError: the dynamo exporter is requested or needed (ExportedProgram
             files) and onnxscript is not installed.
         ExportError: no exporter could convert the model, or none produced a graph that
@@ -122,7 +129,10 @@ def export_model(
     onnx = require("onnx", "export")
     _check_options(onnx, opset, atol, output)
     preferred = Exporter(exporter) if exporter is not None else None
+    checked_labels = _check_labels(labels) if labels is not None else None
     loaded = load_source(source, weights=weights, trust_pickle=trust_pickle)
+    if checked_labels is not None:
+        _set_labels(loaded, checked_labels)
     plan = plan_export(loaded, example_shape, batch_first, streaming)
     strategies, skipped = _strategies(loaded, preferred, opset)
     attempts: list[Attempt] = list(skipped)
@@ -170,6 +180,8 @@ def export_model(
         logger.warning("exported with %s after: %s", strategy, "; ".join(
             f"{a.exporter} ({a.capture}): {a.error}" for a in attempts
         ))  # fmt: skip
+    if checked_labels is not None:
+        _check_label_count(checked_labels, parity, plan.output_names[0])
     data, proto = _name_output_dims(onnx, data, proto, plan, parity)
     chunks = ()
     if plan.streaming is not None:
@@ -203,6 +215,66 @@ def export_model(
         streaming=chunks,
         lowered=tuple(plan.lowered),
     )
+
+
+def _check_labels(labels: Sequence[str]) -> tuple[str, ...]:
+    """Return the class names stripped of surrounding spaces; raise if any is empty or
+    repeated, or if there are fewer than two."""
+    if isinstance(labels, str):
+        raise InputError(f"labels {labels!r} is one string; pass a list of class names")
+    names = tuple(str(name).strip() for name in labels)
+    if any(not name for name in names):
+        raise InputError(
+            f"--labels {','.join(names)!r} has an empty class name; pass one name per class, "
+            "separated by commas"
+        )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(
+            f"--labels names {', '.join(map(repr, repeated))} more than once; pass each "
+            "class name once"
+        )
+    if len(names) < 2:
+        raise InputError(
+            f"--labels {','.join(names)!r} names {len(names)} class; a classifier has at least "
+            "2, so pass one name per output class, separated by commas"
+        )
+    return names
+
+
+def _set_labels(loaded: ModelSource, labels: tuple[str, ...]) -> None:
+    """Record `labels` and task=classification on the source, as a checkpoint does."""
+    if loaded.task not in (None, "classification"):
+        raise InputError(
+            f"{loaded.description} records task {loaded.task}, not classification; drop --labels"
+        )
+    if loaded.labels and tuple(loaded.labels) != labels:
+        raise InputError(
+            f"{loaded.description} records the labels {','.join(loaded.labels)}, which "
+            f"differ from --labels {','.join(labels)}; drop --labels to keep the recorded ones"
+        )
+    loaded.labels = labels
+    loaded.task = "classification"
+
+
+def _check_label_count(labels: tuple[str, ...], parity: ParityReport, output: str) -> None:
+    """Check the label count against the last axis of the first output at parity time."""
+    shapes = [case.output_shapes[0] for case in parity.cases if case.output_shapes]
+    if not shapes:
+        return
+    shape = shapes[0]
+    classes = shape[-1] if shape else 1
+    if classes != len(labels):
+        raise InputError(
+            f"--labels names {len(labels)} classes but the model's output {output!r} has "
+            f"{classes} on its last axis (shape {tuple(shape)}); pass {classes} class names"
+        )
+    if len(shape) != 2:
+        logger.warning(
+            "output %r has shape %s, not (batch, classes): rnnedge run prints a label per "
+            "sequence only for a 2-D first output",
+            output, tuple(shape),
+        )  # fmt: skip
 
 
 def _check_options(onnx, opset: int | None, atol: float, output) -> None:

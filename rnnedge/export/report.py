@@ -113,6 +113,8 @@ class ExportReport:
             lines.append(f"lowered projected LSTM to a loop over time: {names}")
         lines.append("inputs:  " + "; ".join(v.describe() for v in self.inputs))
         lines.append("outputs: " + "; ".join(v.describe() for v in self.outputs))
+        if self.metadata.labels:
+            lines.append("classes: " + ", ".join(self.metadata.labels))
         ops = ", ".join(f"{op} x{n}" for op, n in sorted(self.op_counts.items()))
         lines.append(f"operators: {ops}")
         states = "; state outputs relative to max(1, max |state|)" if self.streaming else ""

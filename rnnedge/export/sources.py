@@ -314,8 +314,13 @@ def _load_factory(
             f"calling factory {spec!r} failed: {_describe(exc)}; fix the model file"
         ) from exc
     if not isinstance(model, nn.Module):
+        kind = type(model).__name__
+        returned = (
+            "None" if model is None else f"{'an' if kind[:1] in 'aeiouAEIOU' else 'a'} {kind}"
+        )
         raise InputError(
-            f"factory {spec!r} returned a {type(model).__name__}, not a torch.nn.Module"
+            f"factory {spec!r} returned {returned}, not a torch.nn.Module; make it "
+            "return the model (an nn.Module instance)"
         )
     if weights is not None:
         _load_weights(model, Path(weights), trust_pickle, spec)

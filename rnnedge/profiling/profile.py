@@ -302,8 +302,9 @@ def confirm_host(profile: DeviceProfile, explicit: bool, force_device: bool, rec
     )
     if records and not force_device:
         raise DeviceProfileError(
-            f"{described}; profile on that device or with --remote USER@HOST, or pass "
-            "--force-device to record this host's measurements under it anyway"
+            f"{described}; profile on that device (from here: rnnedge profile --remote "
+            "USER@HOST), or pass --force-device (force_device=True from Python) to record "
+            "this host's measurements under it anyway"
         )
     logger.warning("%s; the measurements of this host are marked host_mismatch: true", described)
     return True

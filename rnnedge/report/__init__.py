@@ -6,6 +6,7 @@ the plots; the rest needs PyYAML only.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -192,6 +193,15 @@ def _summary(inputs: ReportInputs, notices: list[str]) -> str:
 
 
 def _latency(inputs: ReportInputs, plots: list[str]) -> str:
+    _, series = figures.latency_series(inputs.profiles)
+    lengths = sorted({length for points in series.values() for length in points})
+    if len(lengths) == 1:
+        # A single length draws a column of dots, which shows nothing about sequence length.
+        return page.notice(
+            f"no latency plot: every measurement is at sequence length {lengths[0]}, and the "
+            "plot needs at least two; measure more lengths with "
+            "'rnnedge profile MODEL --sweep seq-len=10,100,1000'"
+        )
     png = figures.latency_figure(inputs.profiles)
     if png is None:
         return page.notice("no latency measurements to plot")
@@ -291,9 +301,12 @@ def _no_operators_notice(inputs: ReportInputs) -> str:
 def _conditions(inputs: ReportInputs) -> str:
     from rnnedge.doctor.conditions import spoilers
 
+    # The measurement time distinguishes the rows of runs that stored the same model in one
+    # profile, such as two demo runs with the same devices folder.
     headers = [
         "device", "model", "precision", "provider", "batch", "seq len", "p50 ms", "p99 ms",
-        "CPU", "onnxruntime", "governor", "clock MHz", "max °C", "swap MB", "spoiled by",
+        "measured (UTC)", "CPU", "onnxruntime", "governor", "clock MHz", "max °C", "swap MB",
+        "spoiled by",
     ]  # fmt: skip
     rows, classes = [], []
     models = model_labels(m for p in inputs.profiles for m in p.measurements)
@@ -324,13 +337,27 @@ def _conditions(inputs: ReportInputs) -> str:
                 entry.get("precision"),
                 str(entry.get("provider", "")).removesuffix("ExecutionProvider"),
                 entry.get("batch"), entry.get("seq_len"), latency.get("p50_ms"),
-                latency.get("p99_ms"), (host.get("cpu") or {}).get("model"),
+                latency.get("p99_ms"), _measured_at(entry.get("timestamp")),
+                (host.get("cpu") or {}).get("model"),
                 host.get("onnxruntime"), governors, clock_text, temp, swap, verdict,
             ])  # fmt: skip
             classes.append("spoiled" if spoiled else "")
     if not rows:
         return page.notice("no measurements")
     return page.table(headers, rows, classes)
+
+
+def _measured_at(timestamp: Any) -> str:
+    """Return a measurement's ISO timestamp as "2025-01-31 14:05:09" in UTC."""
+    if not isinstance(timestamp, str):
+        return ""
+    try:
+        when = dt.datetime.fromisoformat(timestamp)
+    except ValueError:
+        return timestamp
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _quantization(inputs: ReportInputs) -> str:

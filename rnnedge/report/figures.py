@@ -106,7 +106,9 @@ def latency_figure(profiles: Sequence[DeviceProfile]) -> bytes | None:
 def accuracy_figure(points: Sequence[dict[str, Any]]) -> bytes | None:
     """Draw accuracy against p50 latency, one point per artifact; None if no point.
 
-    Each point: `label`, `accuracy`, `p50_ms`, `model` (lstm or gru), `precision`.
+    Each point: `label`, `accuracy`, `p50_ms`, `model` (lstm or gru), `precision`. Each
+    point's label goes beside it where it overlaps no label placed before it (see
+    `_place_labels`).
     """
     if not points:
         return None
@@ -119,15 +121,62 @@ def accuracy_figure(points: Sequence[dict[str, Any]]) -> bytes | None:
             marker=markers.get(str(point.get("precision")), "D"),
             label=point["label"],
         )  # fmt: skip
-        axes.annotate(
-            point["label"], (point["p50_ms"], point["accuracy"]),
-            textcoords="offset points", xytext=(6, 4), fontsize="small",
-        )  # fmt: skip
     axes.set_xlabel("p50 latency (ms)")
     axes.set_ylabel("test accuracy")
     axes.set_title("Accuracy against latency per artifact (up and left is better)")
     axes.grid(True, alpha=0.3)
+    _place_labels(figure, axes, points)
     return _png(figure)
+
+
+# Offsets in points from a marker to its label's corner, tried in this order: beside the
+# marker, then further above and below it with a line back to the marker.
+_LABEL_OFFSETS = [(7, 4), (7, -14), (-7, 4), (-7, -14)] + [
+    (dx, sign * step) for step in range(18, 200, 12) for sign in (1, -1) for dx in (7, -7)
+]
+# Half the width of a marker of size 80 (points squared), in points, with a margin.
+_MARKER_HALF = 6
+
+
+def _place_labels(figure, axes, points: Sequence[dict[str, Any]]) -> None:
+    """Label each point at the first offset whose text overlaps no label placed before it.
+
+    Markers close together, such as two artifacts of the same accuracy and about the same
+    latency, would otherwise get labels drawn over each other.
+    """
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    figure.canvas.draw()  # fixes the axis limits, so that text extents are final
+    renderer = figure.canvas.get_renderer()
+    half = _MARKER_HALF * figure.dpi / 72
+    placed = []  # the markers, then each label placed
+    for point in points:
+        x, y = axes.transData.transform((point["p50_ms"], point["accuracy"]))
+        placed.append(Bbox.from_extents(x - half, y - half, x + half, y + half))
+    for point in sorted(points, key=lambda p: (-p["accuracy"], p["p50_ms"])):
+        xy = (point["p50_ms"], point["accuracy"])
+        for dx, dy in _LABEL_OFFSETS:
+            far = abs(dy) > 14
+            text = axes.annotate(
+                point["label"], xy, textcoords="offset points", xytext=(dx, dy),
+                fontsize="small", ha="left" if dx > 0 else "right", va="bottom",
+                arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if far else None,
+            )  # fmt: skip
+            # The text's own extent: an annotation's extent also covers its line.
+            text.update_positions(renderer)
+            box = Text.get_window_extent(text, renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            text.remove()
+        else:  # every offset overlaps: keep the label beside its marker
+            text = axes.annotate(
+                point["label"], xy, textcoords="offset points", xytext=_LABEL_OFFSETS[0],
+                fontsize="small",
+            )  # fmt: skip
+            text.update_positions(renderer)
+            box = Text.get_window_extent(text, renderer)
+        placed.append(box)
 
 
 def operator_figure(rows: Sequence[tuple[str, list[dict[str, Any]]]]) -> bytes | None:
