@@ -63,6 +63,11 @@ def test_demo_writes_artifacts_and_profile(demo_run):
     profile = yaml.safe_load((workdir / "devices" / f"{device}.yaml").read_text())
     assert len(profile["measurements"]) == 6
     assert {m["precision"] for m in profile["measurements"]} == {"fp32", "int8", "fp16"}
+    # Each row reports the measured p50 unrounded (the profile stores it to 1e-6 ms), so
+    # the table and the progress line round the same value.
+    stored = [m["latency_ms"]["p50_ms"] for m in profile["measurements"]]
+    rows = [row["p50_ms"] for row in json.loads(result.stdout)["rows"]]
+    assert rows == pytest.approx(stored, abs=1e-6, rel=0)
 
 
 BLOCK_IMPORTS = """

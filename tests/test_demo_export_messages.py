@@ -134,6 +134,13 @@ def build():
     return Net()
 
 
+def regressor():
+    torch.manual_seed(0)
+    model = Net()
+    model.head = nn.Linear(8, 1)
+    return model
+
+
 def notmodule():
     return 3
 """
@@ -184,7 +191,8 @@ def test_export_without_labels_shapes_only(model_file, capsys):
     [
         pytest.param(
             "a,b",
-            "names 2 classes but the model's output 'output' has 3 on its last axis (shape (",
+            "names 2 classes, but the model's first output 'output' has 3 on its last axis "
+            "(shape (",
             id="count",
         ),
         pytest.param("a,,b", "has an empty class name", id="empty"),
@@ -200,6 +208,15 @@ def test_export_labels_rejected(model_file, tmp_path, capsys, labels, message):
     assert len(lines) == 1, lines
     assert message in lines[0]
     assert not (tmp_path / "net.onnx").exists()
+
+
+def test_export_labels_on_regressor(model_file, capsys):
+    code = main(["-q", "export", "net.py:regressor", "-o", "reg.onnx", "--example-shape",
+                 "1x20x6", "--labels", "a,b,c"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "one value per sequence, so it is not a classifier's scores; drop --labels" in err
+    assert not (model_file.parent / "reg.onnx").exists()
 
 
 def test_labels_differ_from_checkpoint(exported, tmp_path, capsys):

@@ -57,6 +57,11 @@ def workspace(tmp_path_factory) -> dict[str, Path]:
                        str(root / "lstm.q.onnx"), "--json"])  # fmt: skip
     assert code == 0
     (demo / "lstm.q.report.json").write_text(text)
+    # The export report as the report's own notice says to save it.
+    code, text = _cli(["-q", "export", str(demo / "gru.pt"), "-o", str(root / "gru.onnx"),
+                       "--json"])  # fmt: skip
+    assert code == 0
+    (demo / "gru.report.json").write_text(text)
     return {"root": root, "demo": demo, "devices": devices}
 
 
@@ -104,6 +109,13 @@ def test_report_tables(report_file, workspace):
     profile = yaml.safe_load((workspace["devices"] / "x86-64.yaml").read_text())
     assert all("conditions" in m for m in profile["measurements"])
     assert "not recorded" not in html  # every measurement row shows its conditions
+    export = json.loads((workspace["demo"] / "gru.report.json").read_text())
+    row = re.search(r"<tr><td>gru\.onnx</td>.*?</tr>", html)
+    assert row is not None, "no row for the saved export report"
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", row.group(0))
+    assert cells[3] == f"{export['max_abs_error']:.4g}"
+    assert cells[4] == f"{export['atol']:.4g}"
+    assert cells[5] == str(len(export["parity"]))
 
 
 def test_report_command(workspace, tmp_path):

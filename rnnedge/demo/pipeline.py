@@ -303,8 +303,10 @@ def _run_pipeline(
                 precision=precision,
                 accuracy=round(accuracy, 4),
                 size_bytes=path.stat().st_size,
-                p50_ms=round(result.latency.p50_ms, 4),
-                p99_ms=round(result.latency.p99_ms, 4),
+                # Unrounded, so that the table, its progress line and results.json each
+                # round the measured value once.
+                p50_ms=result.latency.p50_ms,
+                p99_ms=result.latency.p99_ms,
             ))  # fmt: skip
     return DemoResult(profile.name, output_dir, profile_path, tuple(rows), tuple(notes))
 

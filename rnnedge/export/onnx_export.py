@@ -264,10 +264,19 @@ def _check_label_count(labels: tuple[str, ...], parity: ParityReport, output: st
         return
     shape = shapes[0]
     classes = shape[-1] if shape else 1
-    if classes != len(labels):
+    if classes < 2:
         raise InputError(
-            f"--labels names {len(labels)} classes but the model's output {output!r} has "
-            f"{classes} on its last axis (shape {tuple(shape)}); pass {classes} class names"
+            f"--labels names {len(labels)} classes, but the model's first output {output!r} "
+            f"has shape {tuple(shape)}, one value per sequence, so it is not a classifier's "
+            "scores; drop --labels"
+        )
+    if classes != len(labels):
+        # Only the first output is read as class scores, so a model that returns its
+        # state first gets the state's size here.
+        raise InputError(
+            f"--labels names {len(labels)} classes, but the model's first output {output!r} "
+            f"has {classes} on its last axis (shape {tuple(shape)}); pass {classes} class "
+            "names, or make the model return its class scores as its first output"
         )
     if len(shape) != 2:
         logger.warning(

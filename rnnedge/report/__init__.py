@@ -390,14 +390,19 @@ def _exports(inputs: ReportInputs) -> str:
         )
     rows = []
     for path, doc in inputs.export_reports:
-        parity = doc.get("parity") or {}
+        # `rnnedge export --json` gives the largest error and the tolerance at the top
+        # level, and one entry per checked (batch, length) case under "parity".
+        cases = doc.get("parity")
         rows.append([
             Path(str(doc.get("output") or path)).name, doc.get("opset"), doc.get("size_bytes"),
-            parity.get("max_abs_error"), parity.get("atol"), _ops(doc.get("ops")),
+            doc.get("max_abs_error"), doc.get("atol"),
+            len(cases) if isinstance(cases, list) else None, _ops(doc.get("ops")),
         ])  # fmt: skip
     return page.table(
-        ["artifact", "opset", "bytes", "parity max abs error", "tolerance", "operators"], rows
-    )
+        ["artifact", "opset", "bytes", "parity max abs error", "tolerance", "parity cases",
+         "operators"],
+        rows,
+    )  # fmt: skip
 
 
 def _ops(counts: Any) -> str:
