@@ -351,12 +351,22 @@ def test_profile_garbage_ort_says_convert(capsys, tmp_path, content):
     )
 
 
-def test_profile_onnx_named_ort_says_convert(capsys, exported, tmp_path):
+def test_onnx_model_named_ort_runs_with_warning(capsys, exported, tmp_path):
     path = tmp_path / "renamed.ort"
     shutil.copy(exported["lstm"], path)
-    code, _, err = run_cli(capsys, "profile", path, "--no-store")
-    assert code == 2
-    assert "rnnedge convert MODEL --ort" in err
+    code, out, err = run_cli(capsys, "profile", path, "--no-store", "--json", *QUICK)
+    assert code == 0, err
+    assert json.loads(out)["model"] == "renamed.ort"
+    assert "renamed.ort is an ONNX model, not in the ONNX Runtime format that its name" in err
+
+
+def test_ort_model_named_onnx_runs(capsys, exported, tmp_path):
+    converted = convert_to_ort(exported["lstm"], tmp_path / "lstm.ort").model
+    path = tmp_path / "ort_as.onnx"
+    shutil.copy(converted, path)
+    code, out, err = run_cli(capsys, "profile", path, "--no-store", "--json", *QUICK)
+    assert code == 0, err
+    assert json.loads(out)["model"] == "ort_as.onnx"
 
 
 def test_profile_empty_ort_says_convert(capsys, tmp_path):

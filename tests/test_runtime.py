@@ -527,3 +527,11 @@ def test_constant_feeds_kept_per_batch(foreign_gru):
     assert session.constant_feeds(4)["h_in"].shape == (1, 4, FOREIGN_HIDDEN)
     session.feeds = {"h_in": np.full((1, 3, FOREIGN_HIDDEN), 2.0, np.float32)}
     assert float(session.constant_feeds(3)["h_in"][0, 0, 0]) == 2.0
+
+
+def test_csv_value_beyond_float32_named(tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_text("1e39,2,3\n4,5,6\n")
+    with pytest.raises(InputError, match="beyond the float32 range"):
+        check_sequence_input(load_array_file(path), "x", ["batch", "sequence", 3],
+                             "tensor(float)")  # fmt: skip

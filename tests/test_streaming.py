@@ -1694,3 +1694,42 @@ def test_bidirectional_export_not_told_to_stream(capsys, tmp_path):
         StreamingSession(path, provider="cpu")
     assert "bidirectional LSTM node" in str(raised.value)
     assert "--streaming" not in str(raised.value)
+
+
+def test_chunk_numpy_integer(streaming_models, rng):
+    path, _ = streaming_models["gru"]
+    x = sequence(rng)
+    by_numpy = StreamingSession(path, provider="cpu").run(x, chunk=np.int64(5))
+    by_int = StreamingSession(path, provider="cpu").run(x, chunk=5)
+    np.testing.assert_array_equal(by_numpy["y"], by_int["y"])
+    for bad in (np.float64(5.0), True, 0, np.int64(-1)):
+        with pytest.raises(InputError, match="chunk must be a whole number of time steps"):
+            StreamingSession(path, provider="cpu").run(x, chunk=bad)
+
+
+def test_lists_and_numbers_as_inputs(streaming_models, rng):
+    path, _ = streaming_models["gru-gain"]
+    x = sequence(rng, batch=2, length=4)
+    session = Session(path, provider="cpu", state_pairs={"h0": "hn"})
+    expected = session.run({"x": x, "gain": np.array([0.5], np.float32)})["y"]
+    got = session.run({"x": x.tolist(), "gain": [0.5]})["y"]
+    np.testing.assert_allclose(got, expected, atol=1e-7, rtol=0)
+    assert Session(path, provider="cpu", feeds={"gain": 0.5}).run(x.tolist())["y"].shape == (
+        2, 4, OUTPUTS,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param({1, 2}, "input is a set, not an array; pass a numpy array", id="set"),
+        pytest.param(
+            [[1.0], [1.0, 2.0]], "input is a list that does not form an array", id="ragged"
+        ),
+        pytest.param("abc", "input is a str, not an array; pass a numpy array", id="text"),
+    ],
+)
+def test_non_array_input_rejected(streaming_models, value, message):
+    path, _ = streaming_models["gru"]
+    with pytest.raises(InputError, match=re.escape(message)):
+        Session(path, provider="cpu").run(value)

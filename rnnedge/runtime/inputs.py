@@ -9,6 +9,7 @@ import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -135,7 +136,8 @@ def _load_csv(path: Path) -> np.ndarray:
         # numpy warns about input without rows; the error below reports it in one line.
         warnings.filterwarnings("ignore", message=".*input contained no data")
         try:
-            array = np.loadtxt(lines[start:], delimiter=delimiter, dtype=np.float32, ndmin=2)
+            # Parsed as float64, so that a value beyond the float32 range is not read as inf.
+            array = np.loadtxt(lines[start:], delimiter=delimiter, dtype=np.float64, ndmin=2)
         except ValueError as exc:
             # numpy's parser is fast, but its row numbers start at 0 after the skipped lines.
             # Scan the lines again to name the line and the field at fault.
@@ -149,7 +151,11 @@ def _load_csv(path: Path) -> np.ndarray:
             f"CSV file {str(path)!r} contains no numbers; write one row per time step and "
             "one column per feature"
         )
-    return array
+    finite = np.abs(array[np.isfinite(array)])
+    if finite.size and finite.max() > np.finfo(np.float32).max:
+        # Kept as float64: the input check then names the value beyond the float32 range.
+        return array
+    return array.astype(np.float32)
 
 
 def _csv_delimiter(path: Path, lines: Sequence[str]) -> str:
@@ -307,6 +313,25 @@ def describe(array: np.ndarray) -> str:
     return summary
 
 
+def as_array(value: Any, label: str) -> np.ndarray:
+    """Return `value` as a numpy array: a list, tuple or number becomes one.
+
+    Raises:
+        InputError: `value` is of another type, named by `label`.
+    """
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, list | tuple | int | float | np.generic) and not isinstance(value, bool):
+        try:
+            return np.asarray(value)
+        except ValueError as exc:  # ragged nested lists
+            raise InputError(
+                f"{label} is a {type(value).__name__} that does not form an array "
+                f"({_first_line(exc)}); pass a numpy array"
+            ) from exc
+    raise InputError(f"{label} is a {type(value).__name__}, not an array; pass a numpy array")
+
+
 def check_sequence_input(
     array: np.ndarray,
     name: str,
@@ -325,8 +350,7 @@ def check_sequence_input(
 
     Returns the array to feed, C-contiguous and of the model's dtype.
     """
-    if not isinstance(array, np.ndarray):
-        raise InputError(f"{source} for {name!r} is not a numpy array")
+    array = as_array(array, f"{source} for {name!r}")
     array = _check_element_type(array, name, expected_type, source, "model input")
     rank = len(expected_shape)
     if array.ndim == rank - 1 and rank == 3:
@@ -374,8 +398,7 @@ def check_state_input(
     The element type, range and NaN rules are those of `check_sequence_input`.
     Returns the array to feed, C-contiguous and of the model's dtype.
     """
-    if not isinstance(array, np.ndarray):
-        raise InputError(f"{source} for state input {name!r} is not a numpy array")
+    array = as_array(array, f"{source} for state input {name!r}")
     array = _check_element_type(array, name, expected_type, source, "state input")
     fits = array.ndim == len(expected_shape) and all(
         want is None or size == want

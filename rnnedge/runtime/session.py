@@ -18,6 +18,7 @@ from rnnedge.runtime.external_data import check_external_data, is_ort_format
 from rnnedge.runtime.feeds import constant_feed, feed_label, fill_constant
 from rnnedge.runtime.inputs import (
     LENGTHS_INPUT,
+    as_array,
     check_lengths,
     check_sequence_input,
     check_state_input,
@@ -32,6 +33,7 @@ from rnnedge.runtime.layout import (
     state_batch_size,
 )
 from rnnedge.runtime.metadata import PREFIX, Layout, ModelMetadata, Task
+from rnnedge.runtime.onnx_proto import parse_model
 from rnnedge.runtime.options import cpu_settings, merge_options, provider_options
 from rnnedge.runtime.ort_errors import input_rejection
 from rnnedge.runtime.placement import Placement, read_profile
@@ -87,13 +89,29 @@ def open_model_file(path: str | os.PathLike[str]) -> Path:
         fix = ORT_CONVERT_AGAIN if is_ort else "export the model again"
         raise InputError(f"model file {str(path)!r} is empty; {fix}")
     if is_ort and not _starts_like_ort(path):
-        # Read as ONNX protobuf, such a file would get the fix of exporting it again.
-        raise InputError(
-            f"{str(path)!r} is not an ONNX Runtime (.ort) model (the file identifier 'ORTM' "
-            f"at bytes 4 to 8 is missing); {ORT_CONVERT_AGAIN}"
+        if not _parses_as_onnx(path):
+            # Read as ONNX protobuf, such a file would get the fix of exporting it again.
+            raise InputError(
+                f"{str(path)!r} is not an ONNX Runtime (.ort) model (the file identifier "
+                f"'ORTM' at bytes 4 to 8 is missing); {ORT_CONVERT_AGAIN}"
+            )
+        # `_create_session` loads a file by its content, whatever its name.
+        logger.warning(
+            "%s is an ONNX model, not in the ONNX Runtime format that its name says; running "
+            "it as ONNX (rnnedge convert MODEL --ort writes the .ort format)",
+            path.name,
         )
     check_external_data(path)
     return path
+
+
+def _parses_as_onnx(path: Path) -> bool:
+    """Return whether the file is an ONNX protobuf model, as far as its structure shows."""
+    try:
+        parse_model(path.read_bytes())
+    except (InputError, OSError):
+        return False
+    return True
 
 
 class Session:
@@ -479,6 +497,8 @@ class Session:
         for a stream that checks each chunk against that size instead.
         """
         data_inputs = self.data_inputs
+        if not isinstance(data, np.ndarray | Mapping):
+            data = as_array(data, source)
         if isinstance(data, np.ndarray) and len(data_inputs) != 1 and data_inputs:
             self._check_missing_states({data_inputs[0].name})
         elif not isinstance(data, np.ndarray) and any(i.name not in data for i in data_inputs):
@@ -958,14 +978,19 @@ def _ort_log_severity() -> int:
 def _create_session(
     path: Path, options: ort.SessionOptions, plan: ProviderPlan
 ) -> ort.InferenceSession:
+    # ONNX Runtime picks the format by the file name's suffix; the content decides here, so
+    # that a model in either format runs under any name.
+    options.add_session_config_entry(
+        "session.load_model_format", "ORT" if _starts_like_ort(path) else "ONNX"
+    )
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=plan.as_ort_list())
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if _starts_like_ort(path):
             raise InputError(
-                f"{str(path)!r} {ort_load_problem(text)} (onnxruntime: {text[:160]}); convert "
-                "the .onnx model again with rnnedge convert MODEL --ort"
+                f"{str(path)!r} {ort_load_problem(text)} (onnxruntime: {text[:160]}); "
+                f"{ORT_CONVERT_AGAIN}"
             ) from exc
         if "protobuf" in text.lower() or "INVALID_PROTOBUF" in text or "Load model" in text:
             raise InputError(

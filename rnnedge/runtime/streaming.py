@@ -14,6 +14,7 @@ preallocated buffers (see `rnnedge.runtime.binding`).
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -403,7 +404,13 @@ class StreamingSession:
         logits, is the last chunk's. A state output contains the final state, so that a later
         run given these outputs as its start states continues the stream.
         """
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        # numbers.Integral admits numpy integers, which chunk sizes computed with numpy are.
+        if isinstance(chunk, bool | np.bool_) or not isinstance(chunk, numbers.Integral):
+            raise InputError(
+                f"chunk must be a whole number of time steps, at least 1; got {chunk!r}"
+            )
+        chunk = int(chunk)
+        if chunk < 1:
             raise InputError(
                 f"chunk must be a whole number of time steps, at least 1; got {chunk!r}"
             )
