@@ -26,10 +26,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(target)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
-        raise InputError(
-            f"output directory {str(directory)!r} does not exist; create it or choose "
-            "another output path"
-        )
+        raise InputError(_missing_directory(directory))
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
@@ -108,12 +105,22 @@ def check_output_path(target: str | os.PathLike[str]) -> Path:
         raise InputError(f"output path {str(target)!r} is a directory; pass a file name")
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
-        raise InputError(
-            f"output directory {str(directory)!r} does not exist; create it or choose "
-            "another output path"
-        )
+        raise InputError(_missing_directory(directory))
     if not os.access(directory, os.W_OK | os.X_OK):
         raise InputError(
             f"output directory {str(directory)!r} is not writable; choose another output path"
         )
     return target
+
+
+def _missing_directory(directory: Path) -> str:
+    """Describe an output folder that is not a folder: missing, or an existing file."""
+    if directory.exists():
+        return (
+            f"output directory {str(directory)!r} is a file, not a folder; choose an output "
+            "path in a folder"
+        )
+    return (
+        f"output directory {str(directory)!r} does not exist; create it or choose another "
+        "output path"
+    )

@@ -449,3 +449,32 @@ def test_profile_command_without_schema_version(capsys, exported, tmp_path):
         f"error: {path}: missing required field 'schema_version'; fix the file (add the line "
         "'schema_version: 2') or delete it to start a new profile\n"
     )
+
+
+# --- output folders, --feed files, text arrays ----------------------------------------------
+
+
+def test_output_folder_that_is_a_file(capsys, exported, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((1, 5, 6), np.float32))
+    code, out, err = run_cli(capsys, "run", exported["lstm"], "-i", tmp_path / "x.npy", "-o",
+                             tmp_path / "x.npy" / "out.npz")  # fmt: skip
+    assert code == 2
+    assert out == ""
+    assert f"output directory {str(tmp_path / 'x.npy')!r} is a file, not a folder" in err
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".csv"])
+def test_feed_from_other_array_files(tmp_path, suffix):
+    from tests.test_streaming import _scaled_model
+
+    path = _scaled_model(tmp_path / "scaled.onnx", 1)
+    with pytest.raises(InputError, match=rf"reads one array from a \.npy file, not a \{suffix}"):
+        rnnedge.runtime.Session(path, provider="cpu", feeds={"scale": f"g{suffix}"})
+
+
+def test_text_array_input_named(capsys, exported, tmp_path):
+    np.save(tmp_path / "x.npy", np.full((1, 5, 6), "a"))
+    code, _, err = run_cli(capsys, "run", exported["lstm"], "-i", tmp_path / "x.npy")
+    assert code == 2
+    assert "has dtype <U1, not numbers, but model input 'input' expects float32" in err
+    assert "astype" not in err

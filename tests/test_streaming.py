@@ -1033,8 +1033,8 @@ def test_start_state_batch_checked_at_first_step(streaming_models, rng):
         pytest.param(np.zeros((2, 2, HIDDEN), np.float32),
                      "start.npz[h0] has shape (2, 2, 16), but state input 'h0' expects "
                      "(2, 3, 16) for the batch of 3 sequences", id="batch"),
-        pytest.param(np.array(["a"]), "start.npz[h0] has dtype <U1, but state input 'h0' "
-                     "expects float32", id="text"),
+        pytest.param(np.array(["a"]), "start.npz[h0] has dtype <U1, not numbers, but state "
+                     "input 'h0' expects float32; save a numeric array", id="text"),
         pytest.param(np.zeros((2, 3, HIDDEN), np.int64), "start.npz[h0] has dtype int64",
                      id="integer"),
         pytest.param(np.full((2, 3, HIDDEN), np.nan, np.float32),
@@ -1733,3 +1733,22 @@ def test_non_array_input_rejected(streaming_models, value, message):
     path, _ = streaming_models["gru"]
     with pytest.raises(InputError, match=re.escape(message)):
         Session(path, provider="cpu").run(value)
+
+
+@pytest.mark.parametrize(
+    ("length", "fix"),
+    [
+        (12, "; or run it 4 steps at a time with --stream --chunk 4, which carries the state"),
+        (10, "with --stream --chunk 4 after trimming or padding it to a multiple of 4 steps"),
+    ],
+    ids=["multiple", "not-multiple"],
+)
+def test_cli_fixed_time_size_batch_run_names_stream(capsys, tmp_path, rng, length, fix):
+    path, _ = _export_fixed_time_input(tmp_path / "gru.onnx")
+    np.save(tmp_path / "x.npy", sequence(rng, batch=3, length=length, time_major=True))
+    code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy", "--state", "h0=hn")
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "axis 0 must be 4" in err
+    assert fix in err

@@ -223,6 +223,12 @@ def _to_bool(array: np.ndarray, name: str, option: str) -> np.ndarray:
 
 def _parse_value_text(text: str, name: str, dtype: np.dtype) -> np.ndarray:
     """Parse a `.npy` path or comma-separated numbers as values of the input's type."""
+    if text.lower().endswith((".npz", ".csv")):
+        raise InputError(
+            f"--feed {name}={text}: --feed reads one array from a .npy file, not a "
+            f"{Path(text).suffix} file; save the value with np.save as .npy, or give the "
+            "numbers"
+        )
     if text.lower().endswith(".npy"):
         path = Path(text)
         if not path.is_file():

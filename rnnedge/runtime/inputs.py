@@ -433,6 +433,12 @@ def _check_element_type(
     # dtype.kind instead of np.issubdtype: this runs on every streaming step.
     kind = np.dtype(target).kind if target is not None else ""
     if kind == "f":
+        if array.dtype.kind in "USOVM":
+            # Text, objects, records and dates have no float value to convert to.
+            raise InputError(
+                f"{source} has dtype {array.dtype}, not numbers, but {role} {name!r} "
+                f"expects {np.dtype(target).name}; save a numeric array instead"
+            )
         if array.dtype.kind != "f":
             raise InputError(
                 f"{source} has dtype {array.dtype}, but {role} {name!r} expects "

@@ -89,8 +89,8 @@ def cpu_settings(
     unknown = sorted(set(cpu_options) - _CPU_KEYS)
     if unknown:
         raise InputError(
-            f"unknown cpu option {unknown[0]!r} in the device profile; known options: "
-            f"{', '.join(sorted(_CPU_KEYS))}"
+            f"unknown cpu option {unknown[0]!r} (from the device profile or provider_options); "
+            f"known options: {', '.join(sorted(_CPU_KEYS))}"
         )
     intra = threads if threads is not None else cpu_options.get("intra_op_num_threads")
     intra = check_thread_count(intra if intra is not None else max(physical_cores, 1))

@@ -210,7 +210,11 @@ class Session:
             options=ep_options,
             strict=strict_provider,
         )
-        session_options = settings.session_options(log_severity=_ort_log_severity())
+        severity = _ort_log_severity()
+        # The default logger also prints what ONNX Runtime logs while it sets up its
+        # environment, such as a telemetry notice where the home folder is read-only.
+        ort.set_default_logger_severity(severity)
+        session_options = settings.session_options(log_severity=severity)
         self._profiling = report_placement
         if report_placement:
             session_options.enable_profiling = True
@@ -536,10 +540,15 @@ class Session:
             if any_length and len(shape or ()) == 3:
                 shape = list(shape)
                 shape[1 if self.batch_major else 0] = None
-            array = check_sequence_input(
-                data[info.name], info.name, shape, info.type, label,
-                nonfinite=self.nonfinite, batch_first=self.batch_major,
-            )  # fmt: skip
+            try:
+                array = check_sequence_input(
+                    data[info.name], info.name, shape, info.type, label,
+                    nonfinite=self.nonfinite, batch_first=self.batch_major,
+                )  # fmt: skip
+            except InputError as exc:
+                if index == 0 and not any_length:
+                    raise self._fixed_length_error(exc, data[info.name], shape) from exc
+                raise
             if index == 0:
                 self._check_layout_once(array, label, np.shape(data[info.name]))
                 array = self._normalize(array)
@@ -556,6 +565,24 @@ class Session:
                 )
             feed.update(self.constant_feeds(self.batch_size(feed)))
         return feed
+
+    def _fixed_length_error(
+        self, error: InputError, given: Any, shape: Sequence[Any] | None
+    ) -> InputError:
+        """Add the streaming fix to a shape error on the time axis of a model that fixes
+        the number of steps per call and carries its state, else return `error`."""
+        dims = list(shape or ())
+        time_axis = 1 if self.batch_major else 0
+        length = np.shape(given)[time_axis] if np.ndim(given) == 3 else None
+        if len(dims) != 3 or not self.state_pairs or length is None:
+            return error
+        steps = dims[time_axis]
+        if not (isinstance(steps, int) and steps > 0) or length == steps:
+            return error
+        fix = f"or run it {steps} steps at a time with --stream --chunk {steps}"
+        if length % steps:
+            fix += f" after trimming or padding it to a multiple of {steps} steps"
+        return InputError(f"{error}; {fix}, which carries the state between calls")
 
     def check_layout(
         self, data: np.ndarray | Mapping[str, np.ndarray], source: str = "input"
