@@ -427,3 +427,16 @@ def test_verbose_prints_placement_once(capfd, exported, tmp_path, rng):
     lines = (captured.out + captured.err).splitlines()
     assert code == 0, captured.err
     assert len([line for line in lines if "placement:" in line]) == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "fix"),
+    [("--runs", "bound a long measurement with --budget-s"),
+     ("--warmup", "a few hundred untimed runs suffice")],
+)  # fmt: skip
+def test_profile_runs_typo_rejected(capsys, exported, option, fix):
+    code, out, err = run_cli(capsys, "profile", exported["lstm"], option, "99999999999999",
+                             "--no-store")  # fmt: skip
+    assert code == 2
+    assert out == ""
+    assert err == (f"error: {option} must be at most 10,000,000, got 99,999,999,999,999; {fix}\n")

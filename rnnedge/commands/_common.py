@@ -230,24 +230,37 @@ def check_threads_option(ctx: click.Context, param: click.Parameter, value: Any)
 
 
 def minimum_option(
-    minimum: int, fix: str = ""
+    minimum: int, fix: str = "", maximum: int | None = None, above: str = ""
 ) -> Callable[[click.Context, click.Parameter, Any], Any]:
-    """Build a click callback that rejects a value below `minimum`, naming the option.
+    """Build a click callback that rejects a value below `minimum` or above `maximum`,
+    naming the option.
 
     Args:
-        fix: a clause appended after the value, such as "pass 0 to skip the ranking".
+        fix: a clause appended after a value below `minimum`, such as "pass 0 to skip the
+            ranking".
+        above: the clause appended after a value above `maximum`.
     """
 
     def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         from rnnedge.errors import InputError
 
-        if value is None or value >= minimum:
+        if value is None:
+            return value
+        if maximum is not None and value > maximum:
+            suffix = f"; {above}" if above else ""
+            raise InputError(f"{param.opts[0]} must be at most {maximum:,}, got {value:,}{suffix}")
+        if value >= minimum:
             return value
         bound = "0 or more" if minimum == 0 else f"at least {minimum}"
         suffix = f"; {fix}" if fix else ""
         raise InputError(f"{param.opts[0]} must be {bound}, got {value}{suffix}")
 
     return check
+
+
+# The most runs that `--runs` and `--warmup` take: a typo with many more digits would keep
+# a command measuring for days, and a longer measurement is bounded by --budget-s instead.
+MAX_RUNS = 10_000_000
 
 
 def positive_seconds_option(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

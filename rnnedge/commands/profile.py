@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from rnnedge.commands._common import (
+    MAX_RUNS,
     PROVIDER_CHOICES,
     check_threads_option,
     devices_dir_option,
@@ -63,11 +64,13 @@ logger = logging.getLogger(__name__)
 @state_and_feed_options
 @layout_option
 @click.option(
-    "--warmup", type=int, default=20, show_default=True, callback=minimum_option(0),
+    "--warmup", type=int, default=20, show_default=True,
+    callback=minimum_option(0, maximum=MAX_RUNS, above="a few hundred untimed runs suffice"),
     help="Untimed runs first.",
 )  # fmt: skip
 @click.option(
-    "--runs", type=int, default=200, show_default=True, callback=minimum_option(1),
+    "--runs", type=int, default=200, show_default=True,
+    callback=minimum_option(1, maximum=MAX_RUNS, above="bound a long measurement with --budget-s"),
     help="Timed runs.",
 )  # fmt: skip
 @click.option(
