@@ -724,3 +724,22 @@ def test_model_that_onnxruntime_cannot_run_is_one_line(capfd, tmp_path):
     assert lines[0].startswith("error: ONNX Runtime ")
     assert "nothing was written; try another --mode" in lines[0]
     assert not output.exists()
+
+
+@pytest.mark.parametrize("mode", ["dynamic-int8", "static-int8"])
+def test_model_with_external_data(exported, tmp_path, rng, mode):
+    # As torch.onnx.export(..., external_data=True) writes them: the weights in a data
+    # file beside the model.
+    source = tmp_path / "lstm.onnx"
+    onnx.save(onnx.load(exported["lstm"]), str(source), save_as_external_data=True,
+              location="lstm.onnx.data", size_threshold=0)  # fmt: skip
+    assert (tmp_path / "lstm.onnx.data").stat().st_size > source.stat().st_size
+    calibration = rng.standard_normal((20, 30, FEATURES)).astype(np.float32)
+    output = tmp_path / f"lstm.{mode}.onnx"
+    report = quantize_model(source, output, mode, calibration=calibration, latency_runs=0)
+    # The size before counts the data file, so int8 storage shows as a smaller model.
+    full_size = source.stat().st_size + (tmp_path / "lstm.onnx.data").stat().st_size
+    assert report.size_before == full_size
+    assert report.size_after < report.size_before
+    x = rng.standard_normal((4, 25, FEATURES)).astype(np.float32)
+    np.testing.assert_allclose(_run(output, x), _run(exported["lstm"], x), atol=0.05)

@@ -88,7 +88,8 @@ from rnnedge.quantize.modes import CalibrationMethod, GruInt8, QuantMode
     type=click.IntRange(min=0),
     default=50,
     show_default=True,
-    help="Timed batch-1 calls per model for the latency change; 0 skips it.",
+    help="Timed calls per model for the latency change, on one sequence (or the model's "
+    "fixed batch size); 0 skips it.",
 )
 @layout_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -206,7 +207,8 @@ def _print_report(report) -> None:
     if report.p50_ms_before is not None:
         ratio = report.p50_ms_before / report.p50_ms_after if report.p50_ms_after else 0.0
         click.echo(
-            f"p50 latency (batch 1, one thread, this host): {report.p50_ms_before:.3f} -> "
+            f"p50 latency (batch {report.latency_batch}, one thread, this host): "
+            f"{report.p50_ms_before:.3f} -> "
             f"{report.p50_ms_after:.3f} ms ({ratio:.2f}x)"
         )
     # The nodes left float have their FLOAT RECURRENT lines above.

@@ -58,10 +58,22 @@ def no_root_logging() -> Iterator[None]:
 
 def preprocess(source: Path, target: Path) -> None:
     """ONNX Runtime's recommended preparation: shape inference and graph optimization."""
+    import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    model = call_quantizer(
+        "loading", source, lambda: onnx.load(str(source), load_external_data=False)
+    )
+    if any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in model.graph.initializer):
+        # quant_pre_process loses a model's external data file (onnxruntime 1.32 looks for
+        # it in its own temporary folder), so it gets a copy with the data inside.
+        inline = target.with_name(f"{target.stem}.inline.onnx")
+        call_quantizer("loading", source, lambda: onnx.save(onnx.load(str(source)), str(inline)))
+        source_path = inline
+    else:
+        source_path = source
     call_quantizer(
         "pre-processing",
         source,
-        lambda: quant_pre_process(str(source), str(target), skip_symbolic_shape=True),
+        lambda: quant_pre_process(str(source_path), str(target), skip_symbolic_shape=True),
     )

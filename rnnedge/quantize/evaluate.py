@@ -48,17 +48,73 @@ def open_session(model: bytes | str, quiet: bool = False) -> ort.InferenceSessio
 
 
 def first_output(
-    session: ort.InferenceSession, x: np.ndarray, layout: DataLayout = BATCH_MAJOR
+    session: ort.InferenceSession,
+    x: np.ndarray,
+    layout: DataLayout = BATCH_MAJOR,
+    rows_for: str | None = None,
 ) -> np.ndarray:
     """Return the first output over all sequences of the (batch, time, features) array `x`,
-    with the batch axis first. The sequences run in batches of `EVAL_BATCH`, in the model's
-    `layout`."""
+    with the batch axis first.
+
+    The sequences run in batches of `EVAL_BATCH`, or of the model's fixed batch size, in the
+    model's `layout`. Where a batch was filled up to the fixed size, the rows of the repeated
+    sequences are dropped.
+
+    Args:
+        rows_for: the option that gave `x` (such as "--eval x"), where each sequence needs
+            its own row of output: an output with another number of rows then raises
+            `InputError`, which names the other layout where the layout was guessed.
+    """
     inputs = session.get_inputs()
     parts = []
-    for start in range(0, x.shape[0], EVAL_BATCH):
-        feed = build_feed(inputs, x[start : start + EVAL_BATCH], layout)
-        parts.append(layout.from_model(session.run(None, feed)[0]))
+    for part, count in layout.batches(x, EVAL_BATCH):
+        feed = build_feed(inputs, part, layout)
+        output = layout.from_model(session.run(None, feed)[0])
+        if output.ndim and output.shape[0] == part.shape[0]:
+            output = output[:count]
+        elif rows_for is not None:
+            raise InputError(_rows_message(rows_for, part.shape, output.shape, layout))
+        parts.append(output)
     return np.concatenate(parts, axis=0)
+
+
+def _rows_message(
+    option: str, fed: tuple[int, ...], output: tuple[int, ...], layout: DataLayout
+) -> str:
+    """Say that the first output has no row per sequence of the batch `fed`."""
+    rows = f"{output[0]} rows" if output else "no batch axis"
+    message = (
+        f"{option} runs in batches of {fed[0]} sequences of {fed[1]} steps, but for such a "
+        f"batch the model's first output has shape {tuple(output)} ({rows}), not one row "
+        "per sequence"
+    )
+    if layout.guessed:
+        return (
+            f"{message}; the model records no layout and quantize fed it {layout.name} by "
+            f"default, so pass --layout {layout.other_name} if it takes "
+            f"{_axes(layout.other_name)}"
+        )
+    return (
+        f"{message}; the metric needs a model whose first output has the batch on axis 0, "
+        "or on axis 1 of a time-major model"
+    )
+
+
+def layout_hint(layout: DataLayout) -> str:
+    """Return the fix to add to an error about outputs and labels where the layout was
+    guessed, else an empty string."""
+    if not layout.guessed:
+        return ""
+    return (
+        f"; the model records no layout and quantize fed it {layout.name} by default, so "
+        f"if it takes {_axes(layout.other_name)}, pass --layout {layout.other_name}"
+    )
+
+
+def _axes(layout_name: str) -> str:
+    if layout_name == "time-major":
+        return "(time, batch, features)"
+    return "(batch, time, features)"
 
 
 def drift(expected: np.ndarray, actual: np.ndarray, classification: bool) -> Drift:
@@ -75,14 +131,18 @@ def drift(expected: np.ndarray, actual: np.ndarray, classification: bool) -> Dri
     )
 
 
-def task_metric(outputs: np.ndarray, y: np.ndarray, classification: bool) -> Metric:
-    """Accuracy of argmax against integer labels, or mean squared error against targets."""
+def task_metric(outputs: np.ndarray, y: np.ndarray, classification: bool, hint: str = "") -> Metric:
+    """Accuracy of argmax against integer labels, or mean squared error against targets.
+
+    `hint` ends the message of a shape mismatch, such as the `layout_hint` of a guessed
+    layout.
+    """
     if classification:
         if outputs.ndim < 2 or y.shape != outputs.shape[:-1]:
             raise InputError(
-                f"--eval labels y have shape {tuple(y.shape)}, but the model's outputs "
-                f"{tuple(outputs.shape)} need one class index per sequence, shape "
-                f"{tuple(outputs.shape[:-1])}"
+                f"--eval labels y have shape {tuple(y.shape)}, but the model's outputs for "
+                f"all sequences have shape {tuple(outputs.shape)} and need one class index "
+                f"per output row, shape {tuple(outputs.shape[:-1])}{hint}"
             )
         _check_labels(y, outputs.shape[-1])
         return Metric("accuracy", float(np.mean(outputs.argmax(-1) == y)))
@@ -92,8 +152,9 @@ def task_metric(outputs: np.ndarray, y: np.ndarray, classification: bool) -> Met
             target = np.broadcast_to(target.reshape(outputs.shape), outputs.shape)
         except ValueError:
             raise InputError(
-                f"--eval targets y have shape {tuple(y.shape)}, but the model's outputs "
-                f"have shape {tuple(outputs.shape)}; pass one target per output value"
+                f"--eval targets y have shape {tuple(y.shape)}, but the model's outputs for "
+                f"all sequences have shape {tuple(outputs.shape)}; pass one target per "
+                f"output value{hint}"
             ) from None
     return Metric("mse", float(np.mean((outputs.astype(np.float64) - target) ** 2)))
 
@@ -124,7 +185,11 @@ def p50_latency_ms(
     session: ort.InferenceSession, x: np.ndarray, runs: int, layout: DataLayout = BATCH_MAJOR
 ) -> float:
     """Return the median latency of one call on the (batch, time, features) array `x`, fed
-    in the model's `layout`, after a short warm-up."""
-    feed = build_feed(session.get_inputs(), x, layout)
+    in the model's `layout`, after a short warm-up.
+
+    A model with a fixed batch size gets the first batch of `layout.batches`, of that size.
+    """
+    batch = layout.first_batch(x, x.shape[0])
+    feed = build_feed(session.get_inputs(), batch, layout)
     stats, _ = measure(lambda: session.run(None, feed), warmup=5, runs=runs, budget_s=2.0)
     return stats.p50_ms

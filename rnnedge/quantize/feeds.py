@@ -5,6 +5,11 @@ layout. `DataLayout` transposes it to (time, batch, features) for a time-major m
 moves the batch axis of the model's output to axis 0. The layout comes from
 `rnnedge.runtime.Session`, as `rnnedge run` reads it (see `read_layout`).
 
+A model exported without dynamic axes fixes its batch size, for example [1, 50, 6]. Such a
+model gets every array in batches of that size (`DataLayout.batches`); a last batch with
+fewer sequences is filled up by repeating its sequences, and the outputs of the repeats
+are dropped.
+
 Exported models take one sequence input. Models from elsewhere may take more: recurrent
 state, sequence lengths, flags. The sequence array goes to the first float input of rank 3.
 Every other input gets a neutral value: zeros for float inputs (an empty initial state),
@@ -16,8 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +57,42 @@ class DataLayout:
             time-major model gets each array transposed to (time, batch, features).
         output_batch_axis: the batch axis of the model's first output, moved to axis 0 so
             that output rows line up with the sequences and their labels.
+        guessed: whether nothing decided the layout and batch-major is a default.
+        fixed_batch: the batch size that the sequence input fixes, else None.
     """
 
     batch_major: bool = True
     output_batch_axis: int = 0
+    guessed: bool = False
+    fixed_batch: int | None = None
 
     @property
     def name(self) -> str:
         return (Layout.BATCH_MAJOR if self.batch_major else Layout.TIME_MAJOR).value
+
+    @property
+    def other_name(self) -> str:
+        """Return the name of the other layout, the fix for a wrong guess."""
+        return (Layout.TIME_MAJOR if self.batch_major else Layout.BATCH_MAJOR).value
+
+    def batches(self, x: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, int]]:
+        """Split the (batch, time, features) array `x` into batches to feed.
+
+        Yields each batch and the number of its sequences that come from `x`. The batches
+        hold `size` sequences, or the fixed batch size of the model. A last batch with fewer
+        sequences than the fixed size is filled up by repeating its own sequences.
+        """
+        size = self.fixed_batch or size
+        for start in range(0, x.shape[0], size):
+            part = x[start : start + size]
+            count = part.shape[0]
+            if self.fixed_batch and count < self.fixed_batch:
+                part = part[np.arange(self.fixed_batch) % count]
+            yield part, count
+
+    def first_batch(self, x: np.ndarray, size: int) -> np.ndarray:
+        """Return the first batch that `batches` yields for `x`."""
+        return next(self.batches(x, size))[0]
 
     def to_model(self, x: np.ndarray) -> np.ndarray:
         """Return a (batch, time, features) array in the model's layout."""
@@ -107,7 +140,10 @@ def read_layout(
     if session.sequence_layout is None:
         return BATCH_MAJOR, session
     sequence = session.data_inputs[0]
+    batch_major = session.batch_major
+    declared = DataLayout(batch_major).declared(sequence.shape)
     if session.layout_guessed:
+        _check_fixed_shape_plausible(Path(model).name, sequence.name, declared, batch_major)
         states = [*session.state_input_names, *(s.input for s in session.unpaired_states)]
         states += [name for name, _ in session.unnamed_state_inputs()]
         undecided = (
@@ -125,9 +161,38 @@ def read_layout(
             "takes time first",
             undecided,
         )
-    batch_major = session.batch_major
     axis = _output_batch_axis(session.outputs, sequence, batch_major)
-    return DataLayout(batch_major, axis), session
+    layout = DataLayout(batch_major, axis, guessed=session.layout_guessed)
+    fixed = declared[0] if declared else None
+    if isinstance(fixed, int) and fixed > 0:
+        layout = replace(layout, fixed_batch=fixed)
+    return layout, session
+
+
+def _check_fixed_shape_plausible(
+    model: str, name: str, declared: Sequence[Any], batch_major: bool
+) -> None:
+    """Raise InputError where the guessed layout reads a fixed input shape as a batch of
+    several sequences of one time step each.
+
+    `torch.onnx.export` without dynamic axes fixes the shape of its example input, so a
+    time-major model exported with one sequence of 50 steps has the shape [50, 1, 6]. Read
+    batch-major, that is 50 sequences of 1 step, which a recurrent model seldom takes.
+    """
+    if len(declared) != 3:
+        return
+    batch, steps = declared[0], declared[1]
+    if not (isinstance(batch, int) and isinstance(steps, int) and batch > 1 and steps == 1):
+        return
+    guessed = Layout.BATCH_MAJOR if batch_major else Layout.TIME_MAJOR
+    other = Layout.TIME_MAJOR if batch_major else Layout.BATCH_MAJOR
+    shape = list(declared if batch_major else [steps, batch, *declared[2:]])
+    raise InputError(
+        f"{model} records no layout, and input {name!r} has the fixed shape {shape}, which "
+        f"read {guessed.value} (the default) is {batch} sequences of 1 time step each; pass "
+        f"--layout {other.value} if the model takes {batch} time steps of 1 sequence, or "
+        f"--layout {guessed.value} if it does take {batch} sequences of 1 step"
+    )
 
 
 def _output_batch_axis(outputs: Sequence[Any], sequence: Any, batch_major: bool) -> int:

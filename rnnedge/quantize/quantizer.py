@@ -51,6 +51,7 @@ from rnnedge.quantize.report import (
 )
 from rnnedge.quantize.static import CALIBRATION_BATCH, quantize_static_int8
 from rnnedge.quantize.weight_only import quantize_weights
+from rnnedge.runtime.external_data import model_size_bytes
 from rnnedge.runtime.inputs import check_sequence_input
 from rnnedge.runtime.metadata import ModelMetadata, Task
 from rnnedge.runtime.session import open_model_file
@@ -95,7 +96,9 @@ def quantize_model(
 
     Every data array (`samples`, `calibration`, the `x` of `eval_data`) is (batch, time,
     features), whatever the model's layout. A time-major model gets each array transposed
-    to (time, batch, features), and the batch axis of its output is moved first again.
+    to (time, batch, features), and the batch axis of its output is moved first again. A
+    model whose input fixes the batch size gets each array in batches of that size, so the
+    arrays may hold any number of sequences. A fixed time size must match.
 
     Args:
         mode: `dynamic-int8`, `static-int8`, `fp16` or `weight-int8`; None takes the
@@ -116,7 +119,8 @@ def quantize_model(
         max_metric_drop: raise `CheckFailedError` and write nothing if the metric gets
             worse by more than this (accuracy lost, or mean squared error gained).
         target: a device profile or its name; its preset fills the unset settings.
-        latency_runs: timed batch-1 calls per model for the latency change; 0 skips it.
+        latency_runs: timed calls per model for the latency change, on one sequence or on
+            a batch of the model's fixed batch size; 0 skips it.
         layout: `batch-major` or `time-major`, the layout of the sequence input of a model
             whose metadata records none; None reads it from the axis names or a state
             input, as `rnnedge run` does, and else takes batch-major with a warning.
@@ -170,11 +174,13 @@ def quantize_model(
         )
     drift_x = _drift_inputs(float_model, metadata, samples, calibration_x, reference, data_layout)
     # The data is (batch, time, features). In the model's layout its batch must match the
-    # batch of the state inputs, which `rnnedge run` checks the same way.
+    # batch of the state inputs, which `rnnedge run` checks the same way. A model with a
+    # fixed batch size gets batches of that size.
     for array, label in ((calibration_x, "--calibration"), (drift_x, "the drift input")):
         if array is not None:
             label = f"{label} in the model's {data_layout.name} layout"
-            layout_session.check_layout_fits(data_layout.to_model(array), label)
+            batch = data_layout.first_batch(array, array.shape[0])
+            layout_session.check_layout_fits(data_layout.to_model(batch), label)
 
     quantized, rewrite, stored = _run_pass(
         mode, source, float_model, settings, calibration_x, reference, data_layout
@@ -212,7 +218,8 @@ def quantize_model(
     report = QuantizeReport(
         mode=mode.value,
         output=os.fspath(output),
-        size_before=source.stat().st_size,
+        # With the external data, which the quantized model keeps inside its one file.
+        size_before=model_size_bytes(source),
         size_after=len(data),
         ops_before=ops_before,
         ops_after=ops_after,
@@ -226,8 +233,9 @@ def quantize_model(
     )
     _check_budget(report, max_metric_drop)
     if latency_runs > 0:
-        one = drift_x[:1]
-        report = _with_latency(report, reference, candidate, one, latency_runs, data_layout)
+        # One sequence, or a batch of the model's fixed batch size.
+        latency_x = data_layout.first_batch(drift_x, 1)
+        report = _with_latency(report, reference, candidate, latency_x, latency_runs, data_layout)
     write_bytes_atomic(output, data)
     return report
 
@@ -368,12 +376,13 @@ def _run_pass(mode, source, float_model, settings, calibration_x, reference, dat
     if mode is QuantMode.STATIC_INT8:
         method = CalibrationMethod(settings["calibration_method"])
         # The histogram calibrators (entropy, percentile) stack the batches into one array,
-        # so every batch must have the same shape: one sequence each.
+        # so every batch must have the same shape: one sequence each, or the model's fixed
+        # batch size, which `batches` takes instead (filling up the last batch).
         batch = CALIBRATION_BATCH if method is CalibrationMethod.MINMAX else 1
         inputs = reference.get_inputs()
         feeds = [
-            build_feed(inputs, calibration_x[start : start + batch], data_layout)
-            for start in range(0, calibration_x.shape[0], batch)
+            build_feed(inputs, part, data_layout)
+            for part, _ in data_layout.batches(calibration_x, batch)
         ]
         quantized, stored = quantize_static_int8(
             source,
@@ -417,8 +426,13 @@ def _model_inputs(
 
 
 def _check_sequence(array: np.ndarray, info, option: str, data_layout: DataLayout) -> np.ndarray:
-    """Check a (batch, time, features) array against the sequence input `info`."""
+    """Check a (batch, time, features) array against the sequence input `info`.
+
+    A fixed batch size takes any number of sequences, which run in batches of that size.
+    """
     shape = data_layout.declared(info.shape)
+    if shape and data_layout.fixed_batch is not None:
+        shape[0] = "batch"
     return check_sequence_input(array, info.name, shape, info.type, option, batch_first=True)
 
 
@@ -465,13 +479,15 @@ def _drift_inputs(
         raise InputError(
             "the model's feature count is unknown; pass sample inputs for the drift check"
         )
-    # A batch or time axis of fixed size keeps its size.
+    # A time axis of fixed size keeps its size. With a fixed batch size, the inputs are the
+    # fewest whole batches that hold at least SAMPLE_SHAPE[0] sequences.
     declared = data_layout.declared(info.shape)
-    sizes = [
-        dim if isinstance(dim, int) and dim > 0 else default
-        for dim, default in zip(declared[:2], SAMPLE_SHAPE, strict=False)
-    ]
-    shape = (*sizes, features) if len(declared) == 3 else (*SAMPLE_SHAPE, features)
+    count, steps = SAMPLE_SHAPE
+    if len(declared) == 3:
+        fixed = data_layout.fixed_batch
+        count = fixed * -(-count // fixed) if fixed else count
+        steps = declared[1] if isinstance(declared[1], int) and declared[1] > 0 else steps
+    shape = (count, steps, features)
     rng = np.random.default_rng(0)
     return rng.standard_normal(shape).astype(np.float32)
 
@@ -498,10 +514,12 @@ def _metrics(eval_data, reference, candidate, metadata: ModelMetadata, data_layo
     classification = metadata.task is Task.CLASSIFICATION or (
         metadata.task is None and np.issubdtype(y.dtype, np.integer)
     )
-    before = evaluate.first_output(reference, x, data_layout)
-    after = evaluate.first_output(candidate, x, data_layout)
-    before = evaluate.task_metric(before, y, classification)
-    after = evaluate.task_metric(after, y, classification)
+    # Each sequence needs its own output row, to line up with its label.
+    before = evaluate.first_output(reference, x, data_layout, rows_for="--eval x")
+    after = evaluate.first_output(candidate, x, data_layout, rows_for="--eval x")
+    hint = evaluate.layout_hint(data_layout)
+    before = evaluate.task_metric(before, y, classification, hint)
+    after = evaluate.task_metric(after, y, classification, hint)
     return before, after
 
 
@@ -509,11 +527,38 @@ def _check_budget(report: QuantizeReport, max_metric_drop: float | None) -> None
     drop = report.metric_drop
     if max_metric_drop is None or drop is None or drop <= max_metric_drop:
         return
+    fixes = _budget_fixes(report.settings)
+    if fixes:
+        advice = "Try " + (
+            fixes[0] if len(fixes) == 1 else ", ".join(fixes[:-1]) + ", or " + fixes[-1]
+        )
+    else:
+        advice = (
+            f"{report.mode} has no setting left to try; keep the float model, or raise "
+            "--max-metric-drop"
+        )
     raise CheckFailedError(
         f"{report.mode} loses {drop:.4g} {report.metric_name} ({report.metric_before:.4g} -> "
         f"{report.metric_after:.4g}), more than --max-metric-drop {max_metric_drop:g}; no "
-        "output written. Try --per-channel, static-int8 with calibration, or fp16"
+        f"output written. {advice}"
     )
+
+
+def _budget_fixes(settings: Mapping[str, Any]) -> list[str]:
+    """Return the settings, not in use yet, that may lose less of the metric."""
+    mode = settings.get("mode")
+    fixes = []
+    if mode != QuantMode.FP16.value and not settings.get("per_channel"):
+        fixes.append("--per-channel")
+    if mode == QuantMode.STATIC_INT8.value:
+        used = settings.get("calibration_method")
+        others = [m.value for m in CalibrationMethod if m.value != used]
+        fixes.append(f"--calibration-method {' or '.join(others)}")
+    elif mode != QuantMode.FP16.value:
+        fixes.append("static-int8 with calibration")
+    if mode != QuantMode.FP16.value:
+        fixes.append("fp16")
+    return fixes
 
 
 def _with_latency(report, reference, candidate, x, runs, data_layout) -> QuantizeReport:
@@ -521,7 +566,8 @@ def _with_latency(report, reference, candidate, x, runs, data_layout) -> Quantiz
 
     before = evaluate.p50_latency_ms(reference, x, runs, data_layout)
     after = evaluate.p50_latency_ms(candidate, x, runs, data_layout)
-    return replace(report, p50_ms_before=before, p50_ms_after=after)
+    batch = int(data_layout.first_batch(x, x.shape[0]).shape[0])
+    return replace(report, p50_ms_before=before, p50_ms_after=after, latency_batch=batch)
 
 
 def _loop_bodies_left_float(mode: QuantMode, model) -> list[tuple[str, str]]:

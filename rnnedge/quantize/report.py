@@ -58,9 +58,11 @@ class QuantizeReport:
     metric_name: str | None = None
     metric_before: float | None = None
     metric_after: float | None = None
-    # Median latency of one batch-1 call on this host, one thread; None when not measured.
+    # Median latency of one call on this host, one thread; None when not measured. The call
+    # takes one sequence, or as many as the model's fixed batch size (`latency_batch`).
     p50_ms_before: float | None = None
     p50_ms_after: float | None = None
+    latency_batch: int = 1
     # Recurrent nodes that stayed float, with the reason.
     recurrent_left_float: tuple[tuple[str, str], ...] = ()
     # GRU nodes rewritten into rnnedge's int8 GRU path, by name.
@@ -125,6 +127,7 @@ class QuantizeReport:
             "metric_after": self.metric_after,
             "p50_ms_before": self.p50_ms_before,
             "p50_ms_after": self.p50_ms_after,
+            "latency_batch": self.latency_batch,
             "recurrent_left_float": [
                 {"node": node, "reason": reason} for node, reason in self.recurrent_left_float
             ],
