@@ -439,4 +439,5 @@ def test_profile_runs_typo_rejected(capsys, exported, option, fix):
                              "--no-store")  # fmt: skip
     assert code == 2
     assert out == ""
-    assert err == (f"error: {option} must be at most 10,000,000, got 99,999,999,999,999; {fix}\n")
+    limit = "10,000,000 without --budget-s" if option == "--runs" else "10,000,000"
+    assert err == f"error: {option} must be at most {limit}, got 99,999,999,999,999; {fix}\n"

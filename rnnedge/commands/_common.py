@@ -258,8 +258,8 @@ def minimum_option(
     return check
 
 
-# The most runs that `--runs` and `--warmup` take: a typo with many more digits would keep
-# a command measuring for days, and a longer measurement is bounded by --budget-s instead.
+# The most runs that `--warmup`, and `--runs` without `--budget-s`, take: a typo with many
+# more digits would keep a command measuring for days.
 MAX_RUNS = 10_000_000
 
 

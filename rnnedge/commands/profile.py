@@ -70,7 +70,7 @@ logger = logging.getLogger(__name__)
 )  # fmt: skip
 @click.option(
     "--runs", type=int, default=200, show_default=True,
-    callback=minimum_option(1, maximum=MAX_RUNS, above="bound a long measurement with --budget-s"),
+    callback=minimum_option(1),
     help="Timed runs.",
 )  # fmt: skip
 @click.option(
@@ -159,6 +159,14 @@ def profile_command(
 ) -> None:
     """Measure latency and record it in devices/<device>.yaml."""
     _reject_swept_options(sweep, {"batch": batch, "seq_len": seq_len, "threads": threads})
+    if runs > MAX_RUNS and budget_s is None:
+        from rnnedge.errors import InputError
+
+        # With --budget-s, a large count means "as many runs as the budget allows".
+        raise InputError(
+            f"--runs must be at most {MAX_RUNS:,} without --budget-s, got {runs:,}; bound a "
+            "long measurement with --budget-s"
+        )
     inputs = {**state_and_feed_arguments(states, feeds), "layout": layout}
     progress_shown = verbosity() >= 0
     if remote is not None or device == "all":
