@@ -70,6 +70,20 @@ def check_external_data(path: str | os.PathLike[str]) -> list[ExternalTensor]:
     return tensors
 
 
+def model_size_bytes(path: str | os.PathLike[str]) -> int:
+    """Return the size of a model: its file and each distinct external data file it names.
+
+    Raises:
+        InputError: as `check_external_data` does.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    locations = {
+        location for tensor in check_external_data(path) for location in tensor.values("location")
+    }
+    return path.stat().st_size + sum((folder / location).stat().st_size for location in locations)
+
+
 def is_ort_format(data: bytes | memoryview) -> bool:
     """Return whether `data` is an ONNX Runtime format (`.ort`) model, a flatbuffer."""
     return bytes(data[4:8]) == _ORT_FORMAT_ID
