@@ -1752,3 +1752,49 @@ def test_cli_fixed_time_size_batch_run_names_stream(capsys, tmp_path, rng, lengt
     assert err.count("\n") == 1
     assert "axis 0 must be 4" in err
     assert fix in err
+
+
+def _lstm_reading_one_state(path: Path) -> Path:
+    """An LSTM graph whose node takes c0 as both initial states, leaving h0 unread, as
+    torch.onnx.export writes when given one tensor for h0 and c0."""
+    helper, tensor = onnx.helper, onnx.TensorProto
+    rng = np.random.default_rng(0)
+    weights = {
+        "W": rng.standard_normal((1, 4 * HIDDEN, FEATURES)).astype(np.float32) * 0.1,
+        "R": rng.standard_normal((1, 4 * HIDDEN, HIDDEN)).astype(np.float32) * 0.1,
+    }
+    graph = helper.make_graph(
+        [helper.make_node("LSTM", ["x", "W", "R", "", "", "c0", "c0"], ["y", "hn", "cn"],
+                          hidden_size=HIDDEN)],
+        "one_state",
+        [helper.make_tensor_value_info("x", tensor.FLOAT, ["sequence", "batch", FEATURES]),
+         helper.make_tensor_value_info("h0", tensor.FLOAT, [1, "batch", HIDDEN]),
+         helper.make_tensor_value_info("c0", tensor.FLOAT, [1, "batch", HIDDEN])],
+        [helper.make_tensor_value_info("y", tensor.FLOAT, ["sequence", 1, "batch", HIDDEN]),
+         helper.make_tensor_value_info("hn", tensor.FLOAT, [1, "batch", HIDDEN]),
+         helper.make_tensor_value_info("cn", tensor.FLOAT, [1, "batch", HIDDEN])],
+        initializer=[onnx.numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_unread_state_input_warns(tmp_path, caplog):
+    path = _lstm_reading_one_state(tmp_path / "one_state.onnx")
+    with caplog.at_level(logging.WARNING, logger="rnnedge"):
+        StreamingSession(path, provider="cpu", state_pairs={"h0": "hn", "c0": "cn"})
+    warnings_seen = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings_seen) == 1, warnings_seen
+    assert warnings_seen[0].startswith(
+        "state input 'h0' of one_state.onnx is read by no node, so the state carried into it "
+        "from 'hn' is dropped on every chunk"
+    )
+
+
+def test_read_state_inputs_do_not_warn(streaming_models, caplog):
+    path, _ = streaming_models["lstm"]
+    with caplog.at_level(logging.WARNING, logger="rnnedge"):
+        StreamingSession(path, provider="cpu")
+    assert "read by no node" not in caplog.text

@@ -7,7 +7,8 @@ module decodes the protobuf wire format directly. It reads only these fields of 
     ModelProto:   ir_version 1, producer_name 2, producer_version 3, graph 7,
                   opset_import 8, metadata_props 14, training_info 20, functions 25
     GraphProto:   node 1, initializer 5, input 11, output 12, sparse_initializer 15
-    NodeProto:    name 3, op_type 4, attribute 5, domain 7
+    NodeProto:    input 1, name 3, op_type 4, attribute 5, domain 7
+    ValueInfoProto: name 1
     AttributeProto: name 1, i 3, s 4, t 5, g 6, tensors 10, graphs 11 (the bodies of
                   If, Loop and Scan), sparse_tensor 22, sparse_tensors 23
     TensorProto:  name 8, external_data 13, data_location 14
@@ -44,6 +45,7 @@ class NodeInfo:
     hidden_size: int | None = None
     directions: int = 1
     direction: str = "forward"
+    inputs: tuple[str, ...] = ()
 
 
 @dataclass
@@ -56,6 +58,12 @@ class ModelInfo:
     nodes: list[NodeInfo] = field(default_factory=list)
     functions: set[tuple[str, str]] = field(default_factory=set)
     metadata: dict[str, str] = field(default_factory=dict)
+    # The names of the main graph's outputs.
+    outputs: list[str] = field(default_factory=list)
+
+    def reads(self, name: str) -> bool:
+        """Return whether a node (in any subgraph too) or a graph output reads `name`."""
+        return name in self.outputs or any(name in node.inputs for node in self.nodes)
 
 
 def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
@@ -110,11 +118,22 @@ def _graph_nodes(buf: memoryview, parent: str | None, out: list[NodeInfo]) -> No
             _node(value, parent, out)
 
 
+def _graph_outputs(buf: memoryview) -> list[str]:
+    names = []
+    for number, value in _fields(buf):
+        if number == 12 and not isinstance(value, int):
+            names += [_text(item) for sub, item in _fields(value) if sub == 1]
+    return names
+
+
 def _node(buf: memoryview, parent: str | None, out: list[NodeInfo]) -> None:
     name = op_type = domain = ""
     attributes = []
+    inputs = []
     for number, value in _fields(buf):
-        if number == 3:
+        if number == 1:
+            inputs.append(_text(value))
+        elif number == 3:
             name = _text(value)
         elif number == 4:
             op_type = _text(value)
@@ -125,7 +144,9 @@ def _node(buf: memoryview, parent: str | None, out: list[NodeInfo]) -> None:
     domain = "" if domain == "ai.onnx" else domain
     hidden_size, direction = _recurrent_attributes(attributes)
     directions = 2 if direction == "bidirectional" else 1
-    out.append(NodeInfo(name, op_type, domain, parent, hidden_size, directions, direction))
+    out.append(
+        NodeInfo(name, op_type, domain, parent, hidden_size, directions, direction, tuple(inputs))
+    )
     label = name or op_type
     inner = f"{parent}/{label}" if parent else label
     for attribute in attributes:
@@ -167,6 +188,7 @@ def parse_model(data: bytes) -> ModelInfo:
             elif number == 7 and not isinstance(value, int):
                 graph_seen = True
                 _graph_nodes(value, None, info.nodes)
+                info.outputs = _graph_outputs(value)
             elif number == 8 and not isinstance(value, int):
                 domain, version = "", 0
                 for sub, item in _fields(value):

@@ -17,7 +17,6 @@ import logging
 import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -91,7 +90,7 @@ class StreamingSession:
             threads=threads, normalize=normalize, state_pairs=state_pairs, feeds=feeds,
             layout=layout, **session_kwargs,
         )  # fmt: skip
-        _check_one_way(self.session.path)
+        _check_graph(self.session)
         self._check_states_carried()
         if not self.session.state_pairs and not self._has_possible_state():
             fix = "run it without --stream"
@@ -559,19 +558,22 @@ class StreamingSession:
         )
 
 
-def _check_one_way(path: Path) -> None:
-    """Raise InputError where a recurrent node of the model runs backward in time.
+def _check_graph(session: Session) -> None:
+    """Check the graph for what streaming cannot carry.
 
     A bidirectional or reverse LSTM, GRU or RNN starts its backward pass at the last step
     of its input. Run over chunks, it would start again at the end of every chunk, so the
-    outputs would differ from those of a run over the whole sequence.
+    outputs would differ from those of a run over the whole sequence: InputError. A state
+    input that no node reads drops the state carried into it, which a warning names.
     """
+    path = session.path
     data = path.read_bytes()
     if is_ort_format(data):
         # NOTE: the graph of an .ort file is not read, so a bidirectional model in the
-        # ONNX Runtime format streams without this check.
+        # ONNX Runtime format streams without these checks.
         return
-    for node in parse_model(data).nodes:
+    model = parse_model(data)
+    for node in model.nodes:
         if node.op_type in _RECURRENT and node.direction != "forward":
             raise InputError(
                 f"{path.name} has a {node.direction} {node.op_type} node "
@@ -579,6 +581,16 @@ def _check_one_way(path: Path) -> None:
                 "step, so it cannot run chunk by chunk; run it without --stream, on the "
                 "whole sequence"
             )
+    for pair in session.state_pairs:
+        if not model.reads(pair.input):
+            # torch.onnx.export given one tensor for both h0 and c0 exports such a graph:
+            # both initial states come from one input, and the other is left unread.
+            logger.warning(
+                "state input %r of %s is read by no node, so the state carried into it "
+                "from %r is dropped on every chunk; check the export (one tensor passed for "
+                "two states gives such a graph)",
+                pair.input, path.name, pair.output,
+            )  # fmt: skip
 
 
 def _state_device(
