@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -743,3 +744,17 @@ def test_model_with_external_data(exported, tmp_path, rng, mode):
     assert report.size_after < report.size_before
     x = rng.standard_normal((4, 25, FEATURES)).astype(np.float32)
     np.testing.assert_allclose(_run(output, x), _run(exported["lstm"], x), atol=0.05)
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_json_stdout_with_histogram_calibration(exported, tmp_path, rng, capsys, method):
+    # ONNX Runtime's histogram calibrators print their progress with print().
+    from rnnedge.cli import main
+
+    np.save(tmp_path / "cal.npy", rng.standard_normal((8, 20, FEATURES)).astype(np.float32))
+    code = main(["quantize", str(exported["lstm"]), "-o", str(tmp_path / "q.onnx"), "--mode",
+                 "static-int8", "--calibration", str(tmp_path / "cal.npy"),
+                 "--calibration-method", method, "--json"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert json.loads(out)["mode"] == "static-int8"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,15 +17,24 @@ T = TypeVar("T")
 
 
 def call_quantizer(step: str, source: Path, function: Callable[[], T]) -> T:
-    """Run one onnxruntime.quantization call, turning its errors into `InputError`."""
+    """Run one onnxruntime.quantization call, turning its errors into `InputError`.
+
+    What the call prints goes to rnnedge's log at debug level: the entropy and percentile
+    calibrators print their progress, which would otherwise break `--json` output.
+    """
+    printed = io.StringIO()
     try:
-        with no_root_logging():
+        with no_root_logging(), contextlib.redirect_stdout(printed):
             return function()
     except RnnedgeError:
         raise
     except Exception as exc:  # onnxruntime's quantizer raises untyped errors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{step} of {str(source)!r} failed: {first[:300]}") from exc
+    finally:
+        for line in printed.getvalue().splitlines():
+            if line.strip():
+                logger.debug("%s: %s", step, line.strip())
 
 
 @contextlib.contextmanager
