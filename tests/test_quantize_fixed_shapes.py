@@ -288,3 +288,13 @@ def test_budget_advice_unused_settings(dynamic, eval_data, tmp_path, mode, optio
     message = str(caught.value)
     assert message.endswith(f"no output written. {advice}")
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_layout_option_recorded_in_output(fixed, tmp_path):
+    import onnx
+
+    output = tmp_path / "q.onnx"
+    quantize_model(fixed["time_major"], output, "dynamic-int8", layout="time-major",
+                   latency_runs=0)  # fmt: skip
+    props = {p.key: p.value for p in onnx.load(str(output)).metadata_props}
+    assert props["rnnedge.layout"] == "time-major"

@@ -1798,3 +1798,28 @@ def test_read_state_inputs_do_not_warn(streaming_models, caplog):
     with caplog.at_level(logging.WARNING, logger="rnnedge"):
         StreamingSession(path, provider="cpu")
     assert "read by no node" not in caplog.text
+
+
+@pytest.mark.parametrize("command", ["run", "profile"])
+def test_fixed_shape_read_as_steps_of_one_rejected(capsys, tmp_path, rng, command):
+    # torch.onnx.export without dynamic axes fixes a time-major GRU's input at the example
+    # shape [10, 1, 5]: read batch-major by default, that would be 10 sequences of 1 step.
+    torch.manual_seed(0)
+    path = tmp_path / "fixed.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch.nn.GRU(FEATURES, HIDDEN), (torch.randn(10, 1, FEATURES),),
+                          str(path), input_names=["x"], opset_version=17, dynamo=False)  # fmt: skip
+    np.save(tmp_path / "x.npy", sequence(rng, batch=1, length=10, time_major=True))
+    args = ["-i", tmp_path / "x.npy"] if command == "run" else ["--no-store", "--runs", "3"]
+    code, out, err = run_cli(capsys, command, path, *args)
+    assert code == 2
+    assert out == ""
+    assert err.splitlines()[-1] == (
+        "error: fixed.onnx records no layout, and input 'x' has the fixed shape [10, 1, 5], "
+        "which read batch-major (the default) is 10 sequences of 1 time step each; pass "
+        "--layout time-major if the model takes 10 time steps of 1 sequence, or --layout "
+        "batch-major if it does take 10 sequences of 1 step"
+    )
+    code, _, err = run_cli(capsys, command, path, *args, "--layout", "time-major")
+    assert code == 0, err

@@ -23,6 +23,7 @@ import numpy as np
 
 from rnnedge.errors import InputError
 from rnnedge.runtime.inputs import _ORT_TO_NUMPY, LENGTHS_INPUT
+from rnnedge.runtime.layout import check_fixed_shape_plausible
 from rnnedge.runtime.memory import check_run_memory
 from rnnedge.runtime.session import Session
 from rnnedge.runtime.state import shaped_like_state
@@ -271,15 +272,16 @@ def _check_layout_decided(session: Session, check_run: bool) -> None:
     inside ONNX Runtime, so it raises. Without one the model runs either way, but a wrong
     guess swaps the batch size and the sequence length that the measurement records.
     """
-    sequences = [info.name for info in session.data_inputs if is_sequence_input(info)]
+    sequences = [info for info in session.data_inputs if is_sequence_input(info)]
     if not session.layout_guessed or not sequences:
         return
+    check_fixed_shape_plausible(session.path.name, sequences[0].name, list(sequences[0].shape))
     states = [state.input for state in (*session.state_pairs, *session.unpaired_states)]
     states += [info.name for info in session.inputs
                if info.name in session.feeds and shaped_like_state(info)]  # fmt: skip
     undecided = (
         f"{session.path.name} records no layout, and the axis names of input "
-        f"{sequences[0]!r} do not decide whether it is (batch, time, features) or (time, "
+        f"{sequences[0].name!r} do not decide whether it is (batch, time, features) or (time, "
         "batch, features)"
     )
     if states:

@@ -31,7 +31,7 @@ import onnxruntime as ort
 
 from rnnedge.errors import InputError
 from rnnedge.runtime.inputs import describe
-from rnnedge.runtime.layout import axis_kind
+from rnnedge.runtime.layout import axis_kind, check_fixed_shape_plausible
 from rnnedge.runtime.metadata import Layout, ModelMetadata
 from rnnedge.runtime.session import Session
 
@@ -143,7 +143,7 @@ def read_layout(
     batch_major = session.batch_major
     declared = DataLayout(batch_major).declared(sequence.shape)
     if session.layout_guessed:
-        _check_fixed_shape_plausible(Path(model).name, sequence.name, declared, batch_major)
+        check_fixed_shape_plausible(Path(model).name, sequence.name, declared)
         states = [*session.state_input_names, *(s.input for s in session.unpaired_states)]
         states += [name for name, _ in session.unnamed_state_inputs()]
         undecided = (
@@ -167,32 +167,6 @@ def read_layout(
     if isinstance(fixed, int) and fixed > 0:
         layout = replace(layout, fixed_batch=fixed)
     return layout, session
-
-
-def _check_fixed_shape_plausible(
-    model: str, name: str, declared: Sequence[Any], batch_major: bool
-) -> None:
-    """Raise InputError where the guessed layout reads a fixed input shape as a batch of
-    several sequences of one time step each.
-
-    `torch.onnx.export` without dynamic axes fixes the shape of its example input, so a
-    time-major model exported with one sequence of 50 steps has the shape [50, 1, 6]. Read
-    batch-major, that is 50 sequences of 1 step, which a recurrent model seldom takes.
-    """
-    if len(declared) != 3:
-        return
-    batch, steps = declared[0], declared[1]
-    if not (isinstance(batch, int) and isinstance(steps, int) and batch > 1 and steps == 1):
-        return
-    guessed = Layout.BATCH_MAJOR if batch_major else Layout.TIME_MAJOR
-    other = Layout.TIME_MAJOR if batch_major else Layout.BATCH_MAJOR
-    shape = list(declared if batch_major else [steps, batch, *declared[2:]])
-    raise InputError(
-        f"{model} records no layout, and input {name!r} has the fixed shape {shape}, which "
-        f"read {guessed.value} (the default) is {batch} sequences of 1 time step each; pass "
-        f"--layout {other.value} if the model takes {batch} time steps of 1 sequence, or "
-        f"--layout {guessed.value} if it does take {batch} sequences of 1 step"
-    )
 
 
 def _output_batch_axis(outputs: Sequence[Any], sequence: Any, batch_major: bool) -> int:

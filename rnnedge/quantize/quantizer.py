@@ -185,10 +185,12 @@ def quantize_model(
     quantized, rewrite, stored = _run_pass(
         mode, source, float_model, settings, calibration_x, reference, data_layout
     )
-    _set_props(quantized, {
-        "rnnedge.precision": mode.precision,
-        "rnnedge.quantization": mode.value,
-    })  # fmt: skip
+    props = {"rnnedge.precision": mode.precision, "rnnedge.quantization": mode.value}
+    if layout is not None and layout_session.sequence_layout is not None:
+        # The layout given with --layout travels with the quantized model, so that run and
+        # profile read it from the metadata instead of guessing again.
+        props["rnnedge.layout"] = data_layout.name
+    _set_props(quantized, props)
     # ONNX Runtime is native code that may crash the process on a malformed graph, so no
     # session loads a model that the ONNX checker rejects.
     _check_model(onnx, quantized, mode, source)

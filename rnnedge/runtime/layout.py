@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rnnedge.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 # Prefixes of an axis name that marks the time axis: time, timesteps, seq, seq_len,
@@ -155,3 +157,25 @@ def state_batch_size(
     if isinstance(batch_dim, int) and batch_dim > 0:
         return batch_dim
     return None
+
+
+def check_fixed_shape_plausible(model: str, name: str, shape: Sequence[Any]) -> None:
+    """Raise InputError where the default batch-major reading of a fixed input shape is a
+    batch of several sequences of one time step each.
+
+    `torch.onnx.export` without dynamic axes fixes the shape of its example input, so a
+    time-major model exported with one sequence of 50 steps has the shape [50, 1, 6]. Read
+    batch-major, that is 50 sequences of 1 step, which a recurrent model seldom takes.
+    Only a default reading is checked: `--layout batch-major` confirms it.
+    """
+    if len(shape) != 3:
+        return
+    batch, steps = shape[0], shape[1]
+    if not (isinstance(batch, int) and isinstance(steps, int) and batch > 1 and steps == 1):
+        return
+    raise InputError(
+        f"{model} records no layout, and input {name!r} has the fixed shape {list(shape)}, "
+        f"which read batch-major (the default) is {batch} sequences of 1 time step each; "
+        f"pass --layout time-major if the model takes {batch} time steps of 1 sequence, or "
+        f"--layout batch-major if it does take {batch} sequences of 1 step"
+    )

@@ -29,6 +29,7 @@ from rnnedge.runtime.layout import (
     BY_DEFAULT,
     BY_STATE_INPUT,
     axis_kind,
+    check_fixed_shape_plausible,
     decide_layout,
     state_batch_size,
 )
@@ -629,6 +630,9 @@ class Session:
         """
         if not self.layout_guessed or sequence.ndim != 3:
             return
+        check_fixed_shape_plausible(
+            self.path.name, self.data_inputs[0].name, list(self.data_inputs[0].shape or ())
+        )
         states = self._batched_state_names()
         if not states or sequence.shape[0] == sequence.shape[1]:
             return
