@@ -415,3 +415,35 @@ def test_report_names_older_rnnedge(exported, tmp_path, capsys):
     assert "it was taken by an rnnedge version whose " in html
     assert " records no top_operators; profile again with this version" in html
     assert "--operators 0" not in html
+
+
+def test_report_path_that_is_a_file(tmp_path, capsys):
+    path = tmp_path / "g.report.json"
+    path.write_text("{}")
+    code = main(["report", str(path), "-o", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"report folder {str(path)!r} is a file; pass the folder that contains it" in err
+
+
+def test_reports_without_profiles(workspace, tmp_path, capsys):
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    shutil.copy(workspace["demo"] / "lstm.q.report.json", folder)
+    code = main(["report", str(folder), "-o", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "no device profiles in these folders" in err
+    assert "no measurements in these device profiles" not in err
+
+
+def test_quantize_table_shows_metric_and_latency(tmp_path):
+    from rnnedge.report import _quantization
+    from rnnedge.report.collect import ReportInputs
+
+    doc = {"output": "m.int8.onnx", "mode": "dynamic-int8", "metric": "accuracy",
+           "metric_before": 0.9167, "metric_after": 0.9, "p50_ms_before": 1.25,
+           "p50_ms_after": 0.5}  # fmt: skip
+    html = _quantization(ReportInputs(quantize_reports=[(tmp_path / "m.json", doc)]))
+    assert "<td>accuracy 0.9167 -&gt; 0.9</td>" in html
+    assert "<td>p50 ms 1.25 -&gt; 0.5</td>" in html

@@ -168,7 +168,12 @@ def _summary(inputs: ReportInputs, notices: list[str]) -> str:
             ],
         )
     ]
-    if inputs.measurement_count == 0:
+    if not inputs.profiles:
+        notices.append(
+            "no device profiles in these folders: run 'rnnedge profile MODEL' on the device, "
+            "then build the report again with its devices folder"
+        )
+    elif inputs.measurement_count == 0:
         notices.append(
             "no measurements in these device profiles: run 'rnnedge profile MODEL' on the "
             "device, then build the report again"
@@ -373,13 +378,25 @@ def _quantization(inputs: ReportInputs) -> str:
             Path(str(doc.get("output") or path)).name, doc.get("mode"), doc.get("size_before"),
             doc.get("size_after"), _ops(doc.get("quantized_ops")),
             _ops(doc.get("float_compute_ops")), drift.get("max_abs_error"),
-            drift.get("top1_agreement"), "; ".join(map(str, doc.get("notes") or [])),
+            drift.get("top1_agreement"), _change(doc, "metric_before", "metric_after",
+                                                 doc.get("metric")),
+            _change(doc, "p50_ms_before", "p50_ms_after", "p50 ms"),
+            "; ".join(map(str, doc.get("notes") or [])),
         ])  # fmt: skip
     return page.table(
         ["artifact", "mode", "bytes before", "bytes after", "quantized ops", "float compute ops",
-         "max abs drift", "top-1 agreement", "notes"],
+         "max abs drift", "top-1 agreement", "task metric (--eval)", "latency", "notes"],
         rows,
     )  # fmt: skip
+
+
+def _change(doc: dict[str, Any], before: str, after: str, name: Any) -> str:
+    """Describe a value before and after quantization, such as "accuracy 0.91 -> 0.9"; empty
+    where the report did not measure it."""
+    first, second = doc.get(before), doc.get(after)
+    if not isinstance(first, int | float) or not isinstance(second, int | float):
+        return ""
+    return f"{name} {first:.4g} -> {second:.4g}"
 
 
 def _exports(inputs: ReportInputs) -> str:

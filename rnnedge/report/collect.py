@@ -80,6 +80,11 @@ def collect(folders: Sequence[str | os.PathLike[str]]) -> ReportInputs:
     seen: set[Path] = set()
     for folder in folders:
         root = Path(folder)
+        if root.is_file():
+            raise InputError(
+                f"report folder {str(root)!r} is a file; pass the folder that contains it "
+                f"({str(root.parent)!r}): the report reads every report file in a folder"
+            )
         if not root.is_dir():
             raise InputError(f"report folder {str(root)!r} not found; pass an existing folder")
         for path in _walk(root):
