@@ -92,6 +92,24 @@ def test_demo_interrupt_names_kept_files(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in out.iterdir()) == sorted(kept.split(", "))
 
 
+def test_demo_interrupt_default_folder_advice(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sktime")
+    import rnnedge.demo.pipeline as pipeline
+
+    def stopped(*args, **kwargs):  # Ctrl-C while the first file is measured
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "profile_in_child", stopped)
+    monkeypatch.chdir(tmp_path)
+    code = main(["demo", "--devices-dir", str(tmp_path / "devs"), *QUICK_DEMO])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 130
+    assert last.endswith(
+        "; the next run writes a new folder, so delete this one if it is not needed"
+    )
+    assert "--output-dir" not in last
+
+
 def test_demo_interrupt_in_training_keeps_nothing(tmp_path, monkeypatch, capsys):
     pytest.importorskip("sktime")
     import rnnedge.demo.train

@@ -758,3 +758,23 @@ def test_json_stdout_with_histogram_calibration(exported, tmp_path, rng, capsys,
     out = capsys.readouterr().out
     assert code == 0
     assert json.loads(out)["mode"] == "static-int8"
+
+
+@pytest.mark.parametrize("existed", [False, True], ids=["new", "existing"])
+def test_cli_interrupt_says_what_was_written(exported, tmp_path, capsys, monkeypatch, existed):
+    import rnnedge.quantize
+    from rnnedge.cli import main
+
+    output = tmp_path / "q.onnx"
+    if existed:
+        output.write_bytes(b"earlier")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rnnedge.quantize, "quantize_model", interrupted)
+    code = main(["quantize", str(exported["lstm"]), "-o", str(output)])
+    err = capsys.readouterr().err
+    assert code == 130
+    expected = f"{output} is unchanged" if existed else f"nothing was written to {output}"
+    assert err == f"error: interrupted; {expected}\n"

@@ -258,6 +258,31 @@ def minimum_option(
     return check
 
 
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """Return the inode and modification time of `path`, or None where it does not exist."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns
+
+
+def interrupted_output(output: Path, before: tuple[int, int] | None) -> Exception:
+    """Build the error for a Ctrl-C in a command that writes `output` in one rename.
+
+    `before` is `file_identity(output)` from before the command started, so the message
+    can say whether the file was written, is unchanged, or was never created.
+    """
+    from rnnedge.errors import RunInterruptedError
+
+    now = file_identity(output)
+    if now is None:
+        return RunInterruptedError(f"interrupted; nothing was written to {output}")
+    if now == before:
+        return RunInterruptedError(f"interrupted; {output} is unchanged")
+    return RunInterruptedError(f"interrupted after {output} was written")
+
+
 # The most runs that `--warmup`, and `--runs` without `--budget-s`, take: a typo with many
 # more digits would keep a command measuring for days.
 MAX_RUNS = 10_000_000

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import click
 
-from rnnedge.commands._common import emit_json, verbosity_options
+from rnnedge.commands._common import (
+    emit_json,
+    file_identity,
+    interrupted_output,
+    verbosity_options,
+)
 
 
 @click.command("export")
@@ -117,19 +122,23 @@ def export_command(
     if output is None:
         output = Path(source.rpartition(":")[0] if ":" in source else source).with_suffix(".onnx")
     output = check_output_path(output)
-    report = export_model(
-        source,
-        output,
-        weights=weights,
-        example_shape=example_shape,
-        batch_first=layout,
-        exporter=exporter,
-        opset=opset,
-        atol=atol,
-        streaming=streaming,
-        trust_pickle=trust_pickle,
-        labels=labels.split(",") if labels is not None else None,
-    )
+    before = file_identity(output)
+    try:
+        report = export_model(
+            source,
+            output,
+            weights=weights,
+            example_shape=example_shape,
+            batch_first=layout,
+            exporter=exporter,
+            opset=opset,
+            atol=atol,
+            streaming=streaming,
+            trust_pickle=trust_pickle,
+            labels=labels.split(",") if labels is not None else None,
+        )
+    except KeyboardInterrupt:
+        raise interrupted_output(output, before) from None
     if as_json:
         emit_json(report.to_dict())
         return

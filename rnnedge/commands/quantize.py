@@ -7,7 +7,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from rnnedge.commands._common import emit_json, layout_option, verbosity_options
+from rnnedge.commands._common import (
+    emit_json,
+    file_identity,
+    interrupted_output,
+    layout_option,
+    verbosity_options,
+)
 from rnnedge.errors import InputError
 from rnnedge.quantize.modes import CalibrationMethod, GruInt8, QuantMode
 
@@ -114,13 +120,30 @@ def quantize_command(
 ) -> None:
     """Quantize an exported model and report operators, size, drift, metric and latency."""
     from rnnedge._fileio import check_output_path
-    from rnnedge.quantize import quantize_model
     from rnnedge.quantize.presets import preset_for
 
     preset = preset_for(target) if target else None
     chosen = QuantMode(mode or (preset and preset.mode) or QuantMode.DYNAMIC_INT8)
     output = check_output_path(output or model.with_name(model.stem + chosen.file_suffix))
-    report = quantize_model(
+    before = file_identity(output)
+    try:
+        report = _quantize(model, output, chosen, reduce_range, per_channel, samples,
+                           calibration, calibration_method, gru_int8, gru_int8_min_hidden,
+                           eval_path, max_metric_drop, target, latency_runs, layout)  # fmt: skip
+    except KeyboardInterrupt:
+        raise interrupted_output(output, before) from None
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    _print_report(report)
+
+
+def _quantize(model, output, chosen, reduce_range, per_channel, samples, calibration,
+              calibration_method, gru_int8, gru_int8_min_hidden, eval_path, max_metric_drop,
+              target, latency_runs, layout):  # fmt: skip
+    from rnnedge.quantize import quantize_model
+
+    return quantize_model(
         model,
         output,
         chosen,
@@ -137,10 +160,6 @@ def quantize_command(
         latency_runs=latency_runs,
         layout=layout,
     )
-    if as_json:
-        emit_json(report.as_dict())
-        return
-    _print_report(report)
 
 
 def _load_samples(path: Path | None) -> np.ndarray | None:

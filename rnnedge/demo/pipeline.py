@@ -74,8 +74,10 @@ class DemoInterrupted(KeyboardInterrupt):
     """
 
     def __init__(self, output_dir: Path, files: Sequence[str], stored: int, total: int,
-                 profile_path: Path | None) -> None:  # fmt: skip
+                 profile_path: Path | None, named: bool = True) -> None:  # fmt: skip
         super().__init__()
+        # Whether the caller named `output_dir`; else it is a new timestamped folder.
+        self.named = named
         self.output_dir = output_dir
         self.files = tuple(files)
         self.stored = stored
@@ -100,8 +102,10 @@ class DemoInterrupted(KeyboardInterrupt):
             which = "that measurement is" if self.stored == 1 else f"those {self.stored} are"
             stored = f"{which} stored in {self.profile_path}"
         text = f"{done}; {kept}, and {stored}"
-        if self.files:
+        if self.files and self.named:
             text += "; to run the demo again, pass another --output-dir or delete those files"
+        elif self.files:
+            text += "; the next run writes a new folder, so delete this one if it is not needed"
         return text
 
 
@@ -158,6 +162,7 @@ def run_demo(
     output_dir = None if output_dir is None else Path(output_dir)
     profile = check_demo_options(output_dir, device, epochs, hidden_size, runs, user_dir,
                                  force_device, modes)  # fmt: skip
+    named = output_dir is not None
     created = output_dir is None or not output_dir.exists()
     output_dir = _writable_output_dir(output_dir)
     profile_path = check_user_dir(user_dir) / f"{profile.name}.yaml"
@@ -176,7 +181,7 @@ def run_demo(
             stored = len(reported)
         kept = [name for name in demo_file_names(modes) if (output_dir / name).is_file()]
         raise DemoInterrupted(output_dir, kept, stored, len(CELLS) * (1 + len(modes)),
-                              profile_path) from exc  # fmt: skip
+                              profile_path, named) from exc  # fmt: skip
     except BaseException:
         _remove_if_empty(output_dir, created)
         raise
