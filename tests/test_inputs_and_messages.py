@@ -478,3 +478,21 @@ def test_text_array_input_named(capsys, exported, tmp_path):
     assert code == 2
     assert "has dtype <U1, not numbers, but model input 'input' expects float32" in err
     assert "astype" not in err
+
+
+@pytest.mark.parametrize("name", ["lstm_ort_as.onnx", "lstm_ort.bin"])
+def test_ort_model_under_other_names(capsys, exported, tmp_path, name):
+    converted = convert_to_ort(exported["lstm"], tmp_path / "lstm.ort").model
+    path = tmp_path / name
+    shutil.copy(converted, path)
+    # The operator ranking runs a session of its own, which must load the .ort format too.
+    code, out, err = run_cli(capsys, "profile", path, "--no-store", "--json", *QUICK[:-2],
+                             "--operators", "3")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["top_operators"]
+    code, out, err = run_cli(capsys, "doctor", path)
+    assert "cannot load" not in out + err
+    assert code in (0, 1), out + err
+    code, _, err = run_cli(capsys, "convert", path, "--ort", "-o", tmp_path / "again.ort")
+    assert code == 2
+    assert "is already in the ORT format; pass the .onnx model" in err

@@ -26,6 +26,7 @@ from rnnedge.errors import InputError
 from rnnedge.runtime.external_data import is_ort_format
 from rnnedge.runtime.operators import QUANTIZED_OPS
 from rnnedge.runtime.providers import CPU_EP, Provider, plan_providers
+from rnnedge.runtime.session import set_load_format
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +236,7 @@ def _operators(info: ModelInfo, tables: _OnnxruntimeTables) -> Finding:
 def _load(path: Path) -> Finding:
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    set_load_format(options, path)
     try:
         session = ort.InferenceSession(str(path), options, providers=[CPU_EP])
     except Exception as exc:  # onnxruntime raises its own untyped errors on load
@@ -281,8 +283,10 @@ def node_placements(
         the providers the session got, and for each executed node its (op type, provider).
     """
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    # 4 (fatal only): a failed run raises, and its error log would repeat it in color.
+    options.log_severity_level = 4
     options.enable_profiling = True
+    set_load_format(options, path)
     with tempfile.TemporaryDirectory(prefix="rnnedge-doctor-") as folder:
         options.profile_file_prefix = str(Path(folder) / "placement")
         session = ort.InferenceSession(str(path), options, providers=providers)

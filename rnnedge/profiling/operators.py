@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from rnnedge.runtime.session import set_load_format
+
 logger = logging.getLogger(__name__)
 
 
@@ -56,6 +58,8 @@ def profile_trace(
         options.inter_op_num_threads = 1
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(folder) / "ort")
+        options.log_severity_level = 3
+        set_load_format(options, model)
         session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
         for _ in range(runs):
             session.run(None, dict(feed))

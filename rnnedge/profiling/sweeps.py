@@ -140,10 +140,14 @@ def _select_by_precision(paths: list[Path], wanted: list[str]) -> list[Path]:
     import onnxruntime as ort
 
     from rnnedge.runtime.metadata import ModelMetadata
+    from rnnedge.runtime.session import set_load_format
 
     by_precision: dict[str, list[Path]] = {}
     for path in paths:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        set_load_format(options, path)
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         props = session.get_modelmeta().custom_metadata_map
         by_precision.setdefault(ModelMetadata.from_props(props).precision, []).append(path)
     selected = []

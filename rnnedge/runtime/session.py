@@ -1009,11 +1009,7 @@ def _ort_log_severity() -> int:
 def _create_session(
     path: Path, options: ort.SessionOptions, plan: ProviderPlan
 ) -> ort.InferenceSession:
-    # ONNX Runtime picks the format by the file name's suffix; the content decides here, so
-    # that a model in either format runs under any name.
-    options.add_session_config_entry(
-        "session.load_model_format", "ORT" if _starts_like_ort(path) else "ONNX"
-    )
+    set_load_format(options, path)
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=plan.as_ort_list())
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
@@ -1069,6 +1065,17 @@ def _name_pairs(pairs: Any) -> list[tuple[str, str]]:
                 f"[('h0', 'hn')] or {{'h0': 'hn'}}; got {item!r} in {pairs!r}"
             )
     return [(str(a), str(b)) for a, b in items]
+
+
+def set_load_format(options: ort.SessionOptions, path: str | os.PathLike[str]) -> None:
+    """Have a session read the model at `path` in the format of its content.
+
+    ONNX Runtime picks the format by the file name's suffix (`.ort` or not), so without
+    this an `.ort` model under another name, or an ONNX model named `.ort`, fails to load.
+    """
+    options.add_session_config_entry(
+        "session.load_model_format", "ORT" if _starts_like_ort(Path(path)) else "ONNX"
+    )
 
 
 def _starts_like_ort(path: Path) -> bool:
