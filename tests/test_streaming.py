@@ -1823,3 +1823,47 @@ def test_fixed_shape_read_as_steps_of_one_rejected(capsys, tmp_path, rng, comman
     )
     code, _, err = run_cli(capsys, command, path, *args, "--layout", "time-major")
     assert code == 0, err
+
+
+class TimeMajorGruWithHead(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = torch.nn.GRU(FEATURES, HIDDEN)
+        self.head = torch.nn.Linear(HIDDEN, OUTPUTS)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0])
+
+
+def test_folded_time_steps_rejected(capsys, tmp_path, rng):
+    # torch 2.13's dynamo exporter fixes the Reshape after this GRU to the example's 20
+    # steps while the input's time axis stays dynamic, so 40 steps come back as (20, 4, 3).
+    torch.manual_seed(0)
+    path = tmp_path / "folded.onnx"
+    dynamic = torch.export.Dim.DYNAMIC
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(TimeMajorGruWithHead().eval(), (torch.randn(20, 2, FEATURES),),
+                          str(path), dynamo=True, opset_version=18, input_names=["x"],
+                          output_names=["y"], dynamic_shapes=({0: dynamic, 1: dynamic},),
+                          verbose=False)  # fmt: skip
+    session = Session(path, provider="cpu", layout="time-major")
+    assert session.run(sequence(rng, batch=2, length=20, time_major=True))["y"].shape == (
+        20, 2, OUTPUTS,
+    )  # fmt: skip
+    np.save(tmp_path / "x.npy", sequence(rng, batch=2, length=40, time_major=True))
+    code, out, err = run_cli(capsys, "run", path, "-i", tmp_path / "x.npy", "--layout",
+                             "time-major", "-o", tmp_path / "y.npz")  # fmt: skip
+    assert code == 2
+    assert "output y: shape" not in out
+    assert err.count("\n") == 1
+    assert "has 40 time steps, but output 'y' of folded.onnx" in err
+    assert "came back with shape (20, 4, 3): the graph fixes 20 time steps per call" in err
+    assert not (tmp_path / "y.npz").exists()
+    # profile stops before measuring, and names the length that the graph runs right.
+    code, out, err = run_cli(capsys, "profile", path, "--layout", "time-major", "--no-store",
+                             "--runs", "3", "--warmup", "0", "--operators", "0",
+                             "--seq-len", "40")  # fmt: skip
+    assert code == 2
+    assert out == ""
+    assert err.rstrip().endswith("pass --seq-len 20")

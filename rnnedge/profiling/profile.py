@@ -169,8 +169,9 @@ def measure_configuration(
             progress, path.name, batch, seq_len, session.threads,
         )  # fmt: skip
     feed = synthetic_input(session, batch, seq_len, batch_fix=constant_batch_fix(size_options))
-    session.run_prepared(feed)
+    outputs = session.run_prepared(feed)
     cold_start_ms = (time.perf_counter() - started) * 1e3
+    session.check_output_steps(feed, outputs, "the synthetic input", "--seq-len")
     session_ms = (created - started) * 1e3
     logger.info("cold start %.2f ms (session creation %.2f ms)", cold_start_ms, session_ms)
 

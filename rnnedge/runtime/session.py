@@ -52,6 +52,7 @@ from rnnedge.runtime.state import (
     crossed_pairs_hint,
     find_unnamed_states,
     resolve_state_pairs,
+    same_declared_shape,
     shaped_like_state,
     unnamed_states_error,
 )
@@ -265,6 +266,8 @@ class Session:
             )
         self._override_warning = ""
         self._batch_major, self.layout_source = self._choose_layout(props, layout)
+        # Whether --layout contradicts what the axis names or a state input say.
+        self._layout_overridden = bool(self._override_warning)
         # The array names an input file may have: inputs, and the outputs of state pairs,
         # which give a start state (see `given_states`).
         self._accepted_names = set(self.input_names) | {p.output for p in self.state_pairs}
@@ -567,6 +570,88 @@ class Session:
             feed.update(self.constant_feeds(self.batch_size(feed)))
         return feed
 
+    def fixed_step_outputs(self) -> dict[str, int]:
+        """Find the per-step outputs with a fixed time size: the size by output name.
+
+        Such an output has rank 3, a fixed size on the time axis and, on the batch axis,
+        the sequence input's batch axis name, a batch name or its fixed batch size. An
+        output of a state input's declared shape counts as a state, not per-step.
+        """
+        if not self.data_inputs:
+            return {}
+        sequence = list(self.data_inputs[0].shape or ())
+        if len(sequence) != 3:
+            return {}
+        batch_axis, time_axis = (0, 1) if self.batch_major else (1, 0)
+        state_outputs = {pair.output for pair in self.state_pairs}
+        batch_in = sequence[batch_axis]
+        # A state's declared shape, from a pair or from any input besides the sequence (a
+        # state input without a pair, or one fed as a constant).
+        state_shapes = [pair.shape for pair in self.state_pairs]
+        state_shapes += [list(info.shape or ()) for info in self.inputs[1:]]
+        found = {}
+        for info in self.outputs:
+            shape = list(info.shape or ())
+            if info.name in state_outputs or len(shape) != 3:
+                continue
+            steps, batch_out = shape[time_axis], shape[batch_axis]
+            if not (isinstance(steps, int) and steps > 0):
+                continue
+            if any(same_declared_shape(shape, state) for state in state_shapes):
+                continue
+            if batch_out == batch_in or axis_kind(batch_out) == "batch":
+                found[info.name] = steps
+        return found
+
+    def check_output_steps(
+        self,
+        feed: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray],
+        source: str,
+        option: str | None = None,
+    ) -> None:
+        """Raise InputError where an output that declares a fixed number of time steps
+        returned that number for an input of another length.
+
+        torch's dynamo exporter can fix a Reshape to the example's length while it leaves
+        the input's time axis dynamic. ONNX Runtime then runs another length and returns
+        the steps folded into the batch axis. A declared size that the graph does not keep
+        to (the output has the input's length) passes.
+
+        Args:
+            option: the option that sets the length, such as "--seq-len", named as the fix
+                in place of the input's length.
+        """
+        fixed = self.fixed_step_outputs()
+        sequence = feed.get(self.data_inputs[0].name) if self.data_inputs else None
+        if not fixed or sequence is None or sequence.ndim != 3:
+            return
+        if self._layout_overridden:
+            # --layout contradicts the axis names, so the declared output axes read in that
+            # layout say nothing about folded steps.
+            return
+        time_axis, batch_axis = (1, 0) if self.batch_major else (0, 1)
+        length, batch = sequence.shape[time_axis], sequence.shape[batch_axis]
+        for name, steps in fixed.items():
+            shape = outputs[name].shape
+            # Folded steps: the fixed time size came back, and the rest of the steps went
+            # into the batch axis.
+            folded = len(shape) == 3 and shape[time_axis] == steps and shape[batch_axis] != batch
+            if length == steps or not folded:
+                continue
+            declared = next(list(o.shape) for o in self.outputs if o.name == name)
+            fix = f"pass inputs of {steps} time steps"
+            if option is not None:
+                fix = f"pass {option} {steps}"
+            elif self.state_pairs:
+                fix += f", or stream a longer input with --stream --chunk {steps}"
+            raise InputError(
+                f"{source} has {length} time steps, but output {name!r} of {self.path.name}, "
+                f"declared {declared}, came back with shape {tuple(outputs[name].shape)}: "
+                f"the graph fixes {steps} time steps per call although its input takes any "
+                f"length; {fix}"
+            )
+
     def _fixed_length_error(
         self, error: InputError, given: Any, shape: Sequence[Any] | None
     ) -> InputError:
@@ -762,7 +847,9 @@ class Session:
     ) -> dict[str, np.ndarray]:
         """Run the model on a batch; return every output by name."""
         feed = self.prepare(data, source)
-        return self.run_prepared(feed)
+        outputs = self.run_prepared(feed)
+        self.check_output_steps(feed, outputs, source)
+        return outputs
 
     def run_prepared(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run on an already prepared feed (as from `prepare`), with no further checks."""

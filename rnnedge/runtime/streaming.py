@@ -33,7 +33,6 @@ from rnnedge.runtime.state import (
     can_pair,
     fed_states_error,
     find_state_outputs,
-    same_declared_shape,
     unnamed_states_error,
 )
 
@@ -139,7 +138,7 @@ class StreamingSession:
         self._bound: dict[tuple[tuple[int, ...], ...], BoundStep] = {}
         # The per-step outputs whose declared time axis has a fixed size, and the one
         # number of steps per call that fixed time sizes require (None: any).
-        self._fixed_step_outputs = self._find_fixed_step_outputs()
+        self._fixed_step_outputs = self.session.fixed_step_outputs()
         self.chunk_steps, self._chunk_steps_reason = self._fixed_time_size()
 
     def _check_states_carried(self) -> None:
@@ -180,32 +179,6 @@ class StreamingSession:
             f"stream; {fix} (inputs: {', '.join(session.input_names)}; outputs: "
             f"{', '.join(session.output_names)})"
         )
-
-    def _find_fixed_step_outputs(self) -> dict[str, int]:
-        """Find the per-step outputs with a fixed time size: the size by output name.
-
-        Such an output has rank 3, a fixed size on the time axis and, on the batch axis,
-        the sequence input's batch axis name, a batch name or its fixed batch size. An
-        output of a state input's declared shape counts as a state, not per-step.
-        """
-        sequence = list(self.session.data_inputs[0].shape or ())
-        if len(sequence) != 3:
-            return {}
-        batch_in = sequence[self._batch_axis]
-        state_shapes = [pair.shape for pair in self.session.state_pairs]
-        found = {}
-        for info in self.session.outputs:
-            shape = list(info.shape or ())
-            if info.name not in self.output_names or len(shape) != 3:
-                continue
-            steps, batch_out = shape[self.time_axis], shape[self._batch_axis]
-            if not (isinstance(steps, int) and steps > 0):
-                continue
-            if any(same_declared_shape(shape, state) for state in state_shapes):
-                continue
-            if batch_out == batch_in or axis_kind(batch_out) == "batch":
-                found[info.name] = steps
-        return found
 
     def _fixed_time_size(self) -> tuple[int | None, str]:
         """Return the number of steps that every call must take, and the declared shape that
