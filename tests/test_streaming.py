@@ -1867,3 +1867,27 @@ def test_folded_time_steps_rejected(capsys, tmp_path, rng):
     assert code == 2
     assert out == ""
     assert err.rstrip().endswith("pass --seq-len 20")
+
+
+def test_reset_from_whole_run_output(streaming_models, rng):
+    path, _ = streaming_models["gru"]
+    x = sequence(rng)
+    first = StreamingSession(path, provider="cpu")
+    outputs = first.run(x[:, :10], chunk=5)
+    resumed = StreamingSession(path, provider="cpu")
+    resumed.reset(states=outputs)  # "y" is an output but no state: left out
+    continued = resumed.run(x[:, 10:], chunk=5)["y"]
+    whole = StreamingSession(path, provider="cpu").run(x, chunk=5)["y"]
+    np.testing.assert_allclose(continued, whole[:, 10:], atol=CHUNK_ATOL, rtol=0)
+    with pytest.raises(InputError, match=r"takes a mapping of arrays .*, not a list"):
+        resumed.reset(states=[outputs["hn"]])
+
+
+def test_feeds_as_pairs(streaming_models, rng):
+    path, _ = streaming_models["gru-gain"]
+    x = sequence(rng, batch=2, length=5)
+    by_pairs = Session(path, provider="cpu", feeds=[("gain", 0.5)], state_pairs={"h0": "hn"})
+    by_mapping = Session(path, provider="cpu", feeds={"gain": 0.5}, state_pairs={"h0": "hn"})
+    np.testing.assert_array_equal(by_pairs.run(x)["y"], by_mapping.run(x)["y"])
+    with pytest.raises(InputError, match=r"^feeds takes constant inputs by name"):
+        Session(path, provider="cpu", feeds=["gain"])

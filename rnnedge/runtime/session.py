@@ -266,7 +266,7 @@ class Session:
             )
         self._override_warning = ""
         self._batch_major, self.layout_source = self._choose_layout(props, layout)
-        # Whether --layout contradicts what the axis names or a state input say.
+        # Whether --layout contradicts the layout read from the axis names or a state input.
         self._layout_overridden = bool(self._override_warning)
         # The array names an input file may have: inputs, and the outputs of state pairs,
         # which give a start state (see `given_states`).
@@ -627,8 +627,8 @@ class Session:
         if not fixed or sequence is None or sequence.ndim != 3:
             return
         if self._layout_overridden:
-            # --layout contradicts the axis names, so the declared output axes read in that
-            # layout say nothing about folded steps.
+            # --layout contradicts the axis names, so the declared output axes, read in that
+            # layout, tell nothing about folded steps.
             return
         time_axis, batch_axis = (1, 0) if self.batch_major else (0, 1)
         length, batch = sequence.shape[time_axis], sequence.shape[batch_axis]
@@ -900,6 +900,14 @@ class Session:
         return np.ascontiguousarray((array - mean) / std)
 
     def _resolve_feeds(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if not isinstance(feeds, Mapping):
+            try:
+                feeds = dict(feeds)
+            except (TypeError, ValueError) as exc:
+                raise InputError(
+                    "feeds takes constant inputs by name, such as {'gain': 0.5} or "
+                    f"[('gain', 0.5)]; got {feeds!r}"
+                ) from exc
         by_name = {info.name: info for info in self.inputs}
         sequence = self._sequence_input_name() if feeds else None
         resolved = {}

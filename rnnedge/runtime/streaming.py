@@ -257,10 +257,16 @@ class StreamingSession:
 
         Args:
             states: start values by state input name, or by the name of the output that
-                carries the state (as `run` returns the final state). A state left out
-                starts at zero. The values are checked here, and their batch axis against
-                the next chunk's batch when it runs.
+                carries the state, so that the whole mapping that `run` returns may be
+                passed (its other outputs are left out). A state left out starts at zero.
+                The values are checked here, and their batch axis against the next
+                chunk's batch when it runs.
         """
+        if states is not None and not isinstance(states, Mapping):
+            raise InputError(
+                f"reset(states=...) takes a mapping of arrays by state input or output name, "
+                f"not a {type(states).__name__}; for example reset(states=stream.state)"
+            )
         self._states = None
         self._bound.clear()
         self._start = {}
@@ -268,7 +274,7 @@ class StreamingSession:
             return
         given = self.session.given_states(states, "reset(states=...)")
         used = {key for key, _ in given.values()}
-        extra = sorted(set(states) - used)
+        extra = sorted(set(states) - used - set(self.output_names))
         if extra:
             names = [f"{pair.input} (or {pair.output})" for pair in self.session.state_pairs]
             raise InputError(
