@@ -357,7 +357,7 @@ def test_onnx_model_named_ort_runs_with_warning(capsys, exported, tmp_path):
     code, out, err = run_cli(capsys, "profile", path, "--no-store", "--json", *QUICK)
     assert code == 0, err
     assert json.loads(out)["model"] == "renamed.ort"
-    assert "renamed.ort is an ONNX model, not in the ONNX Runtime format that its name" in err
+    assert "renamed.ort is an ONNX model, not in the ONNX Runtime format of its .ort name" in err
 
 
 def test_ort_model_named_onnx_runs(capsys, exported, tmp_path):

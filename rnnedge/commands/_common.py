@@ -271,7 +271,7 @@ def interrupted_output(output: Path, before: tuple[int, int] | None) -> Exceptio
     """Build the error for a Ctrl-C in a command that writes `output` in one rename.
 
     `before` is `file_identity(output)` from before the command started, so the message
-    can say whether the file was written, is unchanged, or was never created.
+    tells whether the file was written, is unchanged, or was never created.
     """
     from rnnedge.errors import RunInterruptedError
 
@@ -283,8 +283,8 @@ def interrupted_output(output: Path, before: tuple[int, int] | None) -> Exceptio
     return RunInterruptedError(f"interrupted after {output} was written")
 
 
-# The most runs that `--warmup`, and `--runs` without `--budget-s`, take: a typo with many
-# more digits would keep a command measuring for days.
+# The maximum of `--warmup`, and of `--runs` without `--budget-s`: a typo with many more
+# digits would keep a command measuring for days.
 MAX_RUNS = 10_000_000
 
 

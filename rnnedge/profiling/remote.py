@@ -149,7 +149,7 @@ def check_remote(
     because it takes the points of a sweep together.
 
     Where `device` names the local profile, each model must have a stored measurement in
-    it before anything is copied to the board; the full configuration of each point is
+    it before anything is copied to the board. The full configuration of each point is
     compared with the stored ones after the board returns its measurements.
 
     Raises:

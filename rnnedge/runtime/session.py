@@ -99,7 +99,7 @@ def open_model_file(path: str | os.PathLike[str]) -> Path:
             )
         # `_create_session` loads a file by its content, whatever its name.
         logger.warning(
-            "%s is an ONNX model, not in the ONNX Runtime format that its name says; running "
+            "%s is an ONNX model, not in the ONNX Runtime format of its .ort name; running "
             "it as ONNX (rnnedge convert MODEL --ort writes the .ort format)",
             path.name,
         )
