@@ -23,7 +23,12 @@ from rnnedge.quantize import quantizer as quantizer_module
 from rnnedge.quantize.feeds import DataLayout
 from rnnedge.quantize.quantizer import SAMPLE_SHAPE
 from tests.conftest import FEATURES
-from tests.test_quantize_layout import STEPS, TimeMajorGru, _labelled, _without_layout
+from tests.test_quantize_layout import (
+    STEPS,
+    _labelled,
+    _without_layout,
+    trained_time_major_gru,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -41,16 +46,7 @@ class BatchFirst(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def trained():
-    torch.manual_seed(0)
-    model = TimeMajorGru()
-    x, y = _labelled(160, seed=0)
-    inputs, labels = torch.from_numpy(x).transpose(0, 1), torch.from_numpy(y)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(40):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(inputs), labels).backward()
-        optimizer.step()
-    return model.eval()
+    return trained_time_major_gru()
 
 
 def _export(model, example_shape, path):

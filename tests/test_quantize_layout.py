@@ -51,10 +51,8 @@ class TimeMajorGru(torch.nn.Module):
         return self.head(self.rnn(x)[0][-1])
 
 
-@pytest.fixture(scope="module")
-def time_major(tmp_path_factory):
-    from rnnedge.export import export_model
-
+def trained_time_major_gru() -> TimeMajorGru:
+    """A TimeMajorGru trained for 40 steps on 160 labelled sequences, in eval mode."""
     torch.manual_seed(0)
     model = TimeMajorGru()
     x, y = _labelled(160, seed=0)
@@ -64,7 +62,14 @@ def time_major(tmp_path_factory):
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(inputs), labels).backward()
         optimizer.step()
-    model.eval()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def time_major(tmp_path_factory):
+    from rnnedge.export import export_model
+
+    model = trained_time_major_gru()
     path = tmp_path_factory.mktemp("time_major") / "gru.onnx"
     # Trained logits reach about 10, so float rounding exceeds the default 1e-5.
     export_model(model, path, example_shape=f"2x10x{FEATURES}", batch_first=False, atol=1e-4)
