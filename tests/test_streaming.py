@@ -1896,3 +1896,14 @@ def test_feeds_as_pairs(streaming_models, rng):
     np.testing.assert_array_equal(by_pairs.run(x)["y"], by_mapping.run(x)["y"])
     with pytest.raises(InputError, match=r"^feeds takes constant inputs by name"):
         Session(path, provider="cpu", feeds=["gain"])
+
+
+def test_bad_start_state_reported_alone(streaming_models, caplog):
+    path, _ = streaming_models["lstm"]
+    stream = StreamingSession(path, provider="cpu")
+    with caplog.at_level(logging.WARNING, logger="rnnedge"):
+        with pytest.raises(InputError, match=r"start state 'h0'"):
+            stream.reset(states={"h0": np.zeros((2, 3), np.float32)})
+    # c0 would start at zero, but the reset failed, so nothing is said about it.
+    assert "start at zero" not in caplog.text
+    assert "starts at zero" not in caplog.text

@@ -448,7 +448,7 @@ class Session:
         return feed
 
     def given_states(
-        self, data: Mapping[str, Any], source: str = "the input"
+        self, data: Mapping[str, Any], source: str = "the input", warn: bool = True
     ) -> dict[str, tuple[str, Any]]:
         """Find the start states in `data`: (name in `data`, array) by state input name.
 
@@ -471,6 +471,12 @@ class Session:
                 )
             if keys:
                 found[state.input] = (keys[0], data[keys[0]])
+        if warn:
+            self.warn_partial_states(found, source)
+        return found
+
+    def warn_partial_states(self, found: Mapping[str, tuple[str, Any]], source: str) -> None:
+        """Warn where `found` (from `given_states`) gives some start states but not all."""
         states = (*self.state_pairs, *self.unpaired_states)
         left = [state.input for state in states if state.input not in found]
         if found and left:
@@ -481,7 +487,6 @@ class Session:
                 "input" if len(left) == 1 else "inputs", ", ".join(left),
                 "starts" if len(left) == 1 else "start",
             )  # fmt: skip
-        return found
 
     def check_state(
         self, array: Any, state: StateInput, batch: int | None, source: str

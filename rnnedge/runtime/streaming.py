@@ -272,7 +272,8 @@ class StreamingSession:
         self._start = {}
         if not states:
             return
-        given = self.session.given_states(states, "reset(states=...)")
+        # Warned about after the checks, so that a bad array is reported alone.
+        given = self.session.given_states(states, "reset(states=...)", warn=False)
         used = {key for key, _ in given.values()}
         extra = sorted(set(states) - used - set(self.output_names))
         if extra:
@@ -282,6 +283,7 @@ class StreamingSession:
                 f"each start state by its state input: {', '.join(names)}"
             )
         self._set_start(given, lambda key: f"start state {key!r}")
+        self.session.warn_partial_states(given, "reset(states=...)")
 
     def _set_start(
         self,
