@@ -26,7 +26,7 @@ from rnnedge.errors import InputError
 from rnnedge.runtime.external_data import is_ort_format
 from rnnedge.runtime.operators import QUANTIZED_OPS
 from rnnedge.runtime.providers import CPU_EP, Provider, plan_providers
-from rnnedge.runtime.session import set_load_format
+from rnnedge.runtime.session import set_load_format, starts_like_ort
 
 logger = logging.getLogger(__name__)
 
@@ -242,14 +242,12 @@ def _load(path: Path) -> Finding:
     except Exception as exc:  # onnxruntime raises its own untyped errors on load
         text = str(exc).strip()
         first = text.splitlines()[0] if text else type(exc).__name__
-        from rnnedge.runtime.session import ort_load_problem
+        from rnnedge.runtime.session import ORT_CONVERT_AGAIN, ort_load_problem
 
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-        if is_ort_format(head):
+        if starts_like_ort(path):
             return error(
                 _A, "load", f"{path.name} {ort_load_problem(first)} ({first})",
-                "convert the .onnx model again with rnnedge convert MODEL --ort",
+                ORT_CONVERT_AGAIN,
                 onnxruntime_message=text[:2000],
             )  # fmt: skip
         return error(

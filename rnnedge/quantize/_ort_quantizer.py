@@ -71,10 +71,9 @@ def preprocess(source: Path, target: Path) -> None:
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    model = call_quantizer(
-        "loading", source, lambda: onnx.load(str(source), load_external_data=False)
-    )
-    if any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in model.graph.initializer):
+    from rnnedge.runtime.external_data import check_external_data
+
+    if check_external_data(source):
         # quant_pre_process loses a model's external data file (onnxruntime 1.32 looks for
         # it in its own temporary folder), so it gets a copy with the data inside.
         inline = target.with_name(f"{target.stem}.inline.onnx")

@@ -23,8 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rnnedge.errors import CheckFailedError, InputError
-from rnnedge.runtime.external_data import is_ort_format
-from rnnedge.runtime.session import Session, open_model_file
+from rnnedge.runtime.session import Session, open_model_file, starts_like_ort
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +102,7 @@ def convert_to_ort(
         CheckFailedError: the `.ort` model computes something else than the source.
     """
     source = open_model_file(model)
-    with open(source, "rb") as handle:
-        in_ort_format = is_ort_format(handle.read(8))
-    if source.suffix.lower() == ".ort" or in_ort_format:
+    if source.suffix.lower() == ".ort" or starts_like_ort(source):
         raise InputError(f"{str(source)!r} is already in the ORT format; pass the .onnx model")
     target = Path(output) if output is not None else source.with_suffix(".ort")
     if target.suffix.lower() != ".ort":

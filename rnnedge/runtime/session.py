@@ -90,7 +90,7 @@ def open_model_file(path: str | os.PathLike[str]) -> Path:
     if path.stat().st_size == 0:
         fix = ORT_CONVERT_AGAIN if is_ort else "export the model again"
         raise InputError(f"model file {str(path)!r} is empty; {fix}")
-    if is_ort and not _starts_like_ort(path):
+    if is_ort and not starts_like_ort(path):
         if not _parses_as_onnx(path):
             # Read as ONNX protobuf, such a file would get the fix of exporting it again.
             raise InputError(
@@ -627,13 +627,13 @@ class Session:
             option: the option that sets the length, such as "--seq-len", named as the fix
                 in place of the input's length.
         """
-        fixed = self.fixed_step_outputs()
-        sequence = feed.get(self.data_inputs[0].name) if self.data_inputs else None
-        if not fixed or sequence is None or sequence.ndim != 3:
-            return
         if self._layout_overridden:
             # --layout contradicts the axis names, so the declared output axes, read in that
             # layout, tell nothing about folded steps.
+            return
+        fixed = self.fixed_step_outputs()
+        sequence = feed.get(self.data_inputs[0].name) if self.data_inputs else None
+        if not fixed or sequence is None or sequence.ndim != 3:
             return
         time_axis, batch_axis = (1, 0) if self.batch_major else (0, 1)
         length, batch = sequence.shape[time_axis], sequence.shape[batch_axis]
@@ -1114,7 +1114,7 @@ def _create_session(
         return ort.InferenceSession(str(path), sess_options=options, providers=plan.as_ort_list())
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if _starts_like_ort(path):
+        if starts_like_ort(path):
             raise InputError(
                 f"{str(path)!r} {ort_load_problem(text)} (onnxruntime: {text[:160]}); "
                 f"{ORT_CONVERT_AGAIN}"
@@ -1174,11 +1174,12 @@ def set_load_format(options: ort.SessionOptions, path: str | os.PathLike[str]) -
     this an `.ort` model under another name, or an ONNX model named `.ort`, fails to load.
     """
     options.add_session_config_entry(
-        "session.load_model_format", "ORT" if _starts_like_ort(Path(path)) else "ONNX"
+        "session.load_model_format", "ORT" if starts_like_ort(Path(path)) else "ONNX"
     )
 
 
-def _starts_like_ort(path: Path) -> bool:
+def starts_like_ort(path: Path) -> bool:
+    """Return whether the file at `path` begins like an ONNX Runtime format model."""
     try:
         with open(path, "rb") as handle:
             return is_ort_format(handle.read(8))
