@@ -67,9 +67,10 @@ def _reset_rnnedge_logging():
 
 @pytest.fixture(autouse=True)
 def _idle_host(monkeypatch):
-    """Read the load average as 0 in this process, so that `rnnedge profile`'s warning
-    about a busy host adds no line to the exact stderr checks; tests of that warning set
-    their own reading."""
+    """Read the load average as 0 in this process.
+
+    `rnnedge profile`'s warning about a busy host would otherwise add a line to the exact
+    stderr checks. Tests of that warning set their own reading."""
     import rnnedge.host
 
     monkeypatch.setattr(rnnedge.host, "load_average_1min", lambda: 0.0)

@@ -60,7 +60,7 @@ def test_run_demo_refuses_report_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
 
 
-# --- 2. Ctrl-C during the demo says what was kept ----------------------------------------
+# --- 2. Ctrl-C during the demo reports what was kept -------------------------------------
 
 
 def test_demo_interrupt_names_kept_files(tmp_path, monkeypatch, capsys):

@@ -298,11 +298,13 @@ def test_convert_read_only_mount_then_output_option(exported, tmp_path):
     probe = subprocess.run([unshare, "-rm", "true"], capture_output=True, check=False)
     if probe.returncode != 0:
         pytest.skip(f"unshare -rm is not permitted here: {probe.stderr.decode().strip()}")
+
     folder = tmp_path / "ro"
     folder.mkdir()
     shutil.copy(exported["lstm"], folder / "lstm.onnx")
     writable = tmp_path / "out" / "lstm.ort"
     writable.parent.mkdir()
+
     script = (
         f'mount --bind "{folder}" "{folder}" && mount -o remount,bind,ro "{folder}" && '
         f'cd "{folder}" && "{sys.executable}" -m rnnedge convert lstm.onnx --ort; '
@@ -313,6 +315,7 @@ def test_convert_read_only_mount_then_output_option(exported, tmp_path):
     environment = {**os.environ, "PYTHONPATH": source_root}
     result = subprocess.run([unshare, "-rm", "sh", "-c", script], capture_output=True,
                             text=True, check=False, env=environment)  # fmt: skip
+
     assert result.stderr.splitlines()[0] == (
         "error: cannot write to '.': Read-only file system; pass -o with an .ort path in a "
         "writable folder"

@@ -57,7 +57,7 @@ def workspace(tmp_path_factory) -> dict[str, Path]:
                        str(root / "lstm.q.onnx"), "--json"])  # fmt: skip
     assert code == 0
     (demo / "lstm.q.report.json").write_text(text)
-    # The export report as the report's own notice says to save it.
+    # The export report, saved as the report's own notice describes.
     code, text = _cli(["-q", "export", str(demo / "gru.pt"), "-o", str(root / "gru.onnx"),
                        "--json"])  # fmt: skip
     assert code == 0
@@ -85,7 +85,7 @@ def test_demo_writes_report_and_results(workspace):
     assert all(0.0 <= row["accuracy"] <= 1.0 for row in results["rows"])
     html = (demo / "report.html").read_text()
     # The demo measures one sequence length, so its report has the accuracy and operator
-    # plots and says why the latency plot is missing.
+    # plots and explains why the latency plot is missing.
     assert len(DATA_URI.findall(html)) == 2
     assert "no latency plot: every measurement is at sequence length 100" in html
 

@@ -1901,9 +1901,11 @@ def test_feeds_as_pairs(streaming_models, rng):
 def test_bad_start_state_reported_alone(streaming_models, caplog):
     path, _ = streaming_models["lstm"]
     stream = StreamingSession(path, provider="cpu")
-    with caplog.at_level(logging.WARNING, logger="rnnedge"):
-        with pytest.raises(InputError, match=r"start state 'h0'"):
-            stream.reset(states={"h0": np.zeros((2, 3), np.float32)})
-    # c0 would start at zero, but the reset failed, so nothing is said about it.
+    with (
+        caplog.at_level(logging.WARNING, logger="rnnedge"),
+        pytest.raises(InputError, match=r"start state 'h0'"),
+    ):
+        stream.reset(states={"h0": np.zeros((2, 3), np.float32)})
+    # c0 would start at zero, but the reset failed, so no warning names it.
     assert "start at zero" not in caplog.text
     assert "starts at zero" not in caplog.text

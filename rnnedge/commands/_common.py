@@ -271,7 +271,7 @@ def interrupted_output(output: Path, before: tuple[int, int] | None) -> Exceptio
     """Build the error for a Ctrl-C in a command that writes `output` in one rename.
 
     `before` is `file_identity(output)` from before the command started, so the message
-    tells whether the file was written, is unchanged, or was never created.
+    reports whether the file was written, is unchanged, or was never created.
     """
     from rnnedge.errors import RunInterruptedError
 

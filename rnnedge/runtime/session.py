@@ -184,8 +184,8 @@ class Session:
         settings = cpu_settings(options.get("cpu", {}), threads, host_cpu["physical_cores"] or 1)
         logical = host_cpu["logical_cores"]
         if logical and settings.intra_op_threads > MAX_THREADS_PER_CORE * logical:
-            # ONNX Runtime starts every thread at session creation, which takes minutes
-            # for thousands of threads: a typo such as 4000 for 4 would look like a hang.
+            # ONNX Runtime starts every thread at session creation. With 4096 threads, run
+            # was still starting after 90 s here, so a typo such as 4000 looks like a hang.
             setting = (
                 f"--threads {threads}"
                 if threads is not None
